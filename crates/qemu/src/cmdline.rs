@@ -1,0 +1,196 @@
+//! Turning a VM spec into QEMU's command line.
+//!
+//! Everything is derived from the [`VmSpec`] plus host-local plumbing
+//! (sockets, TAP names), so a second QEMU for the same VM (a migration
+//! destination) gets exactly the same machine, devices and CPU.
+
+use crate::Accel;
+use ferry_spec::VmSpec;
+use std::path::PathBuf;
+
+/// The host side chosen for one NIC of the spec.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NicPlan {
+    /// TAP device QEMU opens for this NIC.
+    pub tap: String,
+}
+
+/// Where the serial console goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Console {
+    /// A unix socket Ferry (or a user) attaches to; QEMU also logs every byte
+    /// to `log`, whether anyone is attached or not.
+    Socket {
+        /// The socket QEMU listens on.
+        path: PathBuf,
+        /// The console log file.
+        log: PathBuf,
+    },
+    /// QEMU's stdin/stdout, as a user typing the command by hand would use.
+    Stdio,
+}
+
+/// Everything needed to launch QEMU for one VM on this host.
+#[derive(Debug, Clone)]
+pub struct LaunchConfig<'a> {
+    /// The VM.
+    pub spec: &'a VmSpec,
+    /// Accelerator.
+    pub accel: Accel,
+    /// QMP sockets to create (QEMU serves one client per socket).
+    pub qmp_sockets: Vec<PathBuf>,
+    /// Serial console.
+    pub console: Console,
+    /// One entry per NIC of the spec, in order.
+    pub nics: Vec<NicPlan>,
+    /// Start with vCPUs stopped (`-S`), so the caller can attach first.
+    pub start_paused: bool,
+}
+
+/// QEMU's option syntax doubles a comma to mean a literal comma.
+fn escape(value: &str) -> String {
+    value.replace(',', ",,")
+}
+
+/// The kernel command line with `console=ttyS0` added unless one is named.
+pub fn kernel_cmdline(spec: &VmSpec) -> String {
+    let user = spec.boot.cmdline.trim();
+    if user.split_whitespace().any(|w| w.starts_with("console=")) {
+        user.to_string()
+    } else if user.is_empty() {
+        "console=ttyS0".to_string()
+    } else {
+        format!("console=ttyS0 {user}")
+    }
+}
+
+impl LaunchConfig<'_> {
+    /// The arguments after the binary name.
+    pub fn args(&self) -> Vec<String> {
+        let spec = self.spec;
+        let mut a: Vec<String> = Vec::new();
+        let mut push = |k: &str, v: String| {
+            a.push(k.to_string());
+            a.push(v);
+        };
+        push("-name", format!("guest={},debug-threads=on", escape(&spec.name)));
+        push("-machine", spec.machine.clone());
+        push("-accel", self.accel.qemu_arg().to_string());
+        push("-cpu", spec.cpu.clone());
+        push("-smp", spec.vcpus.to_string());
+        push("-m", format!("{}M", spec.memory_mib));
+        push("-display", "none".to_string());
+        for (i, sock) in self.qmp_sockets.iter().enumerate() {
+            push("-chardev", format!("socket,id=qmp{i},path={},server=on,wait=off", escape(&sock.to_string_lossy())));
+            push("-mon", format!("chardev=qmp{i},mode=control"));
+        }
+        match &self.console {
+            Console::Socket { path, log } => {
+                push(
+                    "-chardev",
+                    format!(
+                        "socket,id=serial0,path={},server=on,wait=off,logfile={},logappend=on",
+                        escape(&path.to_string_lossy()),
+                        escape(&log.to_string_lossy())
+                    ),
+                );
+                push("-serial", "chardev:serial0".to_string());
+            }
+            Console::Stdio => push("-serial", "stdio".to_string()),
+        }
+        push("-kernel", spec.boot.kernel.to_string_lossy().into_owned());
+        if let Some(initrd) = &spec.boot.initrd {
+            push("-initrd", initrd.to_string_lossy().into_owned());
+        }
+        push("-append", kernel_cmdline(spec));
+        for (i, disk) in spec.disks.iter().enumerate() {
+            let node = serde_json::json!({
+                "driver": "raw",
+                "node-name": format!("disk{i}"),
+                "read-only": disk.readonly,
+                "file": {"driver": "file", "filename": disk.path, "read-only": disk.readonly},
+            });
+            push("-blockdev", node.to_string());
+            push("-device", format!("virtio-blk-pci,drive=disk{i},id=vd{i},serial=ferry-disk{i}"));
+        }
+        for (i, (nic, plan)) in spec.nics.iter().zip(&self.nics).enumerate() {
+            push("-netdev", format!("tap,id=net{i},ifname={},script=no,downscript=no", plan.tap));
+            push("-device", format!("virtio-net-pci,netdev=net{i},mac={},id=nic{i}", nic.mac));
+        }
+        a.push("-nodefaults".into());
+        a.push("-no-user-config".into());
+        if self.start_paused {
+            a.push("-S".into());
+        }
+        a
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn spec() -> VmSpec {
+        VmSpec::from_toml(
+            r#"
+name = "web"
+vcpus = 2
+memory_mib = 512
+[boot]
+kernel = "/k"
+initrd = "/i"
+cmdline = "quiet"
+[[disks]]
+path = "/img/a,b.img"
+readonly = true
+[[nics]]
+mac = "52:54:00:00:00:01"
+bridge = "br0"
+"#,
+            Path::new("/"),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn builds_the_expected_command_line() {
+        let spec = spec();
+        let cfg = LaunchConfig {
+            spec: &spec,
+            accel: Accel::Tcg,
+            qmp_sockets: vec!["/run/x/qmp.sock".into()],
+            console: Console::Socket {
+                path: "/run/x/serial.sock".into(),
+                log: "/run/x/console.log".into(),
+            },
+            nics: vec![NicPlan { tap: "fyabc0".into() }],
+            start_paused: true,
+        };
+        let line = cfg.args().join(" ");
+        for want in [
+            "-accel tcg,thread=multi",
+            "-cpu max",
+            "-smp 2",
+            "-m 512M",
+            "-append console=ttyS0 quiet",
+            "ifname=fyabc0",
+            "mac=52:54:00:00:00:01",
+            "\"filename\":\"/img/a,b.img\"",
+            "\"read-only\":true",
+            "logfile=/run/x/console.log",
+            " -S",
+        ] {
+            assert!(line.contains(want), "missing {want:?} in {line}");
+        }
+    }
+
+    #[test]
+    fn keeps_a_console_the_user_named() {
+        let mut s = spec();
+        s.boot.cmdline = "console=hvc0".into();
+        assert_eq!(kernel_cmdline(&s), "console=hvc0");
+        s.boot.cmdline = String::new();
+        assert_eq!(kernel_cmdline(&s), "console=ttyS0");
+    }
+}
