@@ -1,6 +1,10 @@
 //! Command-line interface: parsing (clap) apart from the code that acts.
 
+mod console;
 mod guest;
+mod host;
+mod probe;
+mod vm;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -21,6 +25,14 @@ enum Command {
     /// Build and inspect the test guest (kernel + initramfs with workloads).
     #[command(subcommand)]
     Guest(guest::GuestCmd),
+    /// Run VMs on this host: run, start, stop, pause, resume, status, console.
+    #[command(subcommand)]
+    Vm(vm::VmCmd),
+    /// Facts about this host (accelerator).
+    #[command(subcommand)]
+    Host(host::HostCmd),
+    /// Probe a guest's UDP echo responder and report lost replies and gaps.
+    Probe(probe::ProbeArgs),
 }
 
 /// Runs the CLI and turns errors into a one-line message and exit code 1.
@@ -29,6 +41,15 @@ pub fn main() -> ExitCode {
     init_tracing();
     let result = match cli.command {
         Command::Guest(cmd) => guest::run(cmd, cli.json),
+        Command::Host(cmd) => host::run(cmd, cli.json),
+        Command::Probe(args) => probe::run(args, cli.json),
+        Command::Vm(cmd) => match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt.block_on(vm::run(cmd, cli.json)),
+            Err(e) => Err(e.into()),
+        },
     };
     match result {
         Ok(code) => code,
@@ -46,6 +67,7 @@ fn init_tracing() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .without_time()
         .try_init();
 }

@@ -80,7 +80,11 @@ pub fn choose(qemu: &QemuBinary, forced: Option<Accel>) -> AccelChoice {
             reason: "the CPU has no vmx/svm flag, so any /dev/kvm here is not hardware virtualization; using TCG".into(),
         };
     };
-    if let Err(e) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm") {
+    if let Err(e) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+    {
         return AccelChoice {
             accel: Accel::Tcg,
             reason: format!("the CPU has {flag} but /dev/kvm cannot be opened ({e}); using TCG"),
@@ -89,7 +93,10 @@ pub fn choose(qemu: &QemuBinary, forced: Option<Accel>) -> AccelChoice {
     match boot_probe(qemu, Accel::Kvm) {
         Ok(took) => AccelChoice {
             accel: Accel::Kvm,
-            reason: format!("the CPU has {flag} and a KVM probe guest booted in {} ms", took.as_millis()),
+            reason: format!(
+                "the CPU has {flag} and a KVM probe guest booted in {} ms",
+                took.as_millis()
+            ),
         },
         Err(why) => AccelChoice {
             accel: Accel::Tcg,
@@ -139,10 +146,20 @@ fn probe_boot_sector() -> Vec<u8> {
 /// Boots the probe guest under `accel` and waits for its line.
 pub fn boot_probe(qemu: &QemuBinary, accel: Accel) -> Result<Duration, String> {
     let image = std::env::temp_dir().join(format!("ferry-accel-probe-{}.img", std::process::id()));
-    std::fs::write(&image, probe_boot_sector()).map_err(|e| format!("writing {}: {e}", image.display()))?;
+    std::fs::write(&image, probe_boot_sector())
+        .map_err(|e| format!("writing {}: {e}", image.display()))?;
     let started = Instant::now();
     let child = Command::new(&qemu.path)
-        .args(["-accel", accel.qemu_arg(), "-machine", "pc", "-m", "16", "-nodefaults", "-no-user-config"])
+        .args([
+            "-accel",
+            accel.qemu_arg(),
+            "-machine",
+            "pc",
+            "-m",
+            "16",
+            "-nodefaults",
+            "-no-user-config",
+        ])
         .args(["-display", "none", "-serial", "stdio"])
         .arg("-drive")
         .arg(format!("format=raw,if=ide,file={}", image.display()))
@@ -189,7 +206,10 @@ pub fn boot_probe(qemu: &QemuBinary, accel: Accel) -> Result<Duration, String> {
             }
             let last = err.lines().last().unwrap_or("").trim().to_string();
             Err(if last.is_empty() {
-                format!("no output within {} s ({status:?})", PROBE_TIMEOUT.as_secs())
+                format!(
+                    "no output within {} s ({status:?})",
+                    PROBE_TIMEOUT.as_secs()
+                )
             } else {
                 last
             })

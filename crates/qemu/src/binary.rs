@@ -36,13 +36,39 @@ pub enum QemuError {
     },
 }
 
-/// A QEMU system emulator that is new enough.
-#[derive(Debug, Clone)]
+/// A QEMU system emulator that is new enough, with what it supports.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct QemuBinary {
     /// Path of the binary.
     pub path: PathBuf,
     /// (major, minor, micro).
     pub version: (u32, u32, u32),
+    /// CPU models (`-cpu help`).
+    pub cpu_models: Vec<String>,
+    /// Machine types (`-machine help`).
+    pub machine_types: Vec<String>,
+}
+
+/// What the capability cache is keyed on: the binary's identity on disk.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+struct CacheEntry {
+    path: PathBuf,
+    size: u64,
+    mtime_ns: i128,
+    binary: QemuBinary,
+}
+
+fn cache_file() -> PathBuf {
+    std::env::temp_dir().join("ferry-qemu-capabilities.json")
+}
+
+fn identity(path: &Path) -> Option<(u64, i128)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    Some((
+        m.size(),
+        i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+    ))
 }
 
 impl QemuBinary {
@@ -57,11 +83,44 @@ impl QemuBinary {
         Self::at(&path)
     }
 
-    /// Checks the QEMU at `path`.
+    /// Checks the QEMU at `path`, using the capability cache when the binary
+    /// is unchanged (asking QEMU costs ~150 ms, a tenth of a boot budget).
     pub fn at(path: &Path) -> Result<Self, QemuError> {
-        let out = Command::new(path).arg("--version").output().map_err(|_| QemuError::NotFound {
-            looked: path.display().to_string(),
-        })?;
+        let id = identity(path);
+        if let (Some((size, mtime_ns)), Ok(text)) = (id, std::fs::read_to_string(cache_file())) {
+            if let Ok(entry) = serde_json::from_str::<CacheEntry>(&text) {
+                if entry.path == path && entry.size == size && entry.mtime_ns == mtime_ns {
+                    return Ok(entry.binary);
+                }
+            }
+        }
+        let binary = Self::probe(path)?;
+        if let Some((size, mtime_ns)) = id {
+            let entry = CacheEntry {
+                path: path.to_path_buf(),
+                size,
+                mtime_ns,
+                binary: binary.clone(),
+            };
+            let tmp = cache_file().with_extension(format!("{}.tmp", std::process::id()));
+            if let Ok(json) = serde_json::to_vec(&entry) {
+                if std::fs::write(&tmp, json).is_ok() {
+                    let _ = std::fs::rename(&tmp, cache_file());
+                }
+            }
+        }
+        Ok(binary)
+    }
+
+    /// Asks QEMU for its version and capabilities, bypassing the cache.
+    pub fn probe(path: &Path) -> Result<Self, QemuError> {
+        let out =
+            Command::new(path)
+                .arg("--version")
+                .output()
+                .map_err(|_| QemuError::NotFound {
+                    looked: path.display().to_string(),
+                })?;
         let text = String::from_utf8_lossy(&out.stdout);
         let version = parse_version(&text).ok_or_else(|| QemuError::Unrecognised {
             path: path.to_path_buf(),
@@ -73,36 +132,27 @@ impl QemuBinary {
                 version: format!("{}.{}.{}", version.0, version.1, version.2),
             });
         }
+        let list = |flag: &str, parse: fn(&str) -> Vec<String>| -> Result<Vec<String>, QemuError> {
+            let out = Command::new(path)
+                .args([flag, "help"])
+                .output()
+                .map_err(|e| QemuError::Unrecognised {
+                    path: path.to_path_buf(),
+                    detail: format!("{flag} help: {e}"),
+                })?;
+            Ok(parse(&String::from_utf8_lossy(&out.stdout)))
+        };
         Ok(QemuBinary {
             path: path.to_path_buf(),
             version,
+            cpu_models: list("-cpu", parse_cpu_models)?,
+            machine_types: list("-machine", parse_machine_types)?,
         })
     }
 
     /// The version as `major.minor.micro`.
     pub fn version_string(&self) -> String {
         format!("{}.{}.{}", self.version.0, self.version.1, self.version.2)
-    }
-
-    /// CPU model names this QEMU knows (`-cpu help`).
-    pub fn cpu_models(&self) -> Result<Vec<String>, QemuError> {
-        self.list("-cpu", parse_cpu_models)
-    }
-
-    /// Machine type names this QEMU knows (`-machine help`).
-    pub fn machine_types(&self) -> Result<Vec<String>, QemuError> {
-        self.list("-machine", parse_machine_types)
-    }
-
-    fn list(&self, flag: &str, parse: fn(&str) -> Vec<String>) -> Result<Vec<String>, QemuError> {
-        let out = Command::new(&self.path)
-            .args([flag, "help"])
-            .output()
-            .map_err(|e| QemuError::Unrecognised {
-                path: self.path.clone(),
-                detail: format!("{flag} help: {e}"),
-            })?;
-        Ok(parse(&String::from_utf8_lossy(&out.stdout)))
     }
 }
 
@@ -152,7 +202,10 @@ mod tests {
             parse_version("QEMU emulator version 10.0.2 (Debian 1:10.0.2+ds-2)\nCopyright"),
             Some((10, 0, 2))
         );
-        assert_eq!(parse_version("QEMU emulator version 7.2.15"), Some((7, 2, 15)));
+        assert_eq!(
+            parse_version("QEMU emulator version 7.2.15"),
+            Some((7, 2, 15))
+        );
         assert_eq!(parse_version("garbage"), None);
     }
 
@@ -160,7 +213,8 @@ mod tests {
     fn parses_cpu_and_machine_lists() {
         let cpus = parse_cpu_models("Available CPUs:\nx86 486   (alias)\nx86 max   Enables all\n\nRecognized CPUID flags:\n  fpu\n");
         assert_eq!(cpus, ["486", "max"]);
-        let machines = parse_machine_types("Supported machines are:\nq35   Standard PC\npc    Standard PC\n");
+        let machines =
+            parse_machine_types("Supported machines are:\nq35   Standard PC\npc    Standard PC\n");
         assert_eq!(machines, ["q35", "pc"]);
     }
 }

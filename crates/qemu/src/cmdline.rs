@@ -73,7 +73,10 @@ impl LaunchConfig<'_> {
             a.push(k.to_string());
             a.push(v);
         };
-        push("-name", format!("guest={},debug-threads=on", escape(&spec.name)));
+        push(
+            "-name",
+            format!("guest={},debug-threads=on", escape(&spec.name)),
+        );
         push("-machine", spec.machine.clone());
         push("-accel", self.accel.qemu_arg().to_string());
         push("-cpu", spec.cpu.clone());
@@ -81,7 +84,13 @@ impl LaunchConfig<'_> {
         push("-m", format!("{}M", spec.memory_mib));
         push("-display", "none".to_string());
         for (i, sock) in self.qmp_sockets.iter().enumerate() {
-            push("-chardev", format!("socket,id=qmp{i},path={},server=on,wait=off", escape(&sock.to_string_lossy())));
+            push(
+                "-chardev",
+                format!(
+                    "socket,id=qmp{i},path={},server=on,wait=off",
+                    escape(&sock.to_string_lossy())
+                ),
+            );
             push("-mon", format!("chardev=qmp{i},mode=control"));
         }
         match &self.console {
@@ -111,11 +120,20 @@ impl LaunchConfig<'_> {
                 "file": {"driver": "file", "filename": disk.path, "read-only": disk.readonly},
             });
             push("-blockdev", node.to_string());
-            push("-device", format!("virtio-blk-pci,drive=disk{i},id=vd{i},serial=ferry-disk{i}"));
+            push(
+                "-device",
+                format!("virtio-blk-pci,drive=disk{i},id=vd{i},serial=ferry-disk{i}"),
+            );
         }
         for (i, (nic, plan)) in spec.nics.iter().zip(&self.nics).enumerate() {
-            push("-netdev", format!("tap,id=net{i},ifname={},script=no,downscript=no", plan.tap));
-            push("-device", format!("virtio-net-pci,netdev=net{i},mac={},id=nic{i}", nic.mac));
+            push(
+                "-netdev",
+                format!("tap,id=net{i},ifname={},script=no,downscript=no", plan.tap),
+            );
+            push(
+                "-device",
+                format!("virtio-net-pci,netdev=net{i},mac={},id=nic{i}", nic.mac),
+            );
         }
         a.push("-nodefaults".into());
         a.push("-no-user-config".into());
@@ -164,7 +182,9 @@ bridge = "br0"
                 path: "/run/x/serial.sock".into(),
                 log: "/run/x/console.log".into(),
             },
-            nics: vec![NicPlan { tap: "fyabc0".into() }],
+            nics: vec![NicPlan {
+                tap: "fyabc0".into(),
+            }],
             start_paused: true,
         };
         let line = cfg.args().join(" ");

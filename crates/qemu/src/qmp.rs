@@ -58,7 +58,7 @@ pub enum QmpError {
         secs: u64,
     },
     /// Writing to the socket failed.
-    #[error("writing to QMP socket")]
+    #[error("QMP socket I/O")]
     Io(#[source] std::io::Error),
 }
 
@@ -100,7 +100,8 @@ pub enum Message {
 
 /// Decodes one line of QMP. Never panics on any input.
 pub fn decode(line: &[u8]) -> Result<Message, QmpError> {
-    let v: Value = serde_json::from_slice(line).map_err(|e| QmpError::Protocol(format!("not JSON: {e}")))?;
+    let v: Value =
+        serde_json::from_slice(line).map_err(|e| QmpError::Protocol(format!("not JSON: {e}")))?;
     let obj = v
         .as_object()
         .ok_or_else(|| QmpError::Protocol("not a JSON object".into()))?;
@@ -109,7 +110,10 @@ pub fn decode(line: &[u8]) -> Result<Message, QmpError> {
         return Ok(Message::Greeting(g.clone()));
     }
     if let Some(r) = obj.get("return") {
-        return Ok(Message::Return { id, value: r.clone() });
+        return Ok(Message::Return {
+            id,
+            value: r.clone(),
+        });
     }
     if let Some(e) = obj.get("error") {
         let field = |k: &str| e.get(k).and_then(Value::as_str).unwrap_or("").to_string();
@@ -121,15 +125,24 @@ pub fn decode(line: &[u8]) -> Result<Message, QmpError> {
     }
     if let Some(name) = obj.get("event").and_then(Value::as_str) {
         let ts = obj.get("timestamp");
-        let secs = ts.and_then(|t| t.get("seconds")).and_then(Value::as_f64).unwrap_or(0.0);
-        let micros = ts.and_then(|t| t.get("microseconds")).and_then(Value::as_f64).unwrap_or(0.0);
+        let secs = ts
+            .and_then(|t| t.get("seconds"))
+            .and_then(Value::as_f64)
+            .unwrap_or(0.0);
+        let micros = ts
+            .and_then(|t| t.get("microseconds"))
+            .and_then(Value::as_f64)
+            .unwrap_or(0.0);
         return Ok(Message::Event(QmpEvent {
             name: name.to_string(),
             data: obj.get("data").cloned().unwrap_or(Value::Null),
             timestamp: secs + micros / 1e6,
         }));
     }
-    Err(QmpError::Protocol(format!("unknown message {}", truncate(&v.to_string(), 200))))
+    Err(QmpError::Protocol(format!(
+        "unknown message {}",
+        truncate(&v.to_string(), 200)
+    )))
 }
 
 fn truncate(s: &str, n: usize) -> &str {
@@ -155,16 +168,24 @@ pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 impl QmpClient {
     /// Connects to a QMP socket, reads the greeting and enters command mode.
     /// Returns the client and the stream of events.
-    pub async fn connect(path: &Path) -> Result<(Self, mpsc::UnboundedReceiver<QmpEvent>), QmpError> {
-        let stream = UnixStream::connect(path).await.map_err(|source| QmpError::Connect {
-            path: path.display().to_string(),
-            source,
-        })?;
+    pub async fn connect(
+        path: &Path,
+    ) -> Result<(Self, mpsc::UnboundedReceiver<QmpEvent>), QmpError> {
+        let stream = UnixStream::connect(path)
+            .await
+            .map_err(|source| QmpError::Connect {
+                path: path.display().to_string(),
+                source,
+            })?;
         let (read, write) = stream.into_split();
         let mut reader = BufReader::new(read);
         let greeting = match read_message(&mut reader).await? {
             Some(Message::Greeting(g)) => g,
-            Some(other) => return Err(QmpError::Protocol(format!("expected greeting, got {other:?}"))),
+            Some(other) => {
+                return Err(QmpError::Protocol(format!(
+                    "expected greeting, got {other:?}"
+                )))
+            }
             None => return Err(QmpError::Disconnected),
         };
         let pending: Pending = Arc::new(Mutex::new(Some(HashMap::new())));
@@ -186,8 +207,13 @@ impl QmpClient {
     }
 
     /// Runs a command and returns its `return` value.
-    pub async fn execute(&self, command: &str, arguments: Option<Value>) -> Result<Value, QmpError> {
-        self.execute_timeout(command, arguments, COMMAND_TIMEOUT).await
+    pub async fn execute(
+        &self,
+        command: &str,
+        arguments: Option<Value>,
+    ) -> Result<Value, QmpError> {
+        self.execute_timeout(command, arguments, COMMAND_TIMEOUT)
+            .await
     }
 
     /// Runs a command with a time limit.
@@ -214,10 +240,12 @@ impl QmpClient {
             let mut w = self.writer.lock().await;
             w.write_all(line.as_bytes()).await.map_err(QmpError::Io)?;
         }
-        let reply = tokio::time::timeout(timeout, rx).await.map_err(|_| QmpError::Timeout {
-            command: command.to_string(),
-            secs: timeout.as_secs(),
-        })?;
+        let reply = tokio::time::timeout(timeout, rx)
+            .await
+            .map_err(|_| QmpError::Timeout {
+                command: command.to_string(),
+                secs: timeout.as_secs(),
+            })?;
         match reply {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(QmpError::Command { class, desc, .. })) => Err(QmpError::Command {
@@ -252,7 +280,9 @@ async fn read_message(reader: &mut BufReader<OwnedReadHalf>) -> Result<Option<Me
             return Ok(None);
         }
         if line.last() != Some(&b'\n') && n as u64 >= MAX_MESSAGE_BYTES {
-            return Err(QmpError::Protocol(format!("message over {MAX_MESSAGE_BYTES} bytes")));
+            return Err(QmpError::Protocol(format!(
+                "message over {MAX_MESSAGE_BYTES} bytes"
+            )));
         }
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
@@ -312,25 +342,47 @@ mod tests {
 
     #[test]
     fn decodes_every_kind_of_message() {
-        assert!(matches!(decode(br#"{"QMP": {"version": {}, "capabilities": []}}"#), Ok(Message::Greeting(_))));
+        assert!(matches!(
+            decode(br#"{"QMP": {"version": {}, "capabilities": []}}"#),
+            Ok(Message::Greeting(_))
+        ));
         assert_eq!(
             decode(br#"{"return": {}, "id": 3}"#).unwrap(),
-            Message::Return { id: Some(3), value: json!({}) }
+            Message::Return {
+                id: Some(3),
+                value: json!({})
+            }
         );
         assert_eq!(
             decode(br#"{"error": {"class": "GenericError", "desc": "no"}, "id": 4}"#).unwrap(),
-            Message::Error { id: Some(4), class: "GenericError".into(), desc: "no".into() }
+            Message::Error {
+                id: Some(4),
+                class: "GenericError".into(),
+                desc: "no".into()
+            }
         );
-        let ev = decode(br#"{"event": "STOP", "timestamp": {"seconds": 10, "microseconds": 500000}}"#).unwrap();
+        let ev =
+            decode(br#"{"event": "STOP", "timestamp": {"seconds": 10, "microseconds": 500000}}"#)
+                .unwrap();
         assert_eq!(
             ev,
-            Message::Event(QmpEvent { name: "STOP".into(), data: Value::Null, timestamp: 10.5 })
+            Message::Event(QmpEvent {
+                name: "STOP".into(),
+                data: Value::Null,
+                timestamp: 10.5
+            })
         );
     }
 
     #[test]
     fn rejects_garbage_with_a_reason() {
-        for bad in [&b"nope"[..], b"[1,2]", b"{\"what\": 1}", b"\xff\xfe", b"{\"event\": 5}"] {
+        for bad in [
+            &b"nope"[..],
+            b"[1,2]",
+            b"{\"what\": 1}",
+            b"\xff\xfe",
+            b"{\"event\": 5}",
+        ] {
             assert!(matches!(decode(bad), Err(QmpError::Protocol(_))), "{bad:?}");
         }
     }

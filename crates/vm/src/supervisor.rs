@@ -1,0 +1,276 @@
+//! The per-VM supervisor: owns the QEMU child and records its state.
+//!
+//! It runs as its own process (`ferry vm supervise`), detached from the
+//! terminal that started the VM, so closing that terminal or killing the CLI
+//! never touches the VM. The state it records comes from QMP events (`STOP`,
+//! `RESUME`, `SHUTDOWN`) and from the child's exit status: a QEMU killed by a
+//! signal without a `SHUTDOWN` first is recorded as crashed, with the signal.
+
+use crate::state::now_unix;
+use crate::{net, RunDir, StateRecord, VmError, VmState};
+use ferry_qemu::cmdline::Console;
+use ferry_qemu::{AccelChoice, LaunchConfig, NicPlan, QemuBinary, QmpClient, QmpEvent};
+use ferry_spec::{NicAttachment, VmSpec};
+use serde_json::json;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::process::ExitStatusExt;
+use std::process::{ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long QEMU may take to open its QMP socket.
+pub const QMP_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What the supervisor needs to run one VM.
+pub struct SuperviseOptions {
+    /// The VM's runtime directory (holds `spec.json`).
+    pub dir: RunDir,
+    /// The QEMU to run.
+    pub qemu: QemuBinary,
+    /// The accelerator and why.
+    pub accel: AccelChoice,
+    /// Keep the vCPUs stopped after launch until someone sends `cont`.
+    pub hold: bool,
+}
+
+/// Records state changes to `state.json` and `events.jsonl`.
+struct Recorder {
+    dir: RunDir,
+    rec: StateRecord,
+    events: Option<File>,
+}
+
+impl Recorder {
+    fn log(&mut self, value: serde_json::Value) {
+        if let Some(f) = self.events.as_mut() {
+            let _ = writeln!(f, "{value}");
+        }
+    }
+
+    fn set(&mut self, state: VmState, detail: impl Into<String>) {
+        self.rec.state = state;
+        self.rec.detail = detail.into();
+        self.rec.since = now_unix();
+        tracing::info!(vm = %self.rec.name, state = %state, detail = %self.rec.detail, "state");
+        self.log(json!({"t": self.rec.since, "state": state, "detail": self.rec.detail}));
+        if let Err(e) = self.rec.save(&self.dir) {
+            tracing::error!("cannot record state: {e}");
+        }
+    }
+}
+
+/// Runs the VM until QEMU exits; returns the final record.
+pub async fn run(opts: SuperviseOptions) -> Result<StateRecord, VmError> {
+    let dir = opts.dir;
+    let spec_path = dir.spec();
+    let text = std::fs::read_to_string(&spec_path).map_err(|e| VmError::io(&spec_path, e))?;
+    let spec = VmSpec::from_json(&text, &dir.dir)?;
+    let events = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.events())
+        .ok();
+    let mut r = Recorder {
+        rec: StateRecord {
+            name: spec.name.clone(),
+            state: VmState::Starting,
+            detail: String::new(),
+            qemu_pid: None,
+            supervisor_pid: std::process::id() as i32,
+            accel: opts.accel.accel.to_string(),
+            accel_reason: opts.accel.reason.clone(),
+            qemu_version: opts.qemu.version_string(),
+            since: now_unix(),
+        },
+        dir: dir.clone(),
+        events,
+    };
+    r.set(VmState::Starting, "launching QEMU");
+
+    let mut created_taps = Vec::new();
+    let outcome = launch_and_watch(
+        &spec,
+        &opts.qemu,
+        &opts.accel,
+        opts.hold,
+        &mut r,
+        &mut created_taps,
+    )
+    .await;
+    for tap in &created_taps {
+        net::delete_link(tap);
+    }
+    for sock in [dir.qmp_control(), dir.qmp_monitor(), dir.serial()] {
+        let _ = std::fs::remove_file(sock);
+    }
+    match outcome {
+        Ok(()) => Ok(r.rec),
+        Err(e) => {
+            r.set(VmState::Failed, format!("{e}"));
+            Err(e)
+        }
+    }
+}
+
+async fn launch_and_watch(
+    spec: &VmSpec,
+    qemu: &QemuBinary,
+    accel: &AccelChoice,
+    hold: bool,
+    r: &mut Recorder,
+    created_taps: &mut Vec<String>,
+) -> Result<(), VmError> {
+    let dir = r.dir.clone();
+    let mut plans = Vec::new();
+    for (i, nic) in spec.nics.iter().enumerate() {
+        match &nic.attachment {
+            NicAttachment::Bridge(bridge) => {
+                let tap = net::tap_name(&spec.name, i);
+                net::create_tap(&tap, bridge)?;
+                created_taps.push(tap.clone());
+                plans.push(NicPlan { tap });
+            }
+            NicAttachment::Tap(tap) => plans.push(NicPlan { tap: tap.clone() }),
+        }
+    }
+    for sock in [dir.qmp_control(), dir.qmp_monitor(), dir.serial()] {
+        let _ = std::fs::remove_file(sock);
+    }
+    let cfg = LaunchConfig {
+        spec,
+        accel: accel.accel,
+        qmp_sockets: vec![dir.qmp_monitor(), dir.qmp_control()],
+        console: Console::Socket {
+            path: dir.serial(),
+            log: dir.console_log(),
+        },
+        nics: plans,
+        start_paused: true,
+    };
+    let log_path = dir.qemu_log();
+    let log = File::create(&log_path).map_err(|e| VmError::io(&log_path, e))?;
+    let log2 = log.try_clone().map_err(|e| VmError::io(&log_path, e))?;
+    let mut child = tokio::process::Command::new(&qemu.path)
+        .args(cfg.args())
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log2)
+        .spawn()
+        .map_err(|e| VmError::io(&qemu.path, e))?;
+    r.rec.qemu_pid = child.id().map(|p| p as i32);
+    r.log(json!({"t": now_unix(), "qemu_args": cfg.args()}));
+
+    let deadline = Instant::now() + QMP_CONNECT_TIMEOUT;
+    let (qmp, mut events) = loop {
+        if let Some(status) = child.try_wait().map_err(|e| VmError::io(&qemu.path, e))? {
+            return Err(VmError::QemuDiedAtStart {
+                name: spec.name.clone(),
+                detail: format!("{} ({})", last_log_line(&dir), describe_exit(status)),
+            });
+        }
+        if dir.qmp_monitor().exists() {
+            if let Ok(c) = QmpClient::connect(&dir.qmp_monitor()).await {
+                break c;
+            }
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill().await;
+            return Err(VmError::Timeout {
+                name: spec.name.clone(),
+                what: "open its QMP socket".into(),
+                secs: QMP_CONNECT_TIMEOUT.as_secs(),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    };
+    if hold {
+        r.set(
+            VmState::Paused,
+            "held before its first instruction; `cont` over QMP starts it",
+        );
+    } else {
+        qmp.execute("cont", None)
+            .await
+            .map_err(|source| VmError::Qmp {
+                name: spec.name.clone(),
+                source,
+            })?;
+        r.set(VmState::Running, "running");
+    }
+
+    let mut shutdown: Option<String> = None;
+    let mut events_open = true;
+    let status = loop {
+        tokio::select! {
+            ev = events.recv(), if events_open => match ev {
+                Some(ev) => on_event(r, &ev, &mut shutdown),
+                None => events_open = false,
+            },
+            st = child.wait() => break st.map_err(|e| VmError::io(&qemu.path, e))?,
+        }
+    };
+    // Drain events QEMU sent just before it exited.
+    while let Ok(ev) = events.try_recv() {
+        on_event(r, &ev, &mut shutdown);
+    }
+    drop(qmp);
+    match shutdown {
+        Some(reason) => r.set(
+            VmState::Stopped,
+            format!("shut down ({reason}); {}", describe_exit(status)),
+        ),
+        None => r.set(
+            VmState::Crashed,
+            format!(
+                "{} without a shutdown; {}",
+                describe_exit(status),
+                last_log_line(&dir)
+            ),
+        ),
+    }
+    Ok(())
+}
+
+fn on_event(r: &mut Recorder, ev: &QmpEvent, shutdown: &mut Option<String>) {
+    r.log(json!({"t": ev.timestamp, "event": ev.name, "data": ev.data}));
+    match ev.name.as_str() {
+        "STOP" if shutdown.is_none() => r.set(VmState::Paused, "paused"),
+        "RESUME" => r.set(VmState::Running, "running"),
+        "SHUTDOWN" => {
+            let reason = ev
+                .data
+                .get("reason")
+                .and_then(|v| v.as_str())
+                .unwrap_or("unknown")
+                .to_string();
+            r.set(VmState::Stopping, format!("shutting down ({reason})"));
+            *shutdown = Some(reason);
+        }
+        _ => {}
+    }
+}
+
+/// "QEMU exited with code 1" / "QEMU was killed by signal 9 (SIGKILL)".
+pub fn describe_exit(status: ExitStatus) -> String {
+    if let Some(sig) = status.signal() {
+        let name = nix::sys::signal::Signal::try_from(sig)
+            .map(|s| s.as_str())
+            .unwrap_or("?");
+        format!("QEMU was killed by signal {sig} ({name})")
+    } else {
+        format!("QEMU exited with code {}", status.code().unwrap_or(-1))
+    }
+}
+
+/// The last non-empty line QEMU printed, for error messages.
+pub fn last_log_line(dir: &RunDir) -> String {
+    std::fs::read_to_string(dir.qemu_log())
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .map(|l| l.trim().to_string())
+        })
+        .unwrap_or_else(|| "QEMU printed nothing".into())
+}
