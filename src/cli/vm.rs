@@ -354,6 +354,7 @@ async fn run_foreground(
     let spec = VmSpec::load(spec_path)?;
     let name = spec.name.clone();
     let opts = start_options(start, true)?;
+    let began = std::time::Instant::now();
     let rec = tokio::task::spawn_blocking(move || control::start(&spec, &opts)).await??;
     eprintln!(
         "ferry: VM {name} started on {} ({}); Ctrl-] detaches",
@@ -384,8 +385,9 @@ async fn run_foreground(
         }
         AttachEnd::Seen => {
             eprintln!(
-                "\nferry: saw {:?}; stopping {name}",
-                until.unwrap_or_default()
+                "\nferry: saw {:?} {:.2} s after start; stopping {name}",
+                until.unwrap_or_default(),
+                began.elapsed().as_secs_f64()
             );
             (control::stop(&name, stop(false)).await?, ExitCode::SUCCESS)
         }

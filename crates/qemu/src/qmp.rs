@@ -300,6 +300,11 @@ async fn reader_task(
         let msg = match read_message(&mut reader).await {
             Ok(Some(m)) => m,
             Ok(None) => break,
+            // A reset is how QEMU's exit often looks; only garbage is worth a warning.
+            Err(QmpError::Io(e)) => {
+                tracing::debug!("QMP connection ended: {e}");
+                break;
+            }
             Err(e) => {
                 tracing::warn!("QMP: {e}; closing the connection");
                 break;

@@ -26,10 +26,17 @@ impl VmSpec {
         if text.len() > MAX_SPEC_BYTES {
             return Err(SpecError::TooLarge { bytes: text.len() });
         }
-        let mut spec: VmSpec = toml::from_str(text).map_err(|e| SpecError::Syntax {
-            format: "TOML",
-            message: e.message().to_string(),
-            span: e.span().map(|s| line_of(text, s.start)),
+        let mut spec: VmSpec = toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|s| line_of(text, s.start));
+            let source_line = line
+                .and_then(|l| text.lines().nth(l - 1))
+                .map(|l| format!(" in `{}`", l.trim()))
+                .unwrap_or_default();
+            SpecError::Syntax {
+                format: "TOML",
+                message: format!("{}{source_line}", e.message()),
+                span: line,
+            }
         })?;
         spec.resolve_paths(base_dir);
         spec.validate()?;

@@ -106,7 +106,11 @@ pub async fn run(opts: SuperviseOptions) -> Result<StateRecord, VmError> {
     match outcome {
         Ok(()) => Ok(r.rec),
         Err(e) => {
-            r.set(VmState::Failed, format!("{e}"));
+            let detail = match &e {
+                VmError::QemuDiedAtStart { detail, .. } => detail.clone(),
+                other => other.to_string(),
+            };
+            r.set(VmState::Failed, detail);
             Err(e)
         }
     }
@@ -262,15 +266,31 @@ pub fn describe_exit(status: ExitStatus) -> String {
     }
 }
 
-/// The last non-empty line QEMU printed, for error messages.
+/// The last lines QEMU printed, for error messages: its error and the hint
+/// it often adds on the next line, without the long option it quotes.
 pub fn last_log_line(dir: &RunDir) -> String {
-    std::fs::read_to_string(dir.qemu_log())
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .rev()
-                .find(|l| !l.trim().is_empty())
-                .map(|l| l.trim().to_string())
-        })
-        .unwrap_or_else(|| "QEMU printed nothing".into())
+    let text = std::fs::read_to_string(dir.qemu_log()).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    if lines.is_empty() {
+        return "QEMU printed nothing".into();
+    }
+    lines[lines.len().saturating_sub(2)..]
+        .iter()
+        .map(|l| shorten_qemu_error(l))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// `qemu-system-x86_64: -device virtio-blk-pci,...: Failed to get "write" lock`
+/// becomes `Failed to get "write" lock (-device)`.
+fn shorten_qemu_error(line: &str) -> String {
+    let rest = line.strip_prefix("qemu-system-x86_64: ").unwrap_or(line);
+    if let Some(opt) = rest.strip_prefix('-') {
+        let (name, tail) = opt.split_once(' ').unwrap_or((opt, ""));
+        // The option's value may contain ": " (JSON); the message follows the last one.
+        if let Some((_, msg)) = tail.rsplit_once(": ") {
+            return format!("{msg} (-{name})");
+        }
+    }
+    rest.to_string()
 }
