@@ -1,6 +1,8 @@
 //! The accelerator probe: TCG on a host without vmx/svm, with the reason; the
 //! probe guest that decides for KVM really boots (checked here under TCG).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 use common::*;
 use ferry_qemu::{accel, Accel, QemuBinary};
@@ -8,7 +10,9 @@ use ferry_qemu::{accel, Accel, QemuBinary};
 #[test]
 fn chooses_tcg_here_and_says_why() {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap();
-    let has_hw = cpuinfo.lines().any(|l| l.starts_with("flags") && (l.contains(" vmx") || l.contains(" svm")));
+    let has_hw = cpuinfo
+        .lines()
+        .any(|l| l.starts_with("flags") && (l.contains(" vmx") || l.contains(" svm")));
     let env = TestEnv::new("accel");
     let out = run_ok(env.ferry().args(["--json", "host", "accel"]));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -18,7 +22,10 @@ fn chooses_tcg_here_and_says_why() {
         assert_eq!(v["accel"], "tcg", "{v}");
         assert!(v["reason"].as_str().unwrap().contains("no vmx/svm"), "{v}");
     }
-    let out = run_ok(env.ferry().args(["--json", "host", "accel", "--accel", "kvm"]));
+    let out = run_ok(
+        env.ferry()
+            .args(["--json", "host", "accel", "--accel", "kvm"]),
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["accel"], "kvm", "--accel must override: {v}");
 }

@@ -1,12 +1,17 @@
 //! Pause, resume, stop, and a QEMU killed behind Ferry's back.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 use common::*;
 use ferry_workloads::counter;
 use std::time::Duration;
 
 fn counts(log: &str) -> Vec<u64> {
-    log.lines().filter_map(counter::parse_line).map(|c| c.n).collect()
+    log.lines()
+        .filter_map(counter::parse_line)
+        .map(|c| c.n)
+        .collect()
 }
 
 #[test]
@@ -35,15 +40,31 @@ fn pause_stops_the_counter_and_resume_restarts_it() {
     let rec: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(rec["state"], "running", "{rec}");
     let last = *during.last().expect("counted before pausing");
-    env.wait_console("pause", &format!("FERRY-COUNTER n={} ", last + 5), Duration::from_secs(30));
+    env.wait_console(
+        "pause",
+        &format!("FERRY-COUNTER n={} ", last + 5),
+        Duration::from_secs(30),
+    );
     let all = counts(&env.console("pause"));
-    assert!(all.windows(2).all(|w| w[1] == w[0] + 1), "count not monotonic: {all:?}");
+    assert!(
+        all.windows(2).all(|w| w[1] == w[0] + 1),
+        "count not monotonic: {all:?}"
+    );
 
-    let out = run_ok(env.ferry().args(["--json", "vm", "stop", "pause", "--timeout", "20"]));
+    let out = run_ok(
+        env.ferry()
+            .args(["--json", "vm", "stop", "pause", "--timeout", "20"]),
+    );
     let rec: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(rec["state"], "stopped", "{rec}");
-    assert!(rec["detail"].as_str().unwrap().contains("guest-shutdown"), "graceful stop expected: {rec}");
-    assert!(qemu_processes(&env.run_dir.to_string_lossy()).is_empty(), "QEMU left behind");
+    assert!(
+        rec["detail"].as_str().unwrap().contains("guest-shutdown"),
+        "graceful stop expected: {rec}"
+    );
+    assert!(
+        qemu_processes(&env.run_dir.to_string_lossy()).is_empty(),
+        "QEMU left behind"
+    );
 }
 
 #[test]
@@ -51,11 +72,20 @@ fn forced_stop_is_clean() {
     let env = TestEnv::new("force");
     let spec = env.guest_spec("force", &GuestOpts::default());
     run_ok(env.ferry().args(["vm", "start"]).arg(&spec));
-    let out = run_ok(env.ferry().args(["--json", "vm", "stop", "force", "--force"]));
+    let out = run_ok(
+        env.ferry()
+            .args(["--json", "vm", "stop", "force", "--force"]),
+    );
     let rec: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(rec["state"], "stopped", "{rec}");
-    assert!(rec["detail"].as_str().unwrap().contains("host-qmp-quit"), "{rec}");
-    assert!(qemu_processes(&env.run_dir.to_string_lossy()).is_empty(), "QEMU left behind");
+    assert!(
+        rec["detail"].as_str().unwrap().contains("host-qmp-quit"),
+        "{rec}"
+    );
+    assert!(
+        qemu_processes(&env.run_dir.to_string_lossy()).is_empty(),
+        "QEMU left behind"
+    );
     // Stopping again is not an error; a VM that never existed is.
     run_ok(env.ferry().args(["vm", "stop", "force"]));
     let err = run_err(env.ferry().args(["vm", "stop", "nosuchvm"]));

@@ -1,6 +1,6 @@
 //! Helpers shared by the end-to-end tests: a private runtime directory, the
 //! `ferry` binary, the built test guest, spec files and console waits.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -64,10 +64,15 @@ impl TestEnv {
             opts.cmdline
         );
         for (path, readonly) in &opts.disks {
-            text.push_str(&format!("[[disks]]\npath = \"{}\"\nreadonly = {readonly}\n", path.display()));
+            text.push_str(&format!(
+                "[[disks]]\npath = \"{}\"\nreadonly = {readonly}\n",
+                path.display()
+            ));
         }
         if let Some(bridge) = &opts.bridge {
-            text.push_str(&format!("[[nics]]\nmac = \"52:54:00:aa:00:02\"\nbridge = \"{bridge}\"\n"));
+            text.push_str(&format!(
+                "[[nics]]\nmac = \"52:54:00:aa:00:02\"\nbridge = \"{bridge}\"\n"
+            ));
         }
         let path = self.root.join(format!("{name}.toml"));
         std::fs::write(&path, text).expect("write spec");
@@ -107,12 +112,14 @@ impl Drop for TestEnv {
         // Kill any QEMU this test left, so a failed test does not leak VMs.
         if let Ok(entries) = std::fs::read_dir(&self.run_dir) {
             for e in entries.flatten() {
-                let state = std::fs::read_to_string(e.path().join("state.json")).unwrap_or_default();
+                let state =
+                    std::fs::read_to_string(e.path().join("state.json")).unwrap_or_default();
                 if let Ok(v) = serde_json::from_str::<serde_json::Value>(&state) {
                     for key in ["qemu_pid", "supervisor_pid"] {
                         if let Some(pid) = v.get(key).and_then(serde_json::Value::as_i64) {
                             if pid > 0 && cmdline_mentions(pid, &self.run_dir) {
-                                let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+                                let _ =
+                                    Command::new("kill").args(["-9", &pid.to_string()]).status();
                             }
                         }
                     }
@@ -134,13 +141,13 @@ pub fn cmdline_mentions(pid: i64, dir: &Path) -> bool {
 pub fn qemu_processes(needle: &str) -> Vec<i64> {
     let mut out = Vec::new();
     for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i64>() else { continue };
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i64>() else {
+            continue;
+        };
         let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
         let cmd = String::from_utf8_lossy(&cmd);
-        if cmd.starts_with("qemu-system") || cmd.contains("/qemu-system") {
-            if cmd.contains(needle) {
-                out.push(pid);
-            }
+        if (cmd.starts_with("qemu-system") || cmd.contains("/qemu-system")) && cmd.contains(needle) {
+            out.push(pid);
         }
     }
     out

@@ -19,10 +19,13 @@ pub struct LabError {
 
 fn ip(args: &[&str]) -> Result<Output, LabError> {
     let shown = format!("ip {}", args.join(" "));
-    let out = Command::new("ip").args(args).output().map_err(|e| LabError {
-        command: shown.clone(),
-        stderr: e.to_string(),
-    })?;
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| LabError {
+            command: shown.clone(),
+            stderr: e.to_string(),
+        })?;
     if out.status.success() {
         Ok(out)
     } else {
@@ -36,7 +39,11 @@ fn ip(args: &[&str]) -> Result<Output, LabError> {
 /// A name no other test or process on this machine is using: `prefix-pid-n`.
 pub fn unique_name(prefix: &str) -> String {
     static NEXT: AtomicU32 = AtomicU32::new(0);
-    format!("{prefix}-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// A network namespace, deleted (with its processes) on drop.
@@ -50,7 +57,9 @@ impl Netns {
     /// Creates a namespace with loopback up.
     pub fn create(name: &str) -> Result<Self, LabError> {
         ip(&["netns", "add", name])?;
-        let ns = Netns { name: name.to_string() };
+        let ns = Netns {
+            name: name.to_string(),
+        };
         ns.ip(&["link", "set", "lo", "up"])?;
         Ok(ns)
     }
@@ -73,7 +82,17 @@ impl Netns {
     pub fn add_bridge(&self, bridge: &str, addr: Option<&str>) -> Result<(), LabError> {
         self.ip(&["link", "add", bridge, "type", "bridge"])?;
         // Forward at once instead of waiting out STP's learning delay.
-        self.ip(&["link", "set", bridge, "type", "bridge", "forward_delay", "0", "stp_state", "0"])?;
+        self.ip(&[
+            "link",
+            "set",
+            bridge,
+            "type",
+            "bridge",
+            "forward_delay",
+            "0",
+            "stp_state",
+            "0",
+        ])?;
         self.ip(&["link", "set", bridge, "up"])?;
         if let Some(a) = addr {
             self.ip(&["addr", "add", a, "dev", bridge])?;
@@ -91,7 +110,9 @@ impl Netns {
         there_if: &str,
         there_addr: &str,
     ) -> Result<(), LabError> {
-        self.ip(&["link", "add", here_if, "type", "veth", "peer", "name", there_if])?;
+        self.ip(&[
+            "link", "add", here_if, "type", "veth", "peer", "name", there_if,
+        ])?;
         self.ip(&["link", "set", there_if, "netns", &other.name])?;
         self.ip(&["link", "set", here_if, "master", bridge])?;
         self.ip(&["link", "set", here_if, "up"])?;

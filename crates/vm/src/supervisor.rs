@@ -270,7 +270,11 @@ pub fn describe_exit(status: ExitStatus) -> String {
 /// it often adds on the next line, without the long option it quotes.
 pub fn last_log_line(dir: &RunDir) -> String {
     let text = std::fs::read_to_string(dir.qemu_log()).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
     if lines.is_empty() {
         return "QEMU printed nothing".into();
     }
