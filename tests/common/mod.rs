@@ -146,7 +146,8 @@ pub fn qemu_processes(needle: &str) -> Vec<i64> {
         };
         let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
         let cmd = String::from_utf8_lossy(&cmd);
-        if (cmd.starts_with("qemu-system") || cmd.contains("/qemu-system")) && cmd.contains(needle) {
+        if (cmd.starts_with("qemu-system") || cmd.contains("/qemu-system")) && cmd.contains(needle)
+        {
             out.push(pid);
         }
     }
