@@ -1,5 +1,6 @@
 //! Command-line interface: parsing (clap) apart from the code that acts.
 
+mod block;
 mod console;
 mod guest;
 mod host;
@@ -31,6 +32,9 @@ enum Command {
     /// Facts about this host (accelerator).
     #[command(subcommand)]
     Host(host::HostCmd),
+    /// The block service that serves VM disks to QEMU over NBD.
+    #[command(subcommand)]
+    Block(block::BlockCmd),
     /// Probe a guest's UDP echo responder and report lost replies and gaps.
     Probe(probe::ProbeArgs),
 }
@@ -43,13 +47,8 @@ pub fn main() -> ExitCode {
         Command::Guest(cmd) => guest::run(cmd, cli.json),
         Command::Host(cmd) => host::run(cmd, cli.json),
         Command::Probe(args) => probe::run(args, cli.json),
-        Command::Vm(cmd) => match tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        {
-            Ok(rt) => rt.block_on(vm::run(cmd, cli.json)),
-            Err(e) => Err(e.into()),
-        },
+        Command::Vm(cmd) => block_on(false, vm::run(cmd, cli.json)),
+        Command::Block(cmd) => block_on(true, block::run(cmd)),
     };
     match result {
         Ok(code) => code,
@@ -58,6 +57,20 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Runs an async command on a fresh runtime: single-threaded for control
+/// verbs, multi-threaded for services that carry I/O.
+fn block_on(
+    multi_thread: bool,
+    fut: impl std::future::Future<Output = anyhow::Result<ExitCode>>,
+) -> anyhow::Result<ExitCode> {
+    let rt = if multi_thread {
+        tokio::runtime::Builder::new_multi_thread().enable_all().build()
+    } else {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()
+    }?;
+    rt.block_on(fut)
 }
 
 fn init_tracing() {

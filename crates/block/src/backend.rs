@@ -1,0 +1,209 @@
+//! What a disk is to the block service: a byte range that can be read,
+//! written, flushed and discarded. Protocols sit on top, storage underneath.
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+
+/// Failures of a backend operation, mapped to NBD errors by the server.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// The disk is read-only.
+    #[error("disk is read-only")]
+    ReadOnly,
+    /// The range is outside the disk.
+    #[error("range {offset}+{len} is beyond the disk's {size} bytes")]
+    OutOfRange {
+        /// Start.
+        offset: u64,
+        /// Length.
+        len: u64,
+        /// Disk size.
+        size: u64,
+    },
+    /// The storage failed.
+    #[error("I/O error on {path}")]
+    Io {
+        /// The backing file.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A disk's storage, safe to use from many threads at once.
+pub trait BlockBackend: Send + Sync {
+    /// Size in bytes.
+    fn size(&self) -> u64;
+    /// True when writes are refused.
+    fn read_only(&self) -> bool;
+    /// A stable identity for logs and metrics (e.g. the image path).
+    fn identity(&self) -> String;
+    /// Fills `buf` from `offset`.
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<(), BackendError>;
+    /// Writes `buf` at `offset`; with `fua` it is durable before returning.
+    fn write_at(&self, buf: &[u8], offset: u64, fua: bool) -> Result<(), BackendError>;
+    /// Makes every completed write durable.
+    fn flush(&self) -> Result<(), BackendError>;
+    /// Drops the range's data (reads may return anything; zeroes for files).
+    fn discard(&self, offset: u64, len: u64) -> Result<(), BackendError>;
+    /// Makes the range read as zeroes.
+    fn write_zeroes(&self, offset: u64, len: u64, fua: bool) -> Result<(), BackendError>;
+}
+
+/// A raw image file.
+pub struct FileBackend {
+    file: File,
+    path: PathBuf,
+    size: u64,
+    read_only: bool,
+}
+
+impl FileBackend {
+    /// Opens an image; `read_only` opens it without write access.
+    pub fn open(path: &Path, read_only: bool) -> Result<Self, BackendError> {
+        let io = |source| BackendError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let file = OpenOptions::new().read(true).write(!read_only).open(path).map_err(io)?;
+        let size = file.metadata().map_err(io)?.len();
+        Ok(FileBackend {
+            file,
+            path: path.to_path_buf(),
+            size,
+            read_only,
+        })
+    }
+
+    fn io(&self, source: std::io::Error) -> BackendError {
+        BackendError::Io {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    fn check(&self, offset: u64, len: u64, write: bool) -> Result<(), BackendError> {
+        if write && self.read_only {
+            return Err(BackendError::ReadOnly);
+        }
+        if offset.checked_add(len).is_none_or(|end| end > self.size) {
+            return Err(BackendError::OutOfRange {
+                offset,
+                len,
+                size: self.size,
+            });
+        }
+        Ok(())
+    }
+
+    fn punch(&self, offset: u64, len: u64, mode: i32) -> std::io::Result<()> {
+        // SAFETY: fallocate only reads its integer arguments; the fd is ours and open.
+        let rc = unsafe {
+            libc::fallocate(
+                self.file.as_raw_fd(),
+                mode,
+                offset as libc::off_t,
+                len as libc::off_t,
+            )
+        };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
+    }
+}
+
+impl BlockBackend for FileBackend {
+    fn size(&self) -> u64 {
+        self.size
+    }
+    fn read_only(&self) -> bool {
+        self.read_only
+    }
+    fn identity(&self) -> String {
+        self.path.display().to_string()
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<(), BackendError> {
+        self.check(offset, buf.len() as u64, false)?;
+        self.file.read_exact_at(buf, offset).map_err(|e| self.io(e))
+    }
+    fn write_at(&self, buf: &[u8], offset: u64, fua: bool) -> Result<(), BackendError> {
+        self.check(offset, buf.len() as u64, true)?;
+        self.file.write_all_at(buf, offset).map_err(|e| self.io(e))?;
+        if fua {
+            self.flush()?;
+        }
+        Ok(())
+    }
+    fn flush(&self) -> Result<(), BackendError> {
+        if self.read_only {
+            return Ok(());
+        }
+        self.file.sync_data().map_err(|e| self.io(e))
+    }
+    fn discard(&self, offset: u64, len: u64) -> Result<(), BackendError> {
+        self.check(offset, len, true)?;
+        // Best effort: a filesystem without hole punching keeps the data.
+        let _ = self.punch(offset, len, libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE);
+        Ok(())
+    }
+    fn write_zeroes(&self, offset: u64, len: u64, fua: bool) -> Result<(), BackendError> {
+        self.check(offset, len, true)?;
+        if self
+            .punch(offset, len, libc::FALLOC_FL_ZERO_RANGE | libc::FALLOC_FL_KEEP_SIZE)
+            .is_err()
+        {
+            let zeroes = vec![0u8; 1 << 20];
+            let mut done = 0;
+            while done < len {
+                let n = (len - done).min(zeroes.len() as u64) as usize;
+                self.file.write_all_at(&zeroes[..n], offset + done).map_err(|e| self.io(e))?;
+                done += n as u64;
+            }
+        }
+        if fua {
+            self.flush()?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image(name: &str, size: usize) -> PathBuf {
+        let p = std::env::temp_dir().join(format!("ferry-backend-{name}-{}.img", std::process::id()));
+        std::fs::write(&p, vec![0xAAu8; size]).unwrap();
+        p
+    }
+
+    #[test]
+    fn reads_writes_zeroes_and_bounds() {
+        let p = image("rw", 64 * 1024);
+        let b = FileBackend::open(&p, false).unwrap();
+        b.write_at(&[1, 2, 3], 4096, true).unwrap();
+        let mut buf = [0u8; 3];
+        b.read_at(&mut buf, 4096).unwrap();
+        assert_eq!(buf, [1, 2, 3]);
+        b.write_zeroes(4096, 8192, false).unwrap();
+        b.read_at(&mut buf, 4096).unwrap();
+        assert_eq!(buf, [0, 0, 0]);
+        assert!(matches!(b.read_at(&mut buf, 64 * 1024 - 1), Err(BackendError::OutOfRange { .. })));
+        assert!(matches!(b.write_at(&[0], u64::MAX, false), Err(BackendError::OutOfRange { .. })));
+        std::fs::remove_file(&p).unwrap();
+    }
+
+    #[test]
+    fn read_only_refuses_writes() {
+        let p = image("ro", 4096);
+        let b = FileBackend::open(&p, true).unwrap();
+        assert!(matches!(b.write_at(&[1], 0, false), Err(BackendError::ReadOnly)));
+        assert!(matches!(b.discard(0, 512), Err(BackendError::ReadOnly)));
+        std::fs::remove_file(&p).unwrap();
+    }
+}

@@ -1,0 +1,16 @@
+//! Ferry's block service: the path from a guest's virtio-blk device to its
+//! storage.
+//!
+//! QEMU reaches every Ferry-served disk through a unix socket speaking NBD
+//! ([`nbd`]); the service maps each export onto a [`BlockBackend`] (a raw
+//! image file now; an iSCSI LUN and a CSV virtual disk later) and counts
+//! what passes ([`stats`]). One service process runs per VM, started and
+//! restarted by the VM's supervisor ([`service`]).
+
+pub mod backend;
+pub mod nbd;
+pub mod service;
+pub mod stats;
+
+pub use backend::{BackendError, BlockBackend, FileBackend};
+pub use service::{DiskExport, ServiceConfig};

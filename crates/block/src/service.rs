@@ -1,0 +1,159 @@
+//! The block service process: serves a VM's disks on one unix socket and
+//! writes their statistics beside it.
+
+use crate::backend::FileBackend;
+use crate::nbd::server::{serve_connection, Export};
+use crate::stats::{DiskCounters, Sampler};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// One disk to serve.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DiskExport {
+    /// Export name QEMU asks for (`disk0`, `disk1`, ...).
+    pub name: String,
+    /// Raw image file.
+    pub path: PathBuf,
+    /// Refuse writes.
+    #[serde(default)]
+    pub readonly: bool,
+}
+
+/// What a block service serves and where.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServiceConfig {
+    /// Unix socket QEMU connects to.
+    pub socket: PathBuf,
+    /// Where to write per-disk statistics every second (JSON).
+    pub stats: Option<PathBuf>,
+    /// The disks.
+    pub disks: Vec<DiskExport>,
+}
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// A disk could not be opened.
+    #[error("disk {name}: cannot open {path} {mode}")]
+    Open {
+        /// Export name.
+        name: String,
+        /// The image.
+        path: PathBuf,
+        /// "read-write" or "read-only".
+        mode: &'static str,
+        /// Why.
+        #[source]
+        source: crate::BackendError,
+    },
+    /// Another live service listens on the socket.
+    #[error("socket {0} is in use by another running service")]
+    SocketTaken(PathBuf),
+    /// The socket could not be created.
+    #[error("cannot listen on {path}")]
+    Listen {
+        /// The socket.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Two disks share an export name.
+    #[error("export name {0:?} is used twice")]
+    DuplicateName(String),
+}
+
+/// Opens every disk; fails before listening if any cannot be served.
+pub fn open_exports(cfg: &ServiceConfig) -> Result<Vec<Export>, ServiceError> {
+    let mut out: Vec<Export> = Vec::new();
+    for d in &cfg.disks {
+        if out.iter().any(|e| e.name == d.name) {
+            return Err(ServiceError::DuplicateName(d.name.clone()));
+        }
+        let backend = FileBackend::open(&d.path, d.readonly).map_err(|source| ServiceError::Open {
+            name: d.name.clone(),
+            path: d.path.clone(),
+            mode: if d.readonly { "read-only" } else { "read-write" },
+            source,
+        })?;
+        out.push(Export {
+            name: d.name.clone(),
+            backend: Arc::new(backend),
+            counters: Arc::new(DiskCounters::default()),
+        });
+    }
+    Ok(out)
+}
+
+/// Binds the socket, replacing a stale file but never a live service's.
+pub fn bind(path: &Path) -> Result<tokio::net::UnixListener, ServiceError> {
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(ServiceError::SocketTaken(path.to_path_buf()));
+        }
+        let _ = std::fs::remove_file(path);
+    }
+    tokio::net::UnixListener::bind(path).map_err(|source| ServiceError::Listen {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Serves until the process is stopped. `ready` is called once listening.
+pub async fn run(cfg: ServiceConfig, ready: impl FnOnce()) -> Result<(), ServiceError> {
+    let exports = Arc::new(open_exports(&cfg)?);
+    let listener = bind(&cfg.socket)?;
+    for e in exports.iter() {
+        tracing::info!(export = %e.name, backend = %e.backend.identity(), size = e.backend.size(), read_only = e.backend.read_only(), "serving");
+    }
+    ready();
+    if let Some(stats) = cfg.stats.clone() {
+        tokio::spawn(write_stats_forever(stats, exports.clone()));
+    }
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                let exports = exports.clone();
+                tokio::spawn(async move {
+                    match serve_connection(stream, exports).await {
+                        Ok(()) => tracing::debug!("NBD client disconnected"),
+                        Err(e) => tracing::warn!("NBD connection closed: {e}: {:?}", std::error::Error::source(&e)),
+                    }
+                });
+            }
+            Err(e) => {
+                tracing::warn!("accept: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn write_stats_forever(path: PathBuf, exports: Arc<Vec<Export>>) {
+    let mut sampler = Sampler::new(exports.len());
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let meta: Vec<_> = exports
+            .iter()
+            .map(|e| {
+                (
+                    e.counters.as_ref(),
+                    e.name.clone(),
+                    e.backend.identity(),
+                    e.backend.size(),
+                    e.backend.read_only(),
+                )
+            })
+            .collect();
+        let stats = sampler.sample(&meta);
+        let tmp = path.with_extension("json.tmp");
+        if let Ok(json) = serde_json::to_vec_pretty(&stats) {
+            if std::fs::write(&tmp, json).is_ok() {
+                let _ = std::fs::rename(&tmp, &path);
+            }
+        }
+    }
+}
