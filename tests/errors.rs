@@ -177,6 +177,7 @@ fn qemu_that_dies_at_start_is_reported_with_its_reason() {
     std::fs::write(&img, vec![0u8; 1 << 20]).unwrap();
     let opts = GuestOpts {
         disks: vec![(img, false)],
+        qemu_disks: true,
         ..Default::default()
     };
     let first = env.guest_spec("first", &opts);

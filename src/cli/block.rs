@@ -39,7 +39,10 @@ fn parse_disk(arg: &str) -> anyhow::Result<DiskExport> {
         Some(p) => (p, true),
         None => (rest, false),
     };
-    anyhow::ensure!(!name.is_empty() && !path.is_empty(), "--disk {arg:?}: empty name or image");
+    anyhow::ensure!(
+        !name.is_empty() && !path.is_empty(),
+        "--disk {arg:?}: empty name or image"
+    );
     Ok(DiskExport {
         name: name.to_string(),
         path: path.into(),
@@ -58,19 +61,31 @@ pub async fn run(cmd: BlockCmd) -> anyhow::Result<ExitCode> {
         } => {
             let cfg = match config {
                 Some(path) => {
-                    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-                    serde_json::from_str::<ServiceConfig>(&text)
-                        .with_context(|| format!("{} is not a valid block service configuration", path.display()))?
+                    let text = std::fs::read_to_string(&path)
+                        .with_context(|| format!("reading {}", path.display()))?;
+                    serde_json::from_str::<ServiceConfig>(&text).with_context(|| {
+                        format!(
+                            "{} is not a valid block service configuration",
+                            path.display()
+                        )
+                    })?
                 }
                 None => ServiceConfig {
                     socket: socket.context("give --socket (or --config)")?,
                     stats,
-                    disks: disk.iter().map(|d| parse_disk(d)).collect::<anyhow::Result<_>>()?,
+                    disks: disk
+                        .iter()
+                        .map(|d| parse_disk(d))
+                        .collect::<anyhow::Result<_>>()?,
                 },
             };
-            anyhow::ensure!(!cfg.disks.is_empty(), "no disks to serve (--disk NAME=IMAGE)");
+            anyhow::ensure!(
+                !cfg.disks.is_empty(),
+                "no disks to serve (--disk NAME=IMAGE)"
+            );
             let socket = cfg.socket.clone();
-            ferry_block::service::run(cfg, || tracing::info!("listening on {}", socket.display())).await?;
+            ferry_block::service::run(cfg, || tracing::info!("listening on {}", socket.display()))
+                .await?;
             Ok(ExitCode::SUCCESS)
         }
     }

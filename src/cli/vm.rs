@@ -79,6 +79,12 @@ pub enum VmCmd {
         #[arg(long)]
         log: bool,
     },
+    /// Show per-disk I/O of a VM's Ferry-served disks (IOPS, MiB/s, latency,
+    /// in-flight requests), sampled every second by its block service.
+    Disks {
+        /// VM name.
+        name: String,
+    },
     /// Print the QEMU command line Ferry would run for a spec.
     Cmdline {
         /// VM spec file.
@@ -105,6 +111,9 @@ pub enum VmCmd {
         /// Keep vCPUs stopped after launch.
         #[arg(long)]
         hold: bool,
+        /// Wait for an incoming migration.
+        #[arg(long)]
+        incoming: bool,
     },
 }
 
@@ -118,12 +127,18 @@ pub struct StartArgs {
     /// Seconds to wait for QEMU to come up.
     #[arg(long, default_value_t = 60)]
     start_timeout: u64,
+    /// Start QEMU waiting for an incoming migration (`-incoming defer`), as
+    /// the destination of a migration; vCPUs run once it completes and
+    /// `cont` is sent.
+    #[arg(long)]
+    incoming: bool,
 }
 
 fn start_options(args: &StartArgs, hold: bool) -> anyhow::Result<StartOptions> {
     Ok(StartOptions {
         accel: args.accel,
         hold,
+        incoming: args.incoming,
         supervisor_exe: std::env::current_exe().context("cannot find the ferry binary")?,
         timeout: Duration::from_secs(args.start_timeout),
     })
@@ -263,6 +278,47 @@ pub async fn run(cmd: VmCmd, json: bool) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        VmCmd::Disks { name } => {
+            control::status(&name)?;
+            let path = RunDir::for_vm(&name).block_stats();
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("VM {name} has no disk statistics (no disk with via = \"ferry\", or its block service has not sampled yet)"))?;
+            let stats: Vec<ferry_block::stats::DiskStats> = serde_json::from_str(&text)
+                .with_context(|| format!("corrupt statistics in {}", path.display()))?;
+            if json {
+                println!("{}", serde_json::to_string(&stats)?);
+            } else {
+                println!(
+                    "{:<6} {:>9} {:>9} {:>8} {:>8} {:>9} {:>9} {:>8} {:>6}  backend",
+                    "disk",
+                    "read/s",
+                    "write/s",
+                    "rd MiB/s",
+                    "wr MiB/s",
+                    "lat avg",
+                    "lat max",
+                    "inflight",
+                    "errors"
+                );
+                for d in &stats {
+                    println!(
+                        "{:<6} {:>9.0} {:>9.0} {:>8.1} {:>8.1} {:>7.0}us {:>7}us {:>8} {:>6}  {}{}",
+                        d.name,
+                        d.read_iops,
+                        d.write_iops,
+                        d.read_mibps,
+                        d.write_mibps,
+                        d.latency_us_avg,
+                        d.latency_us_max,
+                        d.in_flight,
+                        d.errors,
+                        d.backend,
+                        if d.read_only { " (read-only)" } else { "" }
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         VmCmd::Cmdline { spec, plain, accel } => {
             let spec = VmSpec::load(&spec)?;
             let qemu = QemuBinary::find()?;
@@ -297,6 +353,9 @@ pub async fn run(cmd: VmCmd, json: bool) -> anyhow::Result<ExitCode> {
                 },
                 nics,
                 start_paused: !plain,
+                // By hand there is no block service: QEMU opens every image.
+                block_socket: (!plain).then(|| dir.block_socket()),
+                incoming: false,
             };
             let args = cfg.args();
             if json {
@@ -314,6 +373,7 @@ pub async fn run(cmd: VmCmd, json: bool) -> anyhow::Result<ExitCode> {
             accel,
             accel_reason,
             hold,
+            incoming,
         } => {
             let qemu = QemuBinary::find()?;
             let opts = ferry_vm::supervisor::SuperviseOptions {
@@ -324,6 +384,8 @@ pub async fn run(cmd: VmCmd, json: bool) -> anyhow::Result<ExitCode> {
                     reason: accel_reason,
                 },
                 hold,
+                incoming,
+                ferry_exe: std::env::current_exe().context("cannot find the ferry binary")?,
             };
             let rec = ferry_vm::supervisor::run(opts).await?;
             tracing::info!("VM {} ended: {} ({})", rec.name, rec.state, rec.detail);

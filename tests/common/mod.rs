@@ -63,9 +63,10 @@ impl TestEnv {
             g.join("initramfs.img").display(),
             opts.cmdline
         );
+        let via = if opts.qemu_disks { "qemu" } else { "ferry" };
         for (path, readonly) in &opts.disks {
             text.push_str(&format!(
-                "[[disks]]\npath = \"{}\"\nreadonly = {readonly}\n",
+                "[[disks]]\npath = \"{}\"\nreadonly = {readonly}\nvia = \"{via}\"\n",
                 path.display()
             ));
         }
@@ -115,7 +116,7 @@ impl Drop for TestEnv {
                 let state =
                     std::fs::read_to_string(e.path().join("state.json")).unwrap_or_default();
                 if let Ok(v) = serde_json::from_str::<serde_json::Value>(&state) {
-                    for key in ["qemu_pid", "supervisor_pid"] {
+                    for key in ["qemu_pid", "supervisor_pid", "block_pid"] {
                         if let Some(pid) = v.get(key).and_then(serde_json::Value::as_i64) {
                             if pid > 0 && cmdline_mentions(pid, &self.run_dir) {
                                 let _ =
@@ -168,6 +169,8 @@ pub struct GuestOpts {
     pub disks: Vec<(PathBuf, bool)>,
     /// Bridge for one NIC.
     pub bridge: Option<String>,
+    /// Let QEMU open the images itself instead of Ferry's block service.
+    pub qemu_disks: bool,
 }
 
 impl Default for GuestOpts {
@@ -179,6 +182,7 @@ impl Default for GuestOpts {
             cmdline: String::new(),
             disks: Vec::new(),
             bridge: None,
+            qemu_disks: false,
         }
     }
 }
@@ -214,4 +218,14 @@ pub fn field(log: &str, tag: &str, key: &str) -> Option<String> {
     line.split_whitespace()
         .find_map(|w| w.strip_prefix(&format!("{key}=")))
         .map(|v| v.trim().to_string())
+}
+
+/// A child process killed when dropped, so a failing test leaks nothing.
+pub struct ChildGuard(pub std::process::Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

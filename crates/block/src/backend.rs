@@ -68,7 +68,11 @@ impl FileBackend {
             path: path.to_path_buf(),
             source,
         };
-        let file = OpenOptions::new().read(true).write(!read_only).open(path).map_err(io)?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(!read_only)
+            .open(path)
+            .map_err(io)?;
         let size = file.metadata().map_err(io)?.len();
         Ok(FileBackend {
             file,
@@ -133,7 +137,9 @@ impl BlockBackend for FileBackend {
     }
     fn write_at(&self, buf: &[u8], offset: u64, fua: bool) -> Result<(), BackendError> {
         self.check(offset, buf.len() as u64, true)?;
-        self.file.write_all_at(buf, offset).map_err(|e| self.io(e))?;
+        self.file
+            .write_all_at(buf, offset)
+            .map_err(|e| self.io(e))?;
         if fua {
             self.flush()?;
         }
@@ -148,20 +154,30 @@ impl BlockBackend for FileBackend {
     fn discard(&self, offset: u64, len: u64) -> Result<(), BackendError> {
         self.check(offset, len, true)?;
         // Best effort: a filesystem without hole punching keeps the data.
-        let _ = self.punch(offset, len, libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE);
+        let _ = self.punch(
+            offset,
+            len,
+            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+        );
         Ok(())
     }
     fn write_zeroes(&self, offset: u64, len: u64, fua: bool) -> Result<(), BackendError> {
         self.check(offset, len, true)?;
         if self
-            .punch(offset, len, libc::FALLOC_FL_ZERO_RANGE | libc::FALLOC_FL_KEEP_SIZE)
+            .punch(
+                offset,
+                len,
+                libc::FALLOC_FL_ZERO_RANGE | libc::FALLOC_FL_KEEP_SIZE,
+            )
             .is_err()
         {
             let zeroes = vec![0u8; 1 << 20];
             let mut done = 0;
             while done < len {
                 let n = (len - done).min(zeroes.len() as u64) as usize;
-                self.file.write_all_at(&zeroes[..n], offset + done).map_err(|e| self.io(e))?;
+                self.file
+                    .write_all_at(&zeroes[..n], offset + done)
+                    .map_err(|e| self.io(e))?;
                 done += n as u64;
             }
         }
@@ -177,7 +193,8 @@ mod tests {
     use super::*;
 
     fn image(name: &str, size: usize) -> PathBuf {
-        let p = std::env::temp_dir().join(format!("ferry-backend-{name}-{}.img", std::process::id()));
+        let p =
+            std::env::temp_dir().join(format!("ferry-backend-{name}-{}.img", std::process::id()));
         std::fs::write(&p, vec![0xAAu8; size]).unwrap();
         p
     }
@@ -193,8 +210,14 @@ mod tests {
         b.write_zeroes(4096, 8192, false).unwrap();
         b.read_at(&mut buf, 4096).unwrap();
         assert_eq!(buf, [0, 0, 0]);
-        assert!(matches!(b.read_at(&mut buf, 64 * 1024 - 1), Err(BackendError::OutOfRange { .. })));
-        assert!(matches!(b.write_at(&[0], u64::MAX, false), Err(BackendError::OutOfRange { .. })));
+        assert!(matches!(
+            b.read_at(&mut buf, 64 * 1024 - 1),
+            Err(BackendError::OutOfRange { .. })
+        ));
+        assert!(matches!(
+            b.write_at(&[0], u64::MAX, false),
+            Err(BackendError::OutOfRange { .. })
+        ));
         std::fs::remove_file(&p).unwrap();
     }
 
@@ -202,7 +225,10 @@ mod tests {
     fn read_only_refuses_writes() {
         let p = image("ro", 4096);
         let b = FileBackend::open(&p, true).unwrap();
-        assert!(matches!(b.write_at(&[1], 0, false), Err(BackendError::ReadOnly)));
+        assert!(matches!(
+            b.write_at(&[1], 0, false),
+            Err(BackendError::ReadOnly)
+        ));
         assert!(matches!(b.discard(0, 512), Err(BackendError::ReadOnly)));
         std::fs::remove_file(&p).unwrap();
     }

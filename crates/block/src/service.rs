@@ -72,12 +72,17 @@ pub fn open_exports(cfg: &ServiceConfig) -> Result<Vec<Export>, ServiceError> {
         if out.iter().any(|e| e.name == d.name) {
             return Err(ServiceError::DuplicateName(d.name.clone()));
         }
-        let backend = FileBackend::open(&d.path, d.readonly).map_err(|source| ServiceError::Open {
-            name: d.name.clone(),
-            path: d.path.clone(),
-            mode: if d.readonly { "read-only" } else { "read-write" },
-            source,
-        })?;
+        let backend =
+            FileBackend::open(&d.path, d.readonly).map_err(|source| ServiceError::Open {
+                name: d.name.clone(),
+                path: d.path.clone(),
+                mode: if d.readonly {
+                    "read-only"
+                } else {
+                    "read-write"
+                },
+                source,
+            })?;
         out.push(Export {
             name: d.name.clone(),
             backend: Arc::new(backend),
@@ -119,7 +124,14 @@ pub async fn run(cfg: ServiceConfig, ready: impl FnOnce()) -> Result<(), Service
                 tokio::spawn(async move {
                     match serve_connection(stream, exports).await {
                         Ok(()) => tracing::debug!("NBD client disconnected"),
-                        Err(e) => tracing::warn!("NBD connection closed: {e}: {:?}", std::error::Error::source(&e)),
+                        // A client that goes away (QEMU quitting) breaks the pipe: normal.
+                        Err(crate::nbd::server::ServerError::Io(e)) => {
+                            tracing::debug!("NBD client gone: {e}")
+                        }
+                        Err(e) => tracing::warn!(
+                            "NBD connection closed: {e}: {:?}",
+                            std::error::Error::source(&e)
+                        ),
                     }
                 });
             }

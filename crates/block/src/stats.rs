@@ -152,7 +152,10 @@ impl Sampler {
     }
 
     /// Samples every disk; `meta` gives (name, backend, size, read_only).
-    pub fn sample(&mut self, disks: &[(&DiskCounters, String, String, u64, bool)]) -> Vec<DiskStats> {
+    pub fn sample(
+        &mut self,
+        disks: &[(&DiskCounters, String, String, u64, bool)],
+    ) -> Vec<DiskStats> {
         let secs = self.at.elapsed().as_secs_f64().max(1e-3);
         self.at = Instant::now();
         let mut out = Vec::new();

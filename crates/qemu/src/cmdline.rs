@@ -5,7 +5,7 @@
 //! destination) gets exactly the same machine, devices and CPU.
 
 use crate::Accel;
-use ferry_spec::VmSpec;
+use ferry_spec::{DiskPath, VmSpec};
 use std::path::PathBuf;
 
 /// The host side chosen for one NIC of the spec.
@@ -45,6 +45,19 @@ pub struct LaunchConfig<'a> {
     pub nics: Vec<NicPlan>,
     /// Start with vCPUs stopped (`-S`), so the caller can attach first.
     pub start_paused: bool,
+    /// The block service socket serving disks with `via = "ferry"`.
+    pub block_socket: Option<PathBuf>,
+    /// Wait for an incoming migration (`-incoming defer`).
+    pub incoming: bool,
+}
+
+/// Seconds QEMU keeps a Ferry disk's requests waiting while the block service
+/// restarts, before failing them to the guest as I/O errors.
+pub const DISK_RECONNECT_SECS: u32 = 30;
+
+/// NBD export name of disk `i`.
+pub fn export_name(i: usize) -> String {
+    format!("disk{i}")
 }
 
 /// QEMU's option syntax doubles a comma to mean a literal comma.
@@ -113,12 +126,22 @@ impl LaunchConfig<'_> {
         }
         push("-append", kernel_cmdline(spec));
         for (i, disk) in spec.disks.iter().enumerate() {
-            let node = serde_json::json!({
-                "driver": "raw",
-                "node-name": format!("disk{i}"),
-                "read-only": disk.readonly,
-                "file": {"driver": "file", "filename": disk.path, "read-only": disk.readonly},
-            });
+            let node = match (disk.via, &self.block_socket) {
+                (DiskPath::Ferry, Some(sock)) => serde_json::json!({
+                    "driver": "nbd",
+                    "node-name": format!("disk{i}"),
+                    "read-only": disk.readonly,
+                    "server": {"type": "unix", "path": sock},
+                    "export": export_name(i),
+                    "reconnect-delay": DISK_RECONNECT_SECS,
+                }),
+                _ => serde_json::json!({
+                    "driver": "raw",
+                    "node-name": format!("disk{i}"),
+                    "read-only": disk.readonly,
+                    "file": {"driver": "file", "filename": disk.path, "read-only": disk.readonly},
+                }),
+            };
             push("-blockdev", node.to_string());
             push(
                 "-device",
@@ -139,6 +162,10 @@ impl LaunchConfig<'_> {
         a.push("-no-user-config".into());
         if self.start_paused {
             a.push("-S".into());
+        }
+        if self.incoming {
+            a.push("-incoming".into());
+            a.push("defer".into());
         }
         a
     }
@@ -162,6 +189,9 @@ cmdline = "quiet"
 [[disks]]
 path = "/img/a,b.img"
 readonly = true
+via = "qemu"
+[[disks]]
+path = "/img/c.img"
 [[nics]]
 mac = "52:54:00:00:00:01"
 bridge = "br0"
@@ -186,6 +216,8 @@ bridge = "br0"
                 tap: "fyabc0".into(),
             }],
             start_paused: true,
+            block_socket: Some("/run/x/block.sock".into()),
+            incoming: false,
         };
         let line = cfg.args().join(" ");
         for want in [
@@ -199,6 +231,9 @@ bridge = "br0"
             "\"filename\":\"/img/a,b.img\"",
             "\"read-only\":true",
             "logfile=/run/x/console.log",
+            "\"driver\":\"nbd\"",
+            "\"export\":\"disk1\"",
+            "\"path\":\"/run/x/block.sock\"",
             " -S",
         ] {
             assert!(line.contains(want), "missing {want:?} in {line}");

@@ -10,7 +10,9 @@ mod model;
 mod validate;
 
 pub use error::SpecError;
-pub use model::{Boot, Disk, Nic, NicAttachment, VmSpec, DEFAULT_CPU_MODEL, DEFAULT_MACHINE};
+pub use model::{
+    Boot, Disk, DiskPath, Nic, NicAttachment, VmSpec, DEFAULT_CPU_MODEL, DEFAULT_MACHINE,
+};
 
 use std::path::Path;
 

@@ -59,6 +59,21 @@ pub struct Disk {
     /// Guest may only read.
     #[serde(default)]
     pub readonly: bool,
+    /// Who opens the image.
+    #[serde(default)]
+    pub via: DiskPath,
+}
+
+/// The path between the guest's virtio-blk device and the image.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DiskPath {
+    /// Ferry's block service (NBD on a unix socket): Ferry can map, fence,
+    /// redirect and measure the disk. The default.
+    #[default]
+    Ferry,
+    /// QEMU opens the image file itself (the reference for benchmarks).
+    Qemu,
 }
 
 /// A virtual network interface (virtio-net).

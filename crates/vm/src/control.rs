@@ -24,6 +24,8 @@ pub struct StartOptions {
     pub accel: Option<Accel>,
     /// Leave the vCPUs stopped until `cont` (used to attach a console first).
     pub hold: bool,
+    /// Wait for an incoming migration instead of booting.
+    pub incoming: bool,
     /// The `ferry` binary, run as `ferry vm supervise ...`.
     pub supervisor_exe: PathBuf,
     /// How long to wait for the VM to be running.
@@ -82,6 +84,9 @@ pub fn start(spec: &VmSpec, opts: &StartOptions) -> Result<StateRecord, VmError>
     if opts.hold {
         cmd.arg("--hold");
     }
+    if opts.incoming {
+        cmd.arg("--incoming");
+    }
     // SAFETY: setsid() is async-signal-safe and touches no memory of ours; it
     // detaches the supervisor from our terminal so Ctrl-C here cannot kill the VM.
     unsafe {
@@ -94,7 +99,7 @@ pub fn start(spec: &VmSpec, opts: &StartOptions) -> Result<StateRecord, VmError>
         .spawn()
         .map_err(|e| VmError::io(&opts.supervisor_exe, e))?;
 
-    let want = if opts.hold {
+    let want = if opts.hold || opts.incoming {
         VmState::Paused
     } else {
         VmState::Running

@@ -109,6 +109,14 @@ pub enum VmError {
         /// QEMU's last error line.
         detail: String,
     },
+    /// The block service could not be started.
+    #[error("block service for VM {name} failed to start: {detail}")]
+    BlockService {
+        /// The VM.
+        name: String,
+        /// Its last log line.
+        detail: String,
+    },
     /// Waiting for a state change took too long.
     #[error("timed out after {secs} s waiting for VM {name} to {what}")]
     Timeout {

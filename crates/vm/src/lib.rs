@@ -7,6 +7,7 @@
 //! QMP socket and read the recorded state. A supervisor that dies leaves QEMU
 //! running; a QEMU that dies is reported as crashed with its signal.
 
+pub mod blockservice;
 pub mod control;
 pub mod error;
 pub mod net;

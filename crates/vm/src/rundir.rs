@@ -75,6 +75,22 @@ impl RunDir {
     pub fn state(&self) -> PathBuf {
         self.dir.join("state.json")
     }
+    /// The block service's unix socket (NBD).
+    pub fn block_socket(&self) -> PathBuf {
+        self.dir.join("block.sock")
+    }
+    /// The block service's configuration.
+    pub fn block_config(&self) -> PathBuf {
+        self.dir.join("block.json")
+    }
+    /// The block service's log.
+    pub fn block_log(&self) -> PathBuf {
+        self.dir.join("block.log")
+    }
+    /// Per-disk statistics, rewritten every second by the block service.
+    pub fn block_stats(&self) -> PathBuf {
+        self.dir.join("block-stats.json")
+    }
     /// Every QMP event and state change, one JSON object per line.
     pub fn events(&self) -> PathBuf {
         self.dir.join("events.jsonl")

@@ -53,6 +53,12 @@ pub struct StateRecord {
     pub qemu_pid: Option<i32>,
     /// The supervisor's pid.
     pub supervisor_pid: i32,
+    /// The block service's pid, when the VM has Ferry-served disks.
+    #[serde(default)]
+    pub block_pid: Option<i32>,
+    /// How often the block service was restarted after dying.
+    #[serde(default)]
+    pub block_restarts: u32,
     /// Accelerator in use.
     pub accel: String,
     /// Why that accelerator was chosen.

@@ -5,9 +5,11 @@
 //! never touches the VM. The state it records comes from QMP events (`STOP`,
 //! `RESUME`, `SHUTDOWN`) and from the child's exit status: a QEMU killed by a
 //! signal without a `SHUTDOWN` first is recorded as crashed, with the signal.
+//! It also starts the VM's block service before QEMU and restarts it if it
+//! dies while QEMU runs.
 
 use crate::state::now_unix;
-use crate::{net, RunDir, StateRecord, VmError, VmState};
+use crate::{blockservice, net, RunDir, StateRecord, VmError, VmState};
 use ferry_qemu::cmdline::Console;
 use ferry_qemu::{AccelChoice, LaunchConfig, NicPlan, QemuBinary, QmpClient, QmpEvent};
 use ferry_spec::{NicAttachment, VmSpec};
@@ -15,6 +17,7 @@ use serde_json::json;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
@@ -31,6 +34,17 @@ pub struct SuperviseOptions {
     pub accel: AccelChoice,
     /// Keep the vCPUs stopped after launch until someone sends `cont`.
     pub hold: bool,
+    /// Start QEMU waiting for an incoming migration (`-incoming defer`).
+    pub incoming: bool,
+    /// The `ferry` binary, run as `ferry block serve` for Ferry-path disks.
+    pub ferry_exe: PathBuf,
+}
+
+/// The VM's helper processes and devices, cleaned up whatever happens.
+#[derive(Default)]
+struct Owned {
+    taps: Vec<String>,
+    block: Option<tokio::process::Child>,
 }
 
 /// Records state changes to `state.json` and `events.jsonl`.
@@ -47,21 +61,25 @@ impl Recorder {
         }
     }
 
+    fn save(&self) {
+        if let Err(e) = self.rec.save(&self.dir) {
+            tracing::error!("cannot record state: {e}");
+        }
+    }
+
     fn set(&mut self, state: VmState, detail: impl Into<String>) {
         self.rec.state = state;
         self.rec.detail = detail.into();
         self.rec.since = now_unix();
         tracing::info!(vm = %self.rec.name, state = %state, detail = %self.rec.detail, "state");
         self.log(json!({"t": self.rec.since, "state": state, "detail": self.rec.detail}));
-        if let Err(e) = self.rec.save(&self.dir) {
-            tracing::error!("cannot record state: {e}");
-        }
+        self.save();
     }
 }
 
 /// Runs the VM until QEMU exits; returns the final record.
 pub async fn run(opts: SuperviseOptions) -> Result<StateRecord, VmError> {
-    let dir = opts.dir;
+    let dir = opts.dir.clone();
     let spec_path = dir.spec();
     let text = std::fs::read_to_string(&spec_path).map_err(|e| VmError::io(&spec_path, e))?;
     let spec = VmSpec::from_json(&text, &dir.dir)?;
@@ -77,6 +95,8 @@ pub async fn run(opts: SuperviseOptions) -> Result<StateRecord, VmError> {
             detail: String::new(),
             qemu_pid: None,
             supervisor_pid: std::process::id() as i32,
+            block_pid: None,
+            block_restarts: 0,
             accel: opts.accel.accel.to_string(),
             accel_reason: opts.accel.reason.clone(),
             qemu_version: opts.qemu.version_string(),
@@ -87,24 +107,28 @@ pub async fn run(opts: SuperviseOptions) -> Result<StateRecord, VmError> {
     };
     r.set(VmState::Starting, "launching QEMU");
 
-    let mut created_taps = Vec::new();
-    let outcome = launch_and_watch(
-        &spec,
-        &opts.qemu,
-        &opts.accel,
-        opts.hold,
-        &mut r,
-        &mut created_taps,
-    )
-    .await;
-    for tap in &created_taps {
+    let mut owned = Owned::default();
+    let outcome = launch_and_watch(&spec, &opts, &mut r, &mut owned).await;
+    for tap in &owned.taps {
         net::delete_link(tap);
     }
-    for sock in [dir.qmp_control(), dir.qmp_monitor(), dir.serial()] {
+    if let Some(mut block) = owned.block.take() {
+        let _ = block.kill().await;
+        r.rec.block_pid = None;
+    }
+    for sock in [
+        dir.qmp_control(),
+        dir.qmp_monitor(),
+        dir.serial(),
+        dir.block_socket(),
+    ] {
         let _ = std::fs::remove_file(sock);
     }
     match outcome {
-        Ok(()) => Ok(r.rec),
+        Ok(()) => {
+            r.save();
+            Ok(r.rec)
+        }
         Err(e) => {
             let detail = match &e {
                 VmError::QemuDiedAtStart { detail, .. } => detail.clone(),
@@ -118,12 +142,11 @@ pub async fn run(opts: SuperviseOptions) -> Result<StateRecord, VmError> {
 
 async fn launch_and_watch(
     spec: &VmSpec,
-    qemu: &QemuBinary,
-    accel: &AccelChoice,
-    hold: bool,
+    opts: &SuperviseOptions,
     r: &mut Recorder,
-    created_taps: &mut Vec<String>,
+    owned: &mut Owned,
 ) -> Result<(), VmError> {
+    let (qemu, accel) = (&opts.qemu, &opts.accel);
     let dir = r.dir.clone();
     let mut plans = Vec::new();
     for (i, nic) in spec.nics.iter().enumerate() {
@@ -131,7 +154,7 @@ async fn launch_and_watch(
             NicAttachment::Bridge(bridge) => {
                 let tap = net::tap_name(&spec.name, i);
                 net::create_tap(&tap, bridge)?;
-                created_taps.push(tap.clone());
+                owned.taps.push(tap.clone());
                 plans.push(NicPlan { tap });
             }
             NicAttachment::Tap(tap) => plans.push(NicPlan { tap: tap.clone() }),
@@ -139,6 +162,12 @@ async fn launch_and_watch(
     }
     for sock in [dir.qmp_control(), dir.qmp_monitor(), dir.serial()] {
         let _ = std::fs::remove_file(sock);
+    }
+    let block_cfg = blockservice::config_for(spec, &dir);
+    if let Some(cfg) = &block_cfg {
+        let child = blockservice::start(&spec.name, cfg, &dir, &opts.ferry_exe).await?;
+        r.rec.block_pid = child.id().map(|p| p as i32);
+        owned.block = Some(child);
     }
     let cfg = LaunchConfig {
         spec,
@@ -150,6 +179,8 @@ async fn launch_and_watch(
         },
         nics: plans,
         start_paused: true,
+        block_socket: block_cfg.as_ref().map(|c| c.socket.clone()),
+        incoming: opts.incoming,
     };
     let log_path = dir.qemu_log();
     let log = File::create(&log_path).map_err(|e| VmError::io(&log_path, e))?;
@@ -187,7 +218,12 @@ async fn launch_and_watch(
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
     };
-    if hold {
+    if opts.incoming {
+        r.set(
+            VmState::Paused,
+            "waiting for an incoming migration (migrate-incoming)",
+        );
+    } else if opts.hold {
         r.set(
             VmState::Paused,
             "held before its first instruction; `cont` over QMP starts it",
@@ -205,12 +241,28 @@ async fn launch_and_watch(
     let mut shutdown: Option<String> = None;
     let mut events_open = true;
     let status = loop {
+        let block_exit = async {
+            match owned.block.as_mut() {
+                Some(b) => b.wait().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             ev = events.recv(), if events_open => match ev {
                 Some(ev) => on_event(r, &ev, &mut shutdown),
                 None => events_open = false,
             },
             st = child.wait() => break st.map_err(|e| VmError::io(&qemu.path, e))?,
+            st = block_exit => {
+                owned.block = None;
+                r.rec.block_pid = None;
+                let why = st.map_or_else(|e| e.to_string(), describe_block_exit);
+                tracing::warn!("block service of {} died ({why}); restarting it", spec.name);
+                r.log(json!({"t": now_unix(), "block_service": "exited", "detail": why}));
+                if let Some(cfg) = &block_cfg {
+                    restart_block_service(spec, cfg, opts, r, owned).await;
+                }
+            }
         }
     };
     // Drain events QEMU sent just before it exited.
@@ -233,6 +285,42 @@ async fn launch_and_watch(
         ),
     }
     Ok(())
+}
+
+/// Restarts a dead block service, retrying for as long as QEMU keeps the
+/// disk's requests waiting; records each restart.
+async fn restart_block_service(
+    spec: &VmSpec,
+    cfg: &ferry_block::ServiceConfig,
+    opts: &SuperviseOptions,
+    r: &mut Recorder,
+    owned: &mut Owned,
+) {
+    let deadline =
+        Instant::now() + Duration::from_secs(u64::from(ferry_qemu::cmdline::DISK_RECONNECT_SECS));
+    while Instant::now() < deadline {
+        match blockservice::start(&spec.name, cfg, &r.dir, &opts.ferry_exe).await {
+            Ok(child) => {
+                r.rec.block_pid = child.id().map(|p| p as i32);
+                r.rec.block_restarts += 1;
+                owned.block = Some(child);
+                r.log(
+                    json!({"t": now_unix(), "block_service": "restarted", "pid": r.rec.block_pid}),
+                );
+                r.save();
+                return;
+            }
+            Err(e) => {
+                tracing::error!("{e}; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+    r.log(json!({"t": now_unix(), "block_service": "gave up restarting"}));
+}
+
+fn describe_block_exit(status: ExitStatus) -> String {
+    describe_exit(status).replacen("QEMU", "the block service", 1)
 }
 
 fn on_event(r: &mut Recorder, ev: &QmpEvent, shutdown: &mut Option<String>) {

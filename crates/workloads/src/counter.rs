@@ -33,7 +33,8 @@ pub struct CounterLine {
 
 /// Parses a console line printed by [`run`]; `None` for other lines.
 pub fn parse_line(line: &str) -> Option<CounterLine> {
-    let rest = line.trim().strip_prefix(TAG)?.trim();
+    // Other programs share the console: the tag may follow their output.
+    let rest = line[line.find(TAG)? + TAG.len()..].trim();
     let mut n = None;
     let mut uptime = None;
     for field in rest.split_whitespace() {
@@ -65,5 +66,6 @@ mod tests {
         );
         assert!(parse_line("FERRY-COUNTER n=x uptime=1").is_none());
         assert!(parse_line("other").is_none());
+        assert_eq!(parse_line("/ # FERRY-COUNTER n=2 uptime=1.5").unwrap().n, 2);
     }
 }

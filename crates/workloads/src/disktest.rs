@@ -184,6 +184,77 @@ pub fn verify_from(src: &mut impl Read, blocks: u64) -> std::io::Result<VerifyRe
     Ok(report)
 }
 
+/// Parses a `FERRY-DISKTEST flushed gen=G upto=U` line into `(G, U)`.
+pub fn parse_flushed(line: &str) -> Option<(u64, u64)> {
+    let rest = line
+        .trim()
+        .strip_prefix(TAG)?
+        .trim()
+        .strip_prefix("flushed ")?;
+    let mut gen = None;
+    let mut upto = None;
+    for f in rest.split_whitespace() {
+        if let Some(v) = f.strip_prefix("gen=") {
+            gen = v.parse().ok();
+        } else if let Some(v) = f.strip_prefix("upto=") {
+            upto = v.parse().ok();
+        }
+    }
+    Some((gen?, upto?))
+}
+
+/// The last flush a console log reports, as `(generation, upto)`.
+pub fn last_flushed(console: &str) -> Option<(u64, u64)> {
+    console.lines().rev().find_map(parse_flushed)
+}
+
+/// Checks that everything the guest saw flushed is on disk: after the flush
+/// `(gen, upto)`, blocks below `upto` hold generation `gen` or the next one,
+/// the rest `gen - 1` or later (unwritten only if that is 0), none newer
+/// than `gen + 1`, and every block is a valid test block.
+pub fn check_durable(
+    path: &Path,
+    blocks: u64,
+    gen: u64,
+    upto: u64,
+) -> std::io::Result<Result<VerifyReport, String>> {
+    let mut f = File::open(path)?;
+    let mut storage = AlignedBlock::new();
+    let mut report = VerifyReport::default();
+    for index in 0..blocks {
+        let buf = storage.as_mut();
+        f.read_exact(buf)?;
+        report.blocks += 1;
+        let need = if index < upto {
+            gen
+        } else {
+            gen.saturating_sub(1)
+        };
+        let found = match decode(buf, index) {
+            Ok(BlockState::Unwritten) => 0,
+            Ok(BlockState::Valid { generation }) => generation,
+            Err(e) => return Ok(Err(format!("block {index}: {e}"))),
+        };
+        if found < need {
+            return Ok(Err(format!(
+                "block {index} holds generation {found} but generation {need} was flushed (last flush: gen={gen} upto={upto})"
+            )));
+        }
+        if found > gen + 1 {
+            return Ok(Err(format!(
+                "block {index} holds generation {found}, newer than any written (gen={gen})"
+            )));
+        }
+        if found == 0 {
+            report.unwritten += 1;
+        } else {
+            report.min_generation = Some(report.min_generation.map_or(found, |g| g.min(found)));
+            report.max_generation = Some(report.max_generation.map_or(found, |g| g.max(found)));
+        }
+    }
+    Ok(Ok(report))
+}
+
 /// Verifies the first `blocks` blocks of an image file from the host.
 pub fn verify(path: &Path, blocks: u64) -> std::io::Result<VerifyReport> {
     let mut f = File::open(path)?;
@@ -268,6 +339,30 @@ mod tests {
         assert_eq!(decode(&b, 3), Err(BlockError::BadChecksum));
         b[0] = b'X';
         assert_eq!(decode(&b, 3), Err(BlockError::BadMagic));
+    }
+
+    #[test]
+    fn durability_check_follows_the_last_flush() {
+        assert_eq!(
+            parse_flushed("FERRY-DISKTEST flushed gen=3 upto=128\r"),
+            Some((3, 128))
+        );
+        assert_eq!(
+            last_flushed(
+                "FERRY-DISKTEST flushed gen=1 upto=64\nFERRY-DISKTEST flushed gen=2 upto=64\nx"
+            ),
+            Some((2, 64))
+        );
+        let path = std::env::temp_dir().join(format!("ferry-durable-{}.img", std::process::id()));
+        let mut img = vec![0u8; BLOCK * 4];
+        for (i, g) in [3u64, 3, 2, 2].iter().enumerate() {
+            encode(&mut img[i * BLOCK..(i + 1) * BLOCK], i as u64, *g);
+        }
+        std::fs::write(&path, &img).unwrap();
+        assert!(check_durable(&path, 4, 3, 2).unwrap().is_ok());
+        // Generation 3 was flushed up to block 3, but block 2 still holds 2: lost.
+        assert!(check_durable(&path, 4, 3, 3).unwrap().is_err());
+        std::fs::remove_file(&path).unwrap();
     }
 
     #[test]

@@ -174,7 +174,10 @@ pub fn parse_client_flags(b: [u8; 4]) -> Result<bool, ProtoError> {
 pub fn parse_option_header(b: &[u8; 16]) -> Result<(u32, u32), ProtoError> {
     let magic = be64(b, 0);
     if magic != OPTS_MAGIC {
-        return Err(ProtoError::BadMagic { what: "option", found: magic });
+        return Err(ProtoError::BadMagic {
+            what: "option",
+            found: magic,
+        });
     }
     let (option, len) = (be32(b, 8), be32(b, 12));
     if len > MAX_OPTION_BYTES {
@@ -198,14 +201,18 @@ pub fn parse_info_request(data: &[u8]) -> Result<(String, Vec<u16>), ProtoError>
     if rest.len() < name_len + 2 {
         return Err(bad);
     }
-    let name = String::from_utf8(rest[..name_len].to_vec()).map_err(|_| ProtoError::MalformedOption("INFO/GO"))?;
+    let name = String::from_utf8(rest[..name_len].to_vec())
+        .map_err(|_| ProtoError::MalformedOption("INFO/GO"))?;
     let rest = &rest[name_len..];
     let count = be16(rest, 0) as usize;
     let rest = &rest[2..];
     if rest.len() != count * 2 {
         return Err(bad);
     }
-    let infos = rest.chunks_exact(2).map(|c| u16::from_be_bytes([c[0], c[1]])).collect();
+    let infos = rest
+        .chunks_exact(2)
+        .map(|c| u16::from_be_bytes([c[0], c[1]]))
+        .collect();
     Ok((name, infos))
 }
 
@@ -301,11 +308,17 @@ mod tests {
         b[16..24].copy_from_slice(&4096u64.to_be_bytes());
         b[24..].copy_from_slice(&512u32.to_be_bytes());
         let r = parse_request(&b).unwrap();
-        assert_eq!((r.flags, r.kind, r.handle, r.offset, r.length), (1, cmd::WRITE, 7, 4096, 512));
+        assert_eq!(
+            (r.flags, r.kind, r.handle, r.offset, r.length),
+            (1, cmd::WRITE, 7, 4096, 512)
+        );
         b[24..].copy_from_slice(&(MAX_REQUEST_BYTES + 1).to_be_bytes());
         assert!(matches!(parse_request(&b), Err(ProtoError::TooLong { .. })));
         b[0] = 0;
-        assert!(matches!(parse_request(&b), Err(ProtoError::BadMagic { .. })));
+        assert!(matches!(
+            parse_request(&b),
+            Err(ProtoError::BadMagic { .. })
+        ));
     }
 
     #[test]
@@ -314,7 +327,10 @@ mod tests {
         d.extend_from_slice(b"disk");
         d.extend_from_slice(&1u16.to_be_bytes());
         d.extend_from_slice(&info::BLOCK_SIZE.to_be_bytes());
-        assert_eq!(parse_info_request(&d).unwrap(), ("disk".to_string(), vec![info::BLOCK_SIZE]));
+        assert_eq!(
+            parse_info_request(&d).unwrap(),
+            ("disk".to_string(), vec![info::BLOCK_SIZE])
+        );
         for cut in 0..d.len() {
             assert!(parse_info_request(&d[..cut]).is_err(), "cut {cut}");
         }
