@@ -186,9 +186,8 @@ pub fn verify_from(src: &mut impl Read, blocks: u64) -> std::io::Result<VerifyRe
 
 /// Parses a `FERRY-DISKTEST flushed gen=G upto=U` line into `(G, U)`.
 pub fn parse_flushed(line: &str) -> Option<(u64, u64)> {
-    let rest = line
-        .trim()
-        .strip_prefix(TAG)?
+    // Other programs share the console: the tag may follow their output.
+    let rest = line[line.find(TAG)? + TAG.len()..]
         .trim()
         .strip_prefix("flushed ")?;
     let mut gen = None;
@@ -339,6 +338,12 @@ mod tests {
         assert_eq!(decode(&b, 3), Err(BlockError::BadChecksum));
         b[0] = b'X';
         assert_eq!(decode(&b, 3), Err(BlockError::BadMagic));
+    }
+
+    #[test]
+    fn flush_lines_parse_after_other_console_output() {
+        assert_eq!(parse_flushed("/ # FERRY-DISKTEST flushed gen=4 upto=64"), Some((4, 64)));
+        assert_eq!(parse_flushed("FERRY-DISKTEST pass done gen=4"), None);
     }
 
     #[test]
