@@ -12,6 +12,7 @@
 //!   verifiable from inside the guest or from the host image.
 //! - [`echo`]: a UDP echo responder; [`probe`] is the client that measures it.
 
+pub mod blkbench;
 pub mod counter;
 pub mod disktest;
 pub mod echo;

@@ -3,7 +3,7 @@
 //! The guest's `/init` turns each `ferry.run=NAME:ARG:ARG` on the kernel
 //! command line into `ferry-workload NAME ARG ARG`.
 
-use ferry_workloads::{counter, disktest, echo, memtest, system};
+use ferry_workloads::{blkbench, counter, disktest, echo, memtest, system};
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -15,6 +15,7 @@ usage: ferry-workload WORKLOAD [ARGS]
   disktest DEV BLOCKS write [PASSES]   write numbered blocks with flushes (no PASSES: forever)
   disktest DEV BLOCKS verify    verify blocks written by 'write'
   echo [PORT]                   UDP echo responder (default 7777)
+  blkbench DEV [SECS]           sequential 1 MiB and random 4 KiB read/write, SECS each (default 3)
   sysinfo                       print 'cpus=N ram_mib=M' (used by /init)
   powerbutton                   power off when the ACPI power button is pressed";
 
@@ -78,6 +79,12 @@ fn run(args: &[String]) -> Result<ExitCode, String> {
             let port: u16 = arg(rest, 0, "port", Some(7777))?;
             echo::run(port).map_err(|e| format!("{} port {port}: {e}", echo::TAG))?;
             Ok(ExitCode::FAILURE)
+        }
+        "blkbench" => {
+            let dev: String = arg(rest, 0, "device", None)?;
+            let secs: f64 = arg(rest, 1, "seconds per test", Some(3.0))?;
+            blkbench::run(Path::new(&dev), secs).map_err(|e| format!("{} {dev}: {e}", blkbench::TAG))?;
+            Ok(ExitCode::SUCCESS)
         }
         "sysinfo" => {
             println!("{}", system::sysinfo_line());
