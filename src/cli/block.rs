@@ -51,7 +51,7 @@ fn parse_disk(arg: &str) -> anyhow::Result<DiskExport> {
 }
 
 /// Runs a block verb.
-pub async fn run(cmd: BlockCmd) -> anyhow::Result<ExitCode> {
+pub fn run(cmd: BlockCmd) -> anyhow::Result<ExitCode> {
     match cmd {
         BlockCmd::Serve {
             config,
@@ -84,8 +84,7 @@ pub async fn run(cmd: BlockCmd) -> anyhow::Result<ExitCode> {
                 "no disks to serve (--disk NAME=IMAGE)"
             );
             let socket = cfg.socket.clone();
-            ferry_block::service::run(cfg, || tracing::info!("listening on {}", socket.display()))
-                .await?;
+            ferry_block::service::run(cfg, || tracing::info!("listening on {}", socket.display()))?;
             Ok(ExitCode::SUCCESS)
         }
     }

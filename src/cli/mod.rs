@@ -48,7 +48,7 @@ pub fn main() -> ExitCode {
         Command::Host(cmd) => host::run(cmd, cli.json),
         Command::Probe(args) => probe::run(args, cli.json),
         Command::Vm(cmd) => block_on(false, vm::run(cmd, cli.json)),
-        Command::Block(cmd) => block_on(true, block::run(cmd)),
+        Command::Block(cmd) => block::run(cmd),
     };
     match result {
         Ok(code) => code,

@@ -2,9 +2,10 @@
 //! writes their statistics beside it.
 
 use crate::backend::FileBackend;
-use crate::nbd::server::{serve_connection, Export};
+use crate::nbd::server::{serve_connection, Export, ServerError};
 use crate::stats::{DiskCounters, Sampler};
 use serde::{Deserialize, Serialize};
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -93,21 +94,21 @@ pub fn open_exports(cfg: &ServiceConfig) -> Result<Vec<Export>, ServiceError> {
 }
 
 /// Binds the socket, replacing a stale file but never a live service's.
-pub fn bind(path: &Path) -> Result<tokio::net::UnixListener, ServiceError> {
+pub fn bind(path: &Path) -> Result<UnixListener, ServiceError> {
     if path.exists() {
-        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+        if UnixStream::connect(path).is_ok() {
             return Err(ServiceError::SocketTaken(path.to_path_buf()));
         }
         let _ = std::fs::remove_file(path);
     }
-    tokio::net::UnixListener::bind(path).map_err(|source| ServiceError::Listen {
+    UnixListener::bind(path).map_err(|source| ServiceError::Listen {
         path: path.to_path_buf(),
         source,
     })
 }
 
 /// Serves until the process is stopped. `ready` is called once listening.
-pub async fn run(cfg: ServiceConfig, ready: impl FnOnce()) -> Result<(), ServiceError> {
+pub fn run(cfg: ServiceConfig, ready: impl FnOnce()) -> Result<(), ServiceError> {
     let exports = Arc::new(open_exports(&cfg)?);
     let listener = bind(&cfg.socket)?;
     for e in exports.iter() {
@@ -115,39 +116,36 @@ pub async fn run(cfg: ServiceConfig, ready: impl FnOnce()) -> Result<(), Service
     }
     ready();
     if let Some(stats) = cfg.stats.clone() {
-        tokio::spawn(write_stats_forever(stats, exports.clone()));
+        let exports = exports.clone();
+        std::thread::spawn(move || write_stats_forever(&stats, &exports));
     }
-    loop {
-        match listener.accept().await {
-            Ok((stream, _)) => {
+    for conn in listener.incoming() {
+        match conn {
+            Ok(stream) => {
                 let exports = exports.clone();
-                tokio::spawn(async move {
-                    match serve_connection(stream, exports).await {
-                        Ok(()) => tracing::debug!("NBD client disconnected"),
-                        // A client that goes away (QEMU quitting) breaks the pipe: normal.
-                        Err(crate::nbd::server::ServerError::Io(e)) => {
-                            tracing::debug!("NBD client gone: {e}")
-                        }
-                        Err(e) => tracing::warn!(
-                            "NBD connection closed: {e}: {:?}",
-                            std::error::Error::source(&e)
-                        ),
-                    }
+                std::thread::spawn(move || match serve_connection(stream, exports) {
+                    Ok(()) => tracing::debug!("NBD client disconnected"),
+                    // A client that goes away (QEMU quitting) breaks the pipe: normal.
+                    Err(ServerError::Io(e)) => tracing::debug!("NBD client gone: {e}"),
+                    Err(e) => tracing::warn!(
+                        "NBD connection closed: {e}: {:?}",
+                        std::error::Error::source(&e)
+                    ),
                 });
             }
             Err(e) => {
                 tracing::warn!("accept: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                std::thread::sleep(Duration::from_millis(50));
             }
         }
     }
+    Ok(())
 }
 
-async fn write_stats_forever(path: PathBuf, exports: Arc<Vec<Export>>) {
+fn write_stats_forever(path: &Path, exports: &[Export]) {
     let mut sampler = Sampler::new(exports.len());
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
-        tick.tick().await;
+        std::thread::sleep(Duration::from_secs(1));
         let meta: Vec<_> = exports
             .iter()
             .map(|e| {
@@ -164,7 +162,7 @@ async fn write_stats_forever(path: PathBuf, exports: Arc<Vec<Export>>) {
         let tmp = path.with_extension("json.tmp");
         if let Ok(json) = serde_json::to_vec_pretty(&stats) {
             if std::fs::write(&tmp, json).is_ok() {
-                let _ = std::fs::rename(&tmp, &path);
+                let _ = std::fs::rename(&tmp, path);
             }
         }
     }

@@ -22,7 +22,11 @@ fn aligned(len: usize) -> (Vec<u8>, usize) {
 }
 
 fn open(dev: &Path) -> std::io::Result<(File, u64)> {
-    let mut f = OpenOptions::new().read(true).write(true).custom_flags(libc::O_DIRECT).open(dev)?;
+    let mut f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(dev)?;
     let size = f.seek(SeekFrom::End(0))?;
     Ok((f, size))
 }
@@ -93,7 +97,9 @@ fn random(dev: &Path, write: bool, secs: f64) -> std::io::Result<Figure> {
     }
     let mut ops = 0;
     for h in handles {
-        ops += h.join().map_err(|_| std::io::Error::other("benchmark thread panicked"))??;
+        ops += h
+            .join()
+            .map_err(|_| std::io::Error::other("benchmark thread panicked"))??;
     }
     let t = start.elapsed().as_secs_f64();
     Ok(Figure {
@@ -113,7 +119,10 @@ pub fn run(dev: &Path, secs: f64) -> std::io::Result<()> {
     ];
     for (name, f, write) in tests {
         let fig = f(dev, write, secs)?;
-        println!("{TAG} test={name} iops={:.0} mibps={:.1}", fig.iops, fig.mibps);
+        println!(
+            "{TAG} test={name} iops={:.0} mibps={:.1}",
+            fig.iops, fig.mibps
+        );
     }
     println!("{TAG} done");
     Ok(())

@@ -342,7 +342,10 @@ mod tests {
 
     #[test]
     fn flush_lines_parse_after_other_console_output() {
-        assert_eq!(parse_flushed("/ # FERRY-DISKTEST flushed gen=4 upto=64"), Some((4, 64)));
+        assert_eq!(
+            parse_flushed("/ # FERRY-DISKTEST flushed gen=4 upto=64"),
+            Some((4, 64))
+        );
         assert_eq!(parse_flushed("FERRY-DISKTEST pass done gen=4"), None);
     }
 

@@ -83,7 +83,8 @@ fn run(args: &[String]) -> Result<ExitCode, String> {
         "blkbench" => {
             let dev: String = arg(rest, 0, "device", None)?;
             let secs: f64 = arg(rest, 1, "seconds per test", Some(3.0))?;
-            blkbench::run(Path::new(&dev), secs).map_err(|e| format!("{} {dev}: {e}", blkbench::TAG))?;
+            blkbench::run(Path::new(&dev), secs)
+                .map_err(|e| format!("{} {dev}: {e}", blkbench::TAG))?;
             Ok(ExitCode::SUCCESS)
         }
         "sysinfo" => {
