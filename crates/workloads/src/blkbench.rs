@@ -31,6 +31,9 @@ fn open(dev: &Path) -> std::io::Result<(File, u64)> {
     Ok((f, size))
 }
 
+/// A test: device, write (else read), seconds.
+type TestFn = fn(&Path, bool, f64) -> std::io::Result<Figure>;
+
 /// One measured figure.
 #[derive(Debug, Clone, Copy)]
 pub struct Figure {
@@ -111,7 +114,7 @@ fn random(dev: &Path, write: bool, secs: f64) -> std::io::Result<Figure> {
 /// Runs all four tests for `secs` each and prints one line per test, then
 /// `FERRY-BLKBENCH done`.
 pub fn run(dev: &Path, secs: f64) -> std::io::Result<()> {
-    let tests: [(&str, fn(&Path, bool, f64) -> std::io::Result<Figure>, bool); 4] = [
+    let tests: [(&str, TestFn, bool); 4] = [
         ("seqwrite", sequential, true),
         ("seqread", sequential, false),
         ("randwrite", random, true),
