@@ -51,6 +51,30 @@ pub trait BlockBackend: Send + Sync {
     fn discard(&self, offset: u64, len: u64) -> Result<(), BackendError>;
     /// Makes the range read as zeroes.
     fn write_zeroes(&self, offset: u64, len: u64, fua: bool) -> Result<(), BackendError>;
+    /// Writes `len` bytes read from the stream `src` at `offset` without
+    /// copying them through user space, where the backend can (a file can,
+    /// with splice). `None` means "not supported, read and call write_at".
+    fn write_from_fd(
+        &self,
+        _src: std::os::fd::RawFd,
+        _offset: u64,
+        _len: u64,
+    ) -> Option<Result<(), BackendError>> {
+        None
+    }
+    /// Sends `len` bytes at `offset` straight into the stream `dst`, where the
+    /// backend can (a file can, with sendfile). The range must have been
+    /// checked with [`BlockBackend::check_read`]. `None`: not supported.
+    fn read_to_fd(
+        &self,
+        _dst: std::os::fd::RawFd,
+        _offset: u64,
+        _len: u64,
+    ) -> Option<Result<(), BackendError>> {
+        None
+    }
+    /// Whether a read of the range would be accepted.
+    fn check_read(&self, offset: u64, len: u64) -> Result<(), BackendError>;
 }
 
 /// A raw image file.
@@ -160,6 +184,34 @@ impl BlockBackend for FileBackend {
             libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
         );
         Ok(())
+    }
+    fn check_read(&self, offset: u64, len: u64) -> Result<(), BackendError> {
+        self.check(offset, len, false)
+    }
+    fn read_to_fd(
+        &self,
+        dst: std::os::fd::RawFd,
+        offset: u64,
+        len: u64,
+    ) -> Option<Result<(), BackendError>> {
+        Some(
+            crate::splice::file_to_socket(self.file.as_raw_fd(), dst, offset, len)
+                .map_err(|e| self.io(e)),
+        )
+    }
+    fn write_from_fd(
+        &self,
+        src: std::os::fd::RawFd,
+        offset: u64,
+        len: u64,
+    ) -> Option<Result<(), BackendError>> {
+        if let Err(e) = self.check(offset, len, true) {
+            return Some(Err(e));
+        }
+        Some(
+            crate::splice::socket_to_file(src, self.file.as_raw_fd(), offset, len)
+                .map_err(|e| self.io(e)),
+        )
     }
     fn write_zeroes(&self, offset: u64, len: u64, fua: bool) -> Result<(), BackendError> {
         self.check(offset, len, true)?;

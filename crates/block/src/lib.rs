@@ -10,6 +10,7 @@
 pub mod backend;
 pub mod nbd;
 pub mod service;
+mod splice;
 pub mod stats;
 
 pub use backend::{BackendError, BlockBackend, FileBackend};

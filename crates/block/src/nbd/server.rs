@@ -12,6 +12,7 @@ use super::proto::{self, cmd, errno, opt, rep, tflag, ProtoError, Request};
 use crate::backend::{BackendError, BlockBackend};
 use crate::stats::{DiskCounters, OpKind};
 use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::sync::{mpsc, Arc, Mutex};
 
@@ -22,6 +23,8 @@ pub const QUEUE_DEPTH: usize = 64;
 /// Preferred and minimum block sizes advertised to clients.
 const PREFERRED_BLOCK: u32 = 4096;
 const MIN_BLOCK: u32 = 512;
+/// Writes at least this large are spliced socket -> file, not copied.
+const SPLICE_MIN: usize = 64 * 1024;
 /// Socket buffer size asked for, so a 1 MiB request moves in few syscalls.
 const SOCKET_BUFFER: usize = 4 << 20;
 
@@ -242,6 +245,50 @@ fn read_requests(
         } else {
             0
         };
+        if req.kind == cmd::WRITE && !is_slow(&req) && len >= SPLICE_MIN {
+            // Large writes go socket -> file inside the kernel.
+            let c = &export.counters;
+            let started = c.begin();
+            let spliced = export
+                .backend
+                .write_from_fd(rd.as_raw_fd(), req.offset, len as u64);
+            if let Some(result) = spliced {
+                c.end(started, OpKind::Write(len as u64), result.is_ok());
+                let code = match &result {
+                    Ok(()) => 0,
+                    // The payload may be half consumed: the stream is lost.
+                    Err(BackendError::Io { source, .. })
+                        if source.kind() == std::io::ErrorKind::UnexpectedEof =>
+                    {
+                        return Ok(());
+                    }
+                    Err(e @ (BackendError::ReadOnly | BackendError::OutOfRange { .. })) => {
+                        // Nothing was read: skip the payload, then report.
+                        let mut sink = vec![0u8; len];
+                        rd.read_exact(&mut sink)?;
+                        error_code(e)
+                    }
+                    Err(e) => {
+                        error_code(e);
+                        return Err(ServerError::Io(std::io::Error::other(
+                            "write payload lost mid-stream",
+                        )));
+                    }
+                };
+                let mut w = writer
+                    .lock()
+                    .map_err(|_| std::io::Error::other("reply writer poisoned"))?;
+                w.write_all(&proto::simple_reply(code, req.handle))?;
+                continue;
+            }
+            c.end(started, OpKind::Write(0), true);
+        }
+        if req.kind == cmd::READ
+            && req.length as usize >= SPLICE_MIN
+            && send_read_direct(export, &req, writer)?
+        {
+            continue;
+        }
         if !is_slow(&req) {
             // Served here, with the reader's own reused buffers.
             data.resize(len, 0);
@@ -265,6 +312,41 @@ fn read_requests(
             return Ok(());
         }
     }
+}
+
+/// Serves a large read with sendfile: header, then the data straight from
+/// the file. Returns false when the backend cannot, so the caller copies.
+fn send_read_direct(
+    export: &Export,
+    req: &Request,
+    writer: &Mutex<UnixStream>,
+) -> Result<bool, ServerError> {
+    let b = &export.backend;
+    let c = &export.counters;
+    let len = u64::from(req.length);
+    let started = c.begin();
+    let mut w = writer
+        .lock()
+        .map_err(|_| std::io::Error::other("reply writer poisoned"))?;
+    if let Err(e) = b.check_read(req.offset, len) {
+        c.end(started, OpKind::Read(len), false);
+        w.write_all(&proto::simple_reply(error_code(&e), req.handle))?;
+        return Ok(true);
+    }
+    let fd = w.as_raw_fd();
+    // Ask with an empty range first: no header may promise data we cannot send.
+    let Some(probe) = b.read_to_fd(fd, req.offset, 0) else {
+        c.end(started, OpKind::Read(0), true);
+        return Ok(false);
+    };
+    probe.map_err(|e| ServerError::Io(std::io::Error::other(e.to_string())))?;
+    w.write_all(&proto::simple_reply(0, req.handle))?;
+    let result = b.read_to_fd(fd, req.offset, len).unwrap_or(Ok(()));
+    c.end(started, OpKind::Read(len), result.is_ok());
+    // A failure after the header leaves the stream short: close it; the
+    // client reconnects and retries.
+    result.map_err(|e| ServerError::Io(std::io::Error::other(e.to_string())))?;
+    Ok(true)
 }
 
 fn error_code(e: &BackendError) -> u32 {
@@ -437,6 +519,35 @@ mod tests {
                 .writes
                 .load(std::sync::atomic::Ordering::Relaxed),
             1
+        );
+        std::fs::remove_file(path).unwrap();
+    }
+
+    #[test]
+    fn large_writes_take_the_splice_path_and_stay_in_sync() {
+        let (exports, path) = export("big", false);
+        let (mut c, s) = UnixStream::pair().unwrap();
+        {
+            let e = exports.clone();
+            std::thread::spawn(move || serve_connection(s, e));
+        }
+        go(&mut c, "big");
+        let data: Vec<u8> = (0..256 * 1024).map(|i| (i % 251) as u8).collect();
+        let len = data.len() as u32;
+        assert_eq!(request(&mut c, cmd::WRITE, 0, 1, 65536, &data, len).0, 0);
+        assert_eq!(
+            request(&mut c, cmd::READ, 0, 2, 65536, &[], len),
+            (0, data.clone())
+        );
+        // Out of range: refused, and its payload skipped so the next request parses.
+        assert_eq!(
+            request(&mut c, cmd::WRITE, 0, 3, (1 << 20) - 4096, &data, len).0,
+            errno::EINVAL
+        );
+        assert_eq!(request(&mut c, cmd::FLUSH, 0, 4, 0, &[], 0).0, 0);
+        assert_eq!(
+            std::fs::read(&path).unwrap()[65536..65536 + data.len()],
+            data[..]
         );
         std::fs::remove_file(path).unwrap();
     }
