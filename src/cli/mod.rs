@@ -4,6 +4,7 @@ mod block;
 mod console;
 mod guest;
 mod host;
+mod migrate;
 mod probe;
 mod vm;
 

@@ -79,6 +79,16 @@ pub enum VmCmd {
         #[arg(long)]
         log: bool,
     },
+    /// Live-migrate a running VM to another host, with progress.
+    ///
+    /// The destination is prepared from the very spec the source runs
+    /// (`ferry vm start --incoming` there), the memory moves over the
+    /// destination's migration address, and at the switchover the destination
+    /// runs and announces the guest's MAC before the source stops. If anything
+    /// fails first, the VM keeps running here and the destination's half is
+    /// removed. Hosts come from a hosts file (`[hosts.NAME]` with `run_dir`,
+    /// `migration_address` and, in the lab, `netns`).
+    Migrate(super::migrate::MigrateArgs),
     /// Show per-disk I/O of a VM's Ferry-served disks (IOPS, MiB/s, latency,
     /// in-flight requests), sampled every second by its block service.
     Disks {
@@ -278,6 +288,7 @@ pub async fn run(cmd: VmCmd, json: bool) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        VmCmd::Migrate(args) => super::migrate::run(args, json).await,
         VmCmd::Disks { name } => {
             control::status(&name)?;
             let path = RunDir::for_vm(&name).block_stats();

@@ -142,3 +142,77 @@ impl Drop for Netns {
         let _ = ip(&["netns", "del", &self.name]);
     }
 }
+
+/// Connects interface `a_if` in `a` to `b_if` in `b` with a veth pair, both up.
+pub fn veth(a: &Netns, a_if: &str, b: &Netns, b_if: &str) -> Result<(), LabError> {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let tmp = format!(
+        "fyv{}x{}",
+        std::process::id() % 100_000,
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    );
+    a.ip(&["link", "add", a_if, "type", "veth", "peer", "name", &tmp])?;
+    a.ip(&["link", "set", &tmp, "netns", &b.name])?;
+    b.ip(&["link", "set", &tmp, "name", b_if])?;
+    a.ip(&["link", "set", a_if, "up"])?;
+    b.ip(&["link", "set", b_if, "up"])?;
+    Ok(())
+}
+
+/// Two hypervisor hosts, a switch and a client, as the migration tests and
+/// the lab use them:
+///
+/// ```text
+///   client (10.30.0.100) ── switch bridge "ext" ──┬── host1: uplink ⊂ br0 (VM TAPs)
+///                                                 └── host2: uplink ⊂ br0 (VM TAPs)
+///   host1 "int" 10.20.0.1 ────────────────────────── host2 "int" 10.20.0.2  (migration)
+/// ```
+pub struct TwoHosts {
+    /// First hypervisor host.
+    pub host1: Netns,
+    /// Second hypervisor host.
+    pub host2: Netns,
+    /// The external switch.
+    pub switch: Netns,
+    /// A client on the external network.
+    pub client: Netns,
+}
+
+/// Address of host1 on the internal (migration) network.
+pub const HOST1_INTERNAL: &str = "10.20.0.1";
+/// Address of host2 on the internal (migration) network.
+pub const HOST2_INTERNAL: &str = "10.20.0.2";
+/// The client's address on the external network.
+pub const CLIENT_ADDR: &str = "10.30.0.100";
+/// Bridge on each host that VM TAPs join.
+pub const VM_BRIDGE: &str = "br0";
+
+impl TwoHosts {
+    /// Builds the lab with unique namespace names starting with `prefix`.
+    pub fn create(prefix: &str) -> Result<Self, LabError> {
+        let lab = TwoHosts {
+            host1: Netns::create(&unique_name(&format!("{prefix}h1")))?,
+            host2: Netns::create(&unique_name(&format!("{prefix}h2")))?,
+            switch: Netns::create(&unique_name(&format!("{prefix}sw")))?,
+            client: Netns::create(&unique_name(&format!("{prefix}cl")))?,
+        };
+        lab.switch.add_bridge("ext", None)?;
+        for (i, host) in [&lab.host1, &lab.host2].into_iter().enumerate() {
+            host.add_bridge(VM_BRIDGE, None)?;
+            let port = format!("p-h{}", i + 1);
+            veth(&lab.switch, &port, host, "uplink")?;
+            lab.switch.ip(&["link", "set", &port, "master", "ext"])?;
+            host.ip(&["link", "set", "uplink", "master", VM_BRIDGE])?;
+        }
+        veth(&lab.switch, "p-cl", &lab.client, "eth0")?;
+        lab.switch.ip(&["link", "set", "p-cl", "master", "ext"])?;
+        lab.client
+            .ip(&["addr", "add", &format!("{CLIENT_ADDR}/24"), "dev", "eth0"])?;
+        veth(&lab.host1, "int", &lab.host2, "int")?;
+        lab.host1
+            .ip(&["addr", "add", &format!("{HOST1_INTERNAL}/24"), "dev", "int"])?;
+        lab.host2
+            .ip(&["addr", "add", &format!("{HOST2_INTERNAL}/24"), "dev", "int"])?;
+        Ok(lab)
+    }
+}

@@ -1,0 +1,437 @@
+//! Live migration: prepare, tune, drive, converge, switch over, clean up.
+//!
+//! ```text
+//!  source host                                destination host
+//!  ferry vm migrate ── ferry vm start --incoming (same spec.json) ──► QEMU -incoming defer
+//!        │ QMP: capabilities, parameters (both sides)
+//!        │ QMP dst: migrate-incoming tcp:ADDR:PORT
+//!        │ QMP src: migrate tcp:ADDR:PORT ═══ memory over the internal network ══►
+//!        │ poll query-migrate: progress, raise downtime budget if not converging
+//!        │ completed ─► dst: cont, announce-self ─► src: quit
+//!        └ failed/cancelled/timeout ─► src keeps running, dst: stop --force
+//! ```
+
+use crate::hosts::Host;
+use ferry_qemu::{QmpClient, QmpError};
+use ferry_vm::{StateRecord, VmState};
+use serde::Serialize;
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// Why a migration did not happen. In every case the VM still runs on the
+/// source and nothing of it is left on the destination.
+#[derive(Debug, thiserror::Error)]
+pub enum MigrateError {
+    /// The VM is not running on the source.
+    #[error("VM {name} is not running on the source ({state})")]
+    NotRunning {
+        /// The VM.
+        name: String,
+        /// What the source reports.
+        state: String,
+    },
+    /// The destination already runs a VM of that name.
+    #[error("VM {name} already runs on the destination (QEMU pid {pid}); refusing to start a second copy")]
+    AlreadyOnDestination {
+        /// The VM.
+        name: String,
+        /// The other QEMU.
+        pid: i32,
+    },
+    /// The destination could not be prepared.
+    #[error("preparing the destination failed: {0}")]
+    Prepare(String),
+    /// QEMU refused or failed a step.
+    #[error("{step}")]
+    Qmp {
+        /// What was being done.
+        step: String,
+        /// The error.
+        #[source]
+        source: QmpError,
+    },
+    /// QEMU reported the migration failed.
+    #[error("QEMU reports the migration failed: {0}")]
+    Failed(String),
+    /// The migration was cancelled.
+    #[error("migration cancelled")]
+    Cancelled,
+    /// It did not converge in time.
+    #[error("migration did not complete within {secs} s; cancelled (use --force-on-timeout to stop the guest and finish instead)")]
+    Timeout {
+        /// The limit.
+        secs: u64,
+    },
+    /// Reading the source's records failed.
+    #[error(transparent)]
+    Vm(#[from] ferry_vm::VmError),
+}
+
+/// What to do when the timeout passes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnTimeout {
+    /// Cancel: the VM keeps running on the source.
+    #[default]
+    Cancel,
+    /// Stop the guest and copy the rest: it arrives, with a long pause.
+    Force,
+}
+
+/// How to migrate.
+#[derive(Debug, Clone)]
+pub struct MigrateOptions {
+    /// Downtime budget to start with, ms.
+    pub downtime_ms: u64,
+    /// Highest downtime budget the convergence policy may raise it to, ms.
+    pub downtime_ceiling_ms: u64,
+    /// Bandwidth cap in MiB/s; `None` for unlimited.
+    pub bandwidth_mibps: Option<u64>,
+    /// Give up after this long.
+    pub timeout: Duration,
+    /// What giving up means.
+    pub on_timeout: OnTimeout,
+    /// Parallel migration streams.
+    pub multifd_channels: u8,
+    /// TCP port the destination listens on.
+    pub port: u16,
+    /// The `ferry` binary to run on the destination.
+    pub ferry_exe: PathBuf,
+}
+
+impl Default for MigrateOptions {
+    fn default() -> Self {
+        MigrateOptions {
+            downtime_ms: 50,
+            downtime_ceiling_ms: 1000,
+            bandwidth_mibps: None,
+            timeout: Duration::from_secs(120),
+            on_timeout: OnTimeout::Cancel,
+            multifd_channels: 2,
+            port: 49152,
+            ferry_exe: PathBuf::from("ferry"),
+        }
+    }
+}
+
+/// A progress sample, emitted about ten times a second.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Progress {
+    /// QEMU's status: setup, active, device, completed, ...
+    pub status: String,
+    /// Milliseconds since the migration started.
+    pub elapsed_ms: u64,
+    /// Memory sent so far, MiB.
+    pub transferred_mib: f64,
+    /// Memory still to send, MiB.
+    pub remaining_mib: f64,
+    /// Link throughput QEMU measured, Mbit/s.
+    pub mbps: f64,
+    /// Pages the guest dirties per second.
+    pub dirty_pages_rate: u64,
+    /// Completed passes over memory.
+    pub rounds: u64,
+    /// QEMU's estimate of the downtime if it stopped now, ms.
+    pub expected_downtime_ms: u64,
+    /// The current downtime budget, ms.
+    pub downtime_limit_ms: u64,
+    /// How much auto-converge slows the guest's vCPUs, percent.
+    pub throttle_pct: u64,
+}
+
+/// What a finished migration cost.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct MigrationReport {
+    /// The VM.
+    pub name: String,
+    /// From start to the destination running, ms.
+    pub total_ms: u64,
+    /// Guest stopped time QEMU measured, ms.
+    pub downtime_ms: u64,
+    /// From QEMU's "completed" to the destination's vCPUs running, ms.
+    pub resume_ms: u64,
+    /// Memory sent, MiB.
+    pub transferred_mib: f64,
+    /// Passes over memory.
+    pub rounds: u64,
+    /// The downtime budget in force at the end, ms.
+    pub final_downtime_limit_ms: u64,
+}
+
+fn qmp_err(step: &str) -> impl FnOnce(QmpError) -> MigrateError + '_ {
+    move |source| MigrateError::Qmp {
+        step: step.to_string(),
+        source,
+    }
+}
+
+fn num(v: &Value, path: &[&str]) -> u64 {
+    let mut cur = v;
+    for p in path {
+        cur = &cur[*p];
+    }
+    cur.as_u64().unwrap_or(0)
+}
+
+fn progress_of(v: &Value, elapsed: Duration, limit: u64) -> Progress {
+    let mib = |b: u64| b as f64 / 1048576.0;
+    Progress {
+        status: v["status"].as_str().unwrap_or("unknown").to_string(),
+        elapsed_ms: elapsed.as_millis() as u64,
+        transferred_mib: mib(num(v, &["ram", "transferred"])),
+        remaining_mib: mib(num(v, &["ram", "remaining"])),
+        mbps: v["ram"]["mbps"].as_f64().unwrap_or(0.0),
+        dirty_pages_rate: num(v, &["ram", "dirty-pages-rate"]),
+        rounds: num(v, &["ram", "dirty-sync-count"]),
+        expected_downtime_ms: num(v, &["expected-downtime"]),
+        downtime_limit_ms: limit,
+        throttle_pct: num(v, &["cpu-throttle-percentage"]),
+    }
+}
+
+/// Runs a `ferry` command on a host; returns its stderr on failure.
+async fn on_host(host: &Host, exe: &std::path::Path, args: &[&str]) -> Result<(), String> {
+    let mut cmd: tokio::process::Command = host.ferry(exe).into();
+    let out = cmd
+        .args(args)
+        .output()
+        .await
+        .map_err(|e| format!("cannot run ferry: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr)
+            .trim()
+            .lines()
+            .last()
+            .unwrap_or("failed")
+            .to_string())
+    }
+}
+
+/// Migrates VM `name` from `src` to `dst`, calling `on_progress` as it goes.
+pub async fn migrate(
+    name: &str,
+    src: &Host,
+    dst: &Host,
+    opts: &MigrateOptions,
+    mut on_progress: impl FnMut(&Progress),
+) -> Result<MigrationReport, MigrateError> {
+    let src_dir = src.vm_dir(name);
+    let rec = StateRecord::load(&src_dir)?.ok_or_else(|| MigrateError::NotRunning {
+        name: name.into(),
+        state: "unknown here".into(),
+    })?;
+    if rec.state != VmState::Running {
+        return Err(MigrateError::NotRunning {
+            name: name.into(),
+            state: rec.state.to_string(),
+        });
+    }
+    let dst_dir = dst.vm_dir(name);
+    if let Some(other) = StateRecord::load(&dst_dir)? {
+        if let Some(pid) = other
+            .qemu_pid
+            .filter(|&p| !other.state.is_final() && ferry_vm::state::pid_alive(p))
+        {
+            return Err(MigrateError::AlreadyOnDestination {
+                name: name.into(),
+                pid,
+            });
+        }
+    }
+
+    // The destination runs exactly the spec the source runs.
+    let spec_path = src_dir.spec();
+    let spec_arg = spec_path.to_string_lossy().to_string();
+    on_host(
+        dst,
+        &opts.ferry_exe,
+        &["vm", "start", "--incoming", &spec_arg],
+    )
+    .await
+    .map_err(MigrateError::Prepare)?;
+    let result = drive(name, src, dst, opts, &mut on_progress).await;
+    if result.is_err() {
+        // Whatever happened, the destination's half goes away; the source runs on.
+        if let Err(e) = on_host(dst, &opts.ferry_exe, &["vm", "stop", name, "--force"]).await {
+            tracing::warn!("could not remove the destination's QEMU: {e}");
+        }
+    }
+    result
+}
+
+async fn drive(
+    name: &str,
+    src: &Host,
+    dst: &Host,
+    opts: &MigrateOptions,
+    on_progress: &mut impl FnMut(&Progress),
+) -> Result<MigrationReport, MigrateError> {
+    let (s, _) = QmpClient::connect(&src.vm_dir(name).qmp_control())
+        .await
+        .map_err(qmp_err("connecting to the source QEMU"))?;
+    let (d, _) = QmpClient::connect(&dst.vm_dir(name).qmp_control())
+        .await
+        .map_err(qmp_err("connecting to the destination QEMU"))?;
+
+    let caps = |list: &[(&str, bool)]| json!({"capabilities": list.iter().map(|(c, on)| json!({"capability": c, "state": on})).collect::<Vec<_>>()});
+    let multifd = opts.multifd_channels > 1;
+    d.execute(
+        "migrate-set-capabilities",
+        Some(caps(&[("multifd", multifd)])),
+    )
+    .await
+    .map_err(qmp_err("setting destination capabilities"))?;
+    s.execute(
+        "migrate-set-capabilities",
+        Some(caps(&[("multifd", multifd), ("auto-converge", true)])),
+    )
+    .await
+    .map_err(qmp_err("setting source capabilities"))?;
+    if multifd {
+        let p = json!({"multifd-channels": opts.multifd_channels});
+        d.execute("migrate-set-parameters", Some(p.clone()))
+            .await
+            .map_err(qmp_err("setting destination parameters"))?;
+        s.execute("migrate-set-parameters", Some(p))
+            .await
+            .map_err(qmp_err("setting source parameters"))?;
+    }
+    let bandwidth = opts.bandwidth_mibps.map_or(100u64 << 30, |m| m << 20);
+    s.execute(
+        "migrate-set-parameters",
+        Some(json!({"downtime-limit": opts.downtime_ms, "max-bandwidth": bandwidth})),
+    )
+    .await
+    .map_err(qmp_err("setting the downtime budget and bandwidth"))?;
+
+    let uri = format!("tcp:{}:{}", dst.migration_address, opts.port);
+    d.execute("migrate-incoming", Some(json!({"uri": uri})))
+        .await
+        .map_err(qmp_err("starting the destination's listener"))?;
+    let started = Instant::now();
+    s.execute("migrate", Some(json!({"uri": uri})))
+        .await
+        .map_err(qmp_err("starting the migration"))?;
+
+    let mut limit = opts.downtime_ms;
+    let mut last_raise = Instant::now();
+    let mut best_remaining = u64::MAX;
+    let mut forced = false;
+    let final_state = loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let v = s
+            .execute("query-migrate", None)
+            .await
+            .map_err(qmp_err("watching the migration"))?;
+        let p = progress_of(&v, started.elapsed(), limit);
+        on_progress(&p);
+        match p.status.as_str() {
+            "completed" => break v,
+            "failed" => {
+                let why = v["error-desc"]
+                    .as_str()
+                    .unwrap_or("no reason given")
+                    .to_string();
+                return Err(MigrateError::Failed(why));
+            }
+            "cancelled" | "cancelling" => return Err(MigrateError::Cancelled),
+            _ => {}
+        }
+        // Convergence: once a few passes are done and the remainder stops
+        // shrinking, raise the downtime budget step by step to the ceiling.
+        let remaining = num(&v, &["ram", "remaining"]);
+        if remaining < best_remaining {
+            best_remaining = remaining;
+        } else if p.rounds >= 3
+            && limit < opts.downtime_ceiling_ms
+            && last_raise.elapsed() > Duration::from_secs(1)
+        {
+            limit = (limit * 2).min(opts.downtime_ceiling_ms);
+            last_raise = Instant::now();
+            tracing::info!(
+                "not converging ({} MiB left); downtime budget now {limit} ms",
+                remaining >> 20
+            );
+            s.execute(
+                "migrate-set-parameters",
+                Some(json!({"downtime-limit": limit})),
+            )
+            .await
+            .map_err(qmp_err("raising the downtime budget"))?;
+        }
+        if started.elapsed() > opts.timeout && !forced {
+            match opts.on_timeout {
+                OnTimeout::Cancel => {
+                    let _ = s.execute("migrate_cancel", None).await;
+                    wait_not_active(&s).await;
+                    return Err(MigrateError::Timeout {
+                        secs: opts.timeout.as_secs(),
+                    });
+                }
+                OnTimeout::Force => {
+                    // A budget larger than what is left stops the guest and finishes.
+                    forced = true;
+                    limit = 600_000;
+                    s.execute(
+                        "migrate-set-parameters",
+                        Some(json!({"downtime-limit": limit})),
+                    )
+                    .await
+                    .map_err(qmp_err("forcing the switchover"))?;
+                }
+            }
+        }
+    };
+
+    // Switchover: the destination runs and announces the guest's MAC so the
+    // bridges learn its new port; then the source's QEMU goes away for good.
+    let completed_at = Instant::now();
+    d.execute("cont", None)
+        .await
+        .map_err(qmp_err("starting the destination"))?;
+    let resume_ms = completed_at.elapsed().as_millis() as u64;
+    let announce = json!({"initial": 50, "max": 550, "rounds": 5, "step": 100});
+    if let Err(e) = d.execute("announce-self", Some(announce)).await {
+        tracing::warn!("announce-self failed: {e}");
+    }
+    let _ = s.execute("quit", None).await;
+    // Return only once the source's QEMU is gone: never two running copies.
+    let src_dir = src.vm_dir(name);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        match StateRecord::load(&src_dir) {
+            Ok(Some(r)) if r.state.is_final() => break,
+            _ => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    }
+    let report = MigrationReport {
+        name: name.to_string(),
+        total_ms: started.elapsed().as_millis() as u64,
+        downtime_ms: num(&final_state, &["downtime"]),
+        resume_ms,
+        transferred_mib: num(&final_state, &["ram", "transferred"]) as f64 / 1048576.0,
+        rounds: num(&final_state, &["ram", "dirty-sync-count"]),
+        final_downtime_limit_ms: limit,
+    };
+    Ok(report)
+}
+
+/// Waits until a cancelled migration has really stopped.
+async fn wait_not_active(s: &QmpClient) {
+    for _ in 0..100 {
+        match s.execute("query-migrate", None).await {
+            Ok(v)
+                if matches!(
+                    v["status"].as_str(),
+                    Some("cancelled") | Some("failed") | Some("completed")
+                ) =>
+            {
+                return
+            }
+            Err(_) => return,
+            _ => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}

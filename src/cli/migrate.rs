@@ -1,0 +1,149 @@
+//! `ferry vm migrate`: live migration with progress.
+
+use anyhow::Context;
+use clap::Args;
+use ferry_migrate::live::OnTimeout;
+use ferry_migrate::{HostsFile, MigrateOptions};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// Options of `vm migrate`.
+#[derive(Args)]
+pub struct MigrateArgs {
+    /// VM name.
+    pub(super) name: String,
+    /// Destination host (a name in the hosts file).
+    #[arg(long, required_unless_present = "cancel")]
+    pub(super) to: Option<String>,
+    /// Source host [default: the host whose run_dir is $FERRY_RUN_DIR].
+    #[arg(long)]
+    pub(super) from: Option<String>,
+    /// Hosts file [default: $FERRY_HOSTS or /etc/ferry/hosts.toml].
+    #[arg(long)]
+    pub(super) hosts: Option<PathBuf>,
+    /// Downtime budget to start with, in ms.
+    #[arg(long, default_value_t = 50)]
+    pub(super) downtime: u64,
+    /// Highest downtime budget Ferry may raise it to if the guest dirties
+    /// memory faster than the link carries it, in ms.
+    #[arg(long, default_value_t = 1000)]
+    pub(super) downtime_max: u64,
+    /// Bandwidth cap in MiB/s [default: unlimited].
+    #[arg(long)]
+    pub(super) bandwidth: Option<u64>,
+    /// Give up after this many seconds (the VM stays on the source).
+    #[arg(long, default_value_t = 120)]
+    pub(super) timeout: u64,
+    /// At the timeout, stop the guest and finish instead of giving up.
+    #[arg(long)]
+    pub(super) force_on_timeout: bool,
+    /// TCP port the destination listens on for the migration stream.
+    #[arg(long, default_value_t = 49152)]
+    pub(super) port: u16,
+    /// Parallel migration streams (multifd); 1 turns multifd off.
+    #[arg(long, default_value_t = 2)]
+    pub(super) channels: u8,
+    /// Cancel the migration of this VM that is running now (on this host).
+    #[arg(long)]
+    pub(super) cancel: bool,
+}
+
+fn hosts_path(arg: Option<PathBuf>) -> PathBuf {
+    arg.or_else(|| std::env::var_os("FERRY_HOSTS").map(PathBuf::from))
+        .unwrap_or_else(|| "/etc/ferry/hosts.toml".into())
+}
+
+/// Runs `vm migrate`.
+pub async fn run(args: MigrateArgs, json: bool) -> anyhow::Result<ExitCode> {
+    if args.cancel {
+        let qmp = ferry_vm::control::control_qmp(&args.name).await?;
+        qmp.execute("migrate_cancel", None)
+            .await
+            .with_context(|| format!("cancelling the migration of {}", args.name))?;
+        eprintln!(
+            "ferry: asked QEMU to cancel the migration of {}; it keeps running here",
+            args.name
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let path = hosts_path(args.hosts.clone());
+    let hosts = HostsFile::load(&path)?;
+    let to = args.to.as_deref().context("--to HOST is required")?;
+    let dst = hosts.get(to, &path)?;
+    let src = match &args.from {
+        Some(name) => hosts.get(name, &path)?,
+        None => {
+            let here = ferry_vm::rundir::root();
+            hosts.by_run_dir(&here).map(|(_, h)| h).with_context(|| {
+                format!(
+                    "no host in {} has run_dir {}; say --from HOST",
+                    path.display(),
+                    here.display()
+                )
+            })?
+        }
+    };
+    anyhow::ensure!(src != dst, "source and destination are the same host");
+    let opts = MigrateOptions {
+        downtime_ms: args.downtime,
+        downtime_ceiling_ms: args.downtime_max.max(args.downtime),
+        bandwidth_mibps: args.bandwidth,
+        timeout: Duration::from_secs(args.timeout),
+        on_timeout: if args.force_on_timeout {
+            OnTimeout::Force
+        } else {
+            OnTimeout::Cancel
+        },
+        multifd_channels: args.channels.max(1),
+        port: args.port,
+        ferry_exe: std::env::current_exe().context("cannot find the ferry binary")?,
+    };
+    let tty = std::io::stderr().is_terminal();
+    let mut last_print = std::time::Instant::now() - Duration::from_secs(1);
+    let report = ferry_migrate::migrate(&args.name, src, dst, &opts, |p| {
+        if json {
+            if let Ok(line) = serde_json::to_string(&serde_json::json!({"progress": p})) {
+                println!("{line}");
+            }
+        } else if last_print.elapsed() >= Duration::from_millis(if tty { 200 } else { 1000 }) {
+            last_print = std::time::Instant::now();
+            let line = format!(
+                "migrating {}: {:<9} {:>6.0} MiB sent, {:>6.0} MiB left, {:>6.0} Mbit/s, round {}, dirty {} pages/s, expected downtime {} ms (budget {} ms){}",
+                args.name,
+                p.status,
+                p.transferred_mib,
+                p.remaining_mib,
+                p.mbps,
+                p.rounds,
+                p.dirty_pages_rate,
+                p.expected_downtime_ms,
+                p.downtime_limit_ms,
+                if p.throttle_pct > 0 { format!(", throttled {}%", p.throttle_pct) } else { String::new() }
+            );
+            if tty {
+                eprint!("\r\x1b[2K{line}");
+            } else {
+                eprintln!("{line}");
+            }
+        }
+    })
+    .await;
+    if tty && !json {
+        eprintln!();
+    }
+    let report = report.with_context(|| format!("VM {} stays on the source", args.name))?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string(&serde_json::json!({"report": report}))?
+        );
+    } else {
+        println!(
+            "migrated {} to {to} in {} ms: downtime {} ms, {:.0} MiB in {} rounds, destination running {} ms after completion",
+            report.name, report.total_ms, report.downtime_ms, report.transferred_mib, report.rounds, report.resume_ms
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

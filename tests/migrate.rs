@@ -1,0 +1,290 @@
+//! Live migration between two hosts of a lab (network namespaces): the VM
+//! moves back and forth with its workloads running and a client probing it,
+//! and failures before the switchover leave it running on the source.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+use common::*;
+use ferry_lab::{TwoHosts, CLIENT_ADDR, HOST1_INTERNAL, HOST2_INTERNAL, VM_BRIDGE};
+use ferry_workloads::{counter, disktest};
+use std::path::PathBuf;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+const BLOCKS: u64 = 1024;
+const GUEST_IP: &str = "10.30.0.2";
+
+/// A lab with two hosts, each with its own runtime directory, and a hosts file.
+struct MigLab {
+    lab: TwoHosts,
+    h: [TestEnv; 2],
+    hosts_file: PathBuf,
+}
+
+impl MigLab {
+    fn new(test: &str) -> Self {
+        let lab = TwoHosts::create("fym").expect("lab namespaces");
+        let h = [
+            TestEnv::new(&format!("{test}1")),
+            TestEnv::new(&format!("{test}2")),
+        ];
+        let hosts_file = h[0].root.join("hosts.toml");
+        let text = format!(
+            "[hosts.h1]\nrun_dir = \"{}\"\nmigration_address = \"{HOST1_INTERNAL}\"\nnetns = \"{}\"\n\
+             [hosts.h2]\nrun_dir = \"{}\"\nmigration_address = \"{HOST2_INTERNAL}\"\nnetns = \"{}\"\n",
+            h[0].run_dir.display(),
+            lab.host1.name,
+            h[1].run_dir.display(),
+            lab.host2.name
+        );
+        std::fs::write(&hosts_file, text).unwrap();
+        MigLab { lab, h, hosts_file }
+    }
+
+    fn ns(&self, i: usize) -> &ferry_lab::Netns {
+        if i == 0 {
+            &self.lab.host1
+        } else {
+            &self.lab.host2
+        }
+    }
+
+    /// `ferry` on host `i` (0 or 1).
+    fn ferry(&self, i: usize) -> std::process::Command {
+        let mut c = self.h[i].ferry_in(self.ns(i));
+        c.env("FERRY_HOSTS", &self.hosts_file);
+        c
+    }
+
+    fn migrate(&self, from: usize, name: &str, extra: &[&str]) -> std::process::Output {
+        let to = if from == 0 { "h2" } else { "h1" };
+        let mut c = self.ferry(from);
+        c.args(["vm", "migrate", name, "--to", to]).args(extra);
+        c.output().unwrap()
+    }
+
+    fn probe(&self, secs: u32) -> Child {
+        self.lab
+            .client
+            .command(env!("CARGO_BIN_EXE_ferry"))
+            .args([
+                "--json",
+                "probe",
+                &format!("{GUEST_IP}:7777"),
+                "--interval-ms",
+                "2",
+                "--duration",
+                &secs.to_string(),
+            ])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+}
+
+fn guest(env: &TestEnv, img: PathBuf, extra: &str, memory_mib: u64) -> PathBuf {
+    env.guest_spec(
+        "vm",
+        &GuestOpts {
+            memory_mib,
+            cmdline: format!(
+                "ferry.ip={GUEST_IP}/24 ferry.run=counter:100 ferry.run=echo:7777 {extra}"
+            ),
+            disks: vec![(img, false)],
+            bridge: Some(VM_BRIDGE.into()),
+            ..Default::default()
+        },
+    )
+}
+
+fn image(env: &TestEnv) -> PathBuf {
+    let p = env.root.join("shared.img");
+    std::fs::write(&p, vec![0u8; BLOCKS as usize * disktest::BLOCK]).unwrap();
+    p
+}
+
+fn assert_counter_monotonic(history: &str) {
+    let counts: Vec<u64> = history
+        .lines()
+        .filter_map(counter::parse_line)
+        .map(|c| c.n)
+        .collect();
+    assert!(counts.len() > 10, "too few counter lines: {history}");
+    for w in counts.windows(2) {
+        assert!(w[1] == w[0] + 1, "counter went from {} to {}", w[0], w[1]);
+    }
+}
+
+#[test]
+fn vm_moves_back_and_forth_with_workloads_and_a_client_probing() {
+    let m = MigLab::new("migrt");
+    let img = image(&m.h[0]);
+    let spec = guest(
+        &m.h[0],
+        img.clone(),
+        &format!("ferry.run=memtest:32:16 ferry.run=disktest:/dev/vda:{BLOCKS}:write"),
+        192,
+    );
+    run_ok(m.ferry(0).args(["vm", "start"]).arg(&spec));
+    m.h[0].wait_console("vm", "FERRY-ECHO listening", Duration::from_secs(60));
+    m.h[0].wait_console("vm", "FERRY-MEMTEST ok", Duration::from_secs(60));
+    let probe = m.probe(40);
+    let mut history = String::new();
+    let started = Instant::now();
+    for i in 0..5 {
+        let from = i % 2;
+        let out = m.migrate(from, "vm", &[]);
+        assert!(
+            out.status.success(),
+            "migration {i} failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            m.h[from].status("vm")["state"],
+            "stopped",
+            "source must stop after the switchover"
+        );
+        assert_eq!(m.h[1 - from].status("vm")["state"], "running");
+        history.push_str(&m.h[from].console("vm"));
+        // Let the workloads run a little on each host.
+        std::thread::sleep(Duration::from_millis(1500));
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(38),
+        "migrations took longer than the probe runs"
+    );
+    let out = probe.wait_with_output().unwrap();
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(r["received"].as_u64().unwrap() > 1000, "{r}");
+    assert!(
+        r["max_gap_ms"].as_f64().unwrap() < 2000.0,
+        "client saw a gap over 2 s: {r}"
+    );
+    let last = 1; // after 5 migrations from h1, the VM is on h2
+    run_ok(m.ferry(last).args(["vm", "stop", "vm", "--force"]));
+    history.push_str(&m.h[last].console("vm"));
+    assert!(
+        !history.contains("FERRY-MEMTEST FAIL"),
+        "memory corrupted:\n{history}"
+    );
+    assert!(
+        !history.contains("exited status="),
+        "a workload died:\n{history}"
+    );
+    assert_counter_monotonic(&history);
+    let (gen, upto) = disktest::last_flushed(&history).expect("disk flushes");
+    disktest::check_durable(&img, BLOCKS, gen, upto)
+        .unwrap()
+        .unwrap();
+    let _ = CLIENT_ADDR;
+}
+
+/// Starts a migration that takes a while (bandwidth capped, memory dirtied).
+fn slow_migration(m: &MigLab) -> Child {
+    let mut c = m.ferry(0);
+    c.args([
+        "vm",
+        "migrate",
+        "vm",
+        "--to",
+        "h2",
+        "--bandwidth",
+        "8",
+        "--timeout",
+        "60",
+    ])
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    c.spawn().unwrap()
+}
+
+fn wait_destination_started(m: &MigLab) -> i64 {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(text) = std::fs::read_to_string(m.h[1].run_dir.join("vm/state.json")) {
+            let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+            if let Some(pid) = v["qemu_pid"].as_i64() {
+                if v["state"] == "paused" {
+                    return pid;
+                }
+            }
+        }
+        assert!(Instant::now() < deadline, "destination never started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn assert_still_on_source(m: &MigLab, out: std::process::Output, why: &str) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "migration should have failed ({why})"
+    );
+    assert!(err.contains("stays on the source"), "{err}");
+    assert_eq!(
+        m.h[0].status("vm")["state"],
+        "running",
+        "VM must keep running on the source ({why})"
+    );
+    let dst = m.h[1].status("vm");
+    assert_ne!(dst["state"], "running", "{dst}");
+    assert!(
+        qemu_processes(&format!("{}/", m.h[1].run_dir.join("vm").display())).is_empty(),
+        "QEMU left on the destination ({why})"
+    );
+    // The guest is alive and unharmed: its counter keeps going.
+    let before = m.h[0]
+        .console("vm")
+        .lines()
+        .filter_map(counter::parse_line)
+        .count();
+    std::thread::sleep(Duration::from_millis(800));
+    let after = m.h[0].console("vm");
+    assert!(
+        after.lines().filter_map(counter::parse_line).count() > before,
+        "guest stopped counting ({why})"
+    );
+    assert!(!after.contains("FERRY-MEMTEST FAIL"));
+}
+
+#[test]
+fn killed_destination_or_cancel_leaves_the_vm_on_the_source() {
+    let m = MigLab::new("migfail");
+    let img = image(&m.h[0]);
+    let spec = guest(&m.h[0], img, "ferry.run=memtest:96:max", 256);
+    run_ok(m.ferry(0).args(["vm", "start"]).arg(&spec));
+    m.h[0].wait_console("vm", "FERRY-MEMTEST ok", Duration::from_secs(60));
+
+    // 1. The destination's QEMU is killed mid-migration.
+    let mig = slow_migration(&m);
+    let pid = wait_destination_started(&m);
+    std::thread::sleep(Duration::from_millis(1500));
+    run_ok(std::process::Command::new("kill").args(["-9", &pid.to_string()]));
+    assert_still_on_source(&m, mig.wait_with_output().unwrap(), "destination killed");
+
+    // 2. The user cancels.
+    let mig = slow_migration(&m);
+    wait_destination_started(&m);
+    std::thread::sleep(Duration::from_millis(1500));
+    run_ok(m.ferry(0).args(["vm", "migrate", "vm", "--cancel"]));
+    let out = mig.wait_with_output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cancelled"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_still_on_source(&m, out, "cancelled");
+
+    // 3. The destination cannot run the VM (no bridge there): refused before memory moves.
+    m.lab.host2.ip(&["link", "del", VM_BRIDGE]).unwrap();
+    let out = m.migrate(0, "vm", &[]);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        err.contains("preparing the destination failed") && err.contains("bridge br0"),
+        "{err}"
+    );
+    assert_still_on_source(&m, out, "destination refused");
+    run_ok(m.ferry(0).args(["vm", "stop", "vm", "--force"]));
+}
