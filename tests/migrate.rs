@@ -60,7 +60,10 @@ impl MigLab {
     fn migrate(&self, from: usize, name: &str, extra: &[&str]) -> std::process::Output {
         let to = if from == 0 { "h2" } else { "h1" };
         let mut c = self.ferry(from);
-        c.args(["vm", "migrate", name, "--to", to]).args(extra);
+        let (global, rest): (Vec<&str>, Vec<&str>) = extra.iter().partition(|a| **a == "--json");
+        c.args(global)
+            .args(["vm", "migrate", name, "--to", to])
+            .args(rest);
         c.output().unwrap()
     }
 
@@ -287,4 +290,35 @@ fn killed_destination_or_cancel_leaves_the_vm_on_the_source() {
     );
     assert_still_on_source(&m, out, "destination refused");
     run_ok(m.ferry(0).args(["vm", "stop", "vm", "--force"]));
+}
+
+#[test]
+fn guest_dirtying_256_mib_flat_out_still_arrives_alive() {
+    let m = MigLab::new("migflat");
+    let img = image(&m.h[0]);
+    let spec = guest(&m.h[0], img, "ferry.run=memtest:256:max", 512);
+    run_ok(m.ferry(0).args(["vm", "start"]).arg(&spec));
+    m.h[0].wait_console("vm", "FERRY-MEMTEST ok", Duration::from_secs(90));
+    let out = m.migrate(0, "vm", &["--json"]);
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert!(report["report"]["total_ms"].as_u64().is_some(), "{report}");
+    // Alive on the destination: memtest keeps verifying and the counter counts.
+    let log = m.h[1].wait_console("vm", "FERRY-MEMTEST ok", Duration::from_secs(30));
+    let before = log.lines().filter_map(counter::parse_line).count();
+    std::thread::sleep(Duration::from_millis(1000));
+    let log = m.h[1].console("vm");
+    assert!(
+        log.lines().filter_map(counter::parse_line).count() > before,
+        "guest not running after migration"
+    );
+    assert!(
+        !log.contains("FERRY-MEMTEST FAIL") && !m.h[0].console("vm").contains("FERRY-MEMTEST FAIL")
+    );
+    run_ok(m.ferry(1).args(["vm", "stop", "vm", "--force"]));
 }

@@ -45,6 +45,10 @@ pub struct MigrateArgs {
     /// Parallel migration streams (multifd); 1 turns multifd off.
     #[arg(long, default_value_t = 2)]
     pub(super) channels: u8,
+    /// Use QEMU's own defaults (as a plain `virsh migrate --live`) instead of
+    /// Ferry's policy: for comparisons.
+    #[arg(long)]
+    pub(super) qemu_defaults: bool,
     /// Cancel the migration of this VM that is running now (on this host).
     #[arg(long)]
     pub(super) cancel: bool,
@@ -87,6 +91,11 @@ pub async fn run(args: MigrateArgs, json: bool) -> anyhow::Result<ExitCode> {
     };
     anyhow::ensure!(src != dst, "source and destination are the same host");
     let opts = MigrateOptions {
+        policy: if args.qemu_defaults {
+            ferry_migrate::Policy::QemuDefaults
+        } else {
+            ferry_migrate::Policy::Ferry
+        },
         downtime_ms: args.downtime,
         downtime_ceiling_ms: args.downtime_max.max(args.downtime),
         bandwidth_mibps: args.bandwidth,

@@ -17,6 +17,9 @@ pub struct ProbeArgs {
     /// Seconds to probe for.
     #[arg(long, default_value_t = 5.0)]
     duration: f64,
+    /// Stop early once this file exists (checked every 100 ms).
+    #[arg(long)]
+    stop_file: Option<std::path::PathBuf>,
 }
 
 /// Runs the probe and prints the report.
@@ -29,6 +32,7 @@ pub fn run(args: ProbeArgs, json: bool) -> anyhow::Result<ExitCode> {
         interval: Duration::from_secs_f64(args.interval_ms / 1e3),
         duration: Duration::from_secs_f64(args.duration),
         linger: Duration::from_millis(500),
+        stop_file: args.stop_file.clone(),
     };
     let r = probe::run(&cfg)?;
     if json {

@@ -12,4 +12,4 @@ pub mod hosts;
 pub mod live;
 
 pub use hosts::{Host, HostsFile};
-pub use live::{migrate, MigrateError, MigrateOptions, MigrationReport, Progress};
+pub use live::{migrate, MigrateError, MigrateOptions, MigrationReport, Policy, Progress};

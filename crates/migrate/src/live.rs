@@ -78,9 +78,25 @@ pub enum OnTimeout {
     Force,
 }
 
+/// Whose migration settings to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Policy {
+    /// Ferry's: multifd, the given downtime budget and bandwidth,
+    /// auto-converge, and the budget raised step by step while the guest
+    /// dirties memory faster than the link carries it.
+    #[default]
+    Ferry,
+    /// QEMU's own defaults as a plain `virsh migrate --live` leaves them:
+    /// 300 ms downtime, 128 MiB/s, one stream, no throttling, no budget
+    /// changes. Only for comparison in benchmarks.
+    QemuDefaults,
+}
+
 /// How to migrate.
 #[derive(Debug, Clone)]
 pub struct MigrateOptions {
+    /// Whose settings.
+    pub policy: Policy,
     /// Downtime budget to start with, ms.
     pub downtime_ms: u64,
     /// Highest downtime budget the convergence policy may raise it to, ms.
@@ -102,6 +118,7 @@ pub struct MigrateOptions {
 impl Default for MigrateOptions {
     fn default() -> Self {
         MigrateOptions {
+            policy: Policy::Ferry,
             downtime_ms: 50,
             downtime_ceiling_ms: 1000,
             bandwidth_mibps: None,
@@ -268,15 +285,16 @@ async fn drive(
     opts: &MigrateOptions,
     on_progress: &mut impl FnMut(&Progress),
 ) -> Result<MigrationReport, MigrateError> {
-    let (s, _) = QmpClient::connect(&src.vm_dir(name).qmp_control())
+    let (s, mut s_events) = QmpClient::connect(&src.vm_dir(name).qmp_control())
         .await
         .map_err(qmp_err("connecting to the source QEMU"))?;
     let (d, _) = QmpClient::connect(&dst.vm_dir(name).qmp_control())
         .await
         .map_err(qmp_err("connecting to the destination QEMU"))?;
 
+    let ferry = opts.policy == Policy::Ferry;
     let caps = |list: &[(&str, bool)]| json!({"capabilities": list.iter().map(|(c, on)| json!({"capability": c, "state": on})).collect::<Vec<_>>()});
-    let multifd = opts.multifd_channels > 1;
+    let multifd = ferry && opts.multifd_channels > 1;
     d.execute(
         "migrate-set-capabilities",
         Some(caps(&[("multifd", multifd)])),
@@ -285,7 +303,11 @@ async fn drive(
     .map_err(qmp_err("setting destination capabilities"))?;
     s.execute(
         "migrate-set-capabilities",
-        Some(caps(&[("multifd", multifd), ("auto-converge", true)])),
+        Some(caps(&[
+            ("multifd", multifd),
+            ("auto-converge", ferry),
+            ("events", true),
+        ])),
     )
     .await
     .map_err(qmp_err("setting source capabilities"))?;
@@ -298,10 +320,17 @@ async fn drive(
             .await
             .map_err(qmp_err("setting source parameters"))?;
     }
-    let bandwidth = opts.bandwidth_mibps.map_or(100u64 << 30, |m| m << 20);
+    let (downtime, bandwidth) = if ferry {
+        (
+            opts.downtime_ms,
+            opts.bandwidth_mibps.map_or(100u64 << 30, |m| m << 20),
+        )
+    } else {
+        (300, 128 << 20)
+    };
     s.execute(
         "migrate-set-parameters",
-        Some(json!({"downtime-limit": opts.downtime_ms, "max-bandwidth": bandwidth})),
+        Some(json!({"downtime-limit": downtime, "max-bandwidth": bandwidth})),
     )
     .await
     .map_err(qmp_err("setting the downtime budget and bandwidth"))?;
@@ -315,12 +344,22 @@ async fn drive(
         .await
         .map_err(qmp_err("starting the migration"))?;
 
-    let mut limit = opts.downtime_ms;
+    let mut limit = downtime;
     let mut last_raise = Instant::now();
     let mut best_remaining = u64::MAX;
     let mut forced = false;
     let final_state = loop {
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        // Sample progress every 100 ms, but wake at once when QEMU reports a
+        // status change: the switchover must not wait for the next sample.
+        let tick = tokio::time::sleep(Duration::from_millis(100));
+        tokio::select! {
+            () = tick => {}
+            ev = s_events.recv() => {
+                if ev.is_none() {
+                    return Err(MigrateError::Failed("the source QEMU went away".into()));
+                }
+            }
+        }
         let v = s
             .execute("query-migrate", None)
             .await
@@ -344,7 +383,8 @@ async fn drive(
         let remaining = num(&v, &["ram", "remaining"]);
         if remaining < best_remaining {
             best_remaining = remaining;
-        } else if p.rounds >= 3
+        } else if ferry
+            && p.rounds >= 3
             && limit < opts.downtime_ceiling_ms
             && last_raise.elapsed() > Duration::from_secs(1)
         {
@@ -388,9 +428,25 @@ async fn drive(
     // Switchover: the destination runs and announces the guest's MAC so the
     // bridges learn its new port; then the source's QEMU goes away for good.
     let completed_at = Instant::now();
-    d.execute("cont", None)
-        .await
-        .map_err(qmp_err("starting the destination"))?;
+    // The destination was started without -S, so QEMU resumes it itself as
+    // soon as it has loaded the state; only a destination left paused needs `cont`.
+    loop {
+        match d
+            .run_state()
+            .await
+            .map_err(qmp_err("checking the destination"))?
+            .as_str()
+        {
+            "running" => break,
+            "inmigrate" | "finish-migrate" => tokio::time::sleep(Duration::from_millis(2)).await,
+            _ => {
+                d.execute("cont", None)
+                    .await
+                    .map_err(qmp_err("starting the destination"))?;
+                break;
+            }
+        }
+    }
     let resume_ms = completed_at.elapsed().as_millis() as u64;
     let announce = json!({"initial": 50, "max": 550, "rounds": 5, "step": 100});
     if let Err(e) = d.execute("announce-self", Some(announce)).await {

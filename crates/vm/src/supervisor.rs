@@ -178,7 +178,9 @@ async fn launch_and_watch(
             log: dir.console_log(),
         },
         nics: plans,
-        start_paused: true,
+        // A migration destination resumes by itself the moment the migration
+        // completes (QEMU's autostart), which keeps the switchover short.
+        start_paused: !opts.incoming,
         block_socket: block_cfg.as_ref().map(|c| c.socket.clone()),
         incoming: opts.incoming,
     };

@@ -18,6 +18,8 @@ pub struct ProbeConfig {
     pub duration: Duration,
     /// How long to wait for the last replies after the last probe.
     pub linger: Duration,
+    /// Stop sending once this file exists.
+    pub stop_file: Option<std::path::PathBuf>,
 }
 
 /// What the probing saw.
@@ -53,8 +55,9 @@ pub fn run(cfg: &ProbeConfig) -> std::io::Result<ProbeReport> {
     let sock = UdpSocket::bind(bind)?;
     sock.connect(cfg.target)?;
     let start = Instant::now();
-    let end_send = start + cfg.duration;
-    let end_all = end_send + cfg.linger;
+    let mut end_send = start + cfg.duration;
+    let mut next_stop_check = start;
+    let mut end_all = end_send + cfg.linger;
     let mut next_send = start;
     let mut seq: u64 = 0;
     let mut seen = std::collections::HashSet::new();
@@ -66,6 +69,15 @@ pub fn run(cfg: &ProbeConfig) -> std::io::Result<ProbeReport> {
         let now = Instant::now();
         if now >= end_all {
             break;
+        }
+        if let Some(f) = &cfg.stop_file {
+            if now >= next_stop_check && now < end_send {
+                next_stop_check = now + Duration::from_millis(100);
+                if f.exists() {
+                    end_send = now;
+                    end_all = now + cfg.linger;
+                }
+            }
         }
         if now >= next_send && now < end_send {
             let mut pkt = [0u8; PACKET];
