@@ -105,13 +105,15 @@ pub fn start(spec: &VmSpec, opts: &StartOptions) -> Result<StateRecord, VmError>
         VmState::Running
     };
     let deadline = Instant::now() + opts.timeout;
+    let ours = child.id() as i32;
     loop {
-        if let Some(rec) = StateRecord::load(&dir)? {
+        // Only our supervisor's records count: a previous run's supervisor may
+        // still be finishing and write its last record into this directory.
+        if let Some(rec) = StateRecord::load(&dir)?.filter(|r| r.supervisor_pid == ours) {
             if rec.state == want {
                 return Ok(rec);
             }
             if rec.state.is_final() {
-                let _ = child.wait();
                 return Err(VmError::QemuDiedAtStart {
                     name: spec.name.clone(),
                     detail: rec.detail,
@@ -119,7 +121,8 @@ pub fn start(spec: &VmSpec, opts: &StartOptions) -> Result<StateRecord, VmError>
             }
         }
         if let Ok(Some(status)) = child.try_wait() {
-            if !matches!(StateRecord::load(&dir)?, Some(r) if r.state == want) {
+            if !matches!(StateRecord::load(&dir)?, Some(r) if r.state == want && r.supervisor_pid == ours)
+            {
                 let tail = std::fs::read_to_string(&log_path).unwrap_or_default();
                 return Err(VmError::QemuDiedAtStart {
                     name: spec.name.clone(),
@@ -301,6 +304,7 @@ pub async fn stop(name: &str, opts: StopOptions) -> Result<StateRecord, VmError>
                 .ok()
         };
         if let Some(rec) = graceful.await {
+            wait_supervisor_gone(&rec).await;
             return Ok(rec);
         }
         tracing::warn!(
@@ -310,5 +314,16 @@ pub async fn stop(name: &str, opts: StopOptions) -> Result<StateRecord, VmError>
     }
     // `quit` makes QEMU emit SHUTDOWN (host-qmp-quit) and exit: a clean stop.
     let _ = qmp.execute("quit", None).await;
-    wait_for(name, "stop", Duration::from_secs(10), VmState::is_final).await
+    let rec = wait_for(name, "stop", Duration::from_secs(10), VmState::is_final).await?;
+    wait_supervisor_gone(&rec).await;
+    Ok(rec)
+}
+
+/// Waits (briefly) until a finished VM's supervisor has exited, so a new start
+/// of the same VM never overlaps with the old supervisor's last writes.
+async fn wait_supervisor_gone(rec: &StateRecord) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pid_alive(rec.supervisor_pid) && Instant::now() < deadline {
+        tokio::time::sleep(POLL).await;
+    }
 }
