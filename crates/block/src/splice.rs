@@ -28,6 +28,37 @@ fn pipe() -> std::io::Result<(RawFd, RawFd)> {
     })
 }
 
+/// Drops this thread's pipe (after an error it may still hold data).
+fn discard_pipe() {
+    PIPE.with(|p| {
+        if let Some((r, w)) = p.borrow_mut().take() {
+            // SAFETY: closing fds this thread created and no longer uses.
+            unsafe {
+                libc::close(r);
+                libc::close(w);
+            }
+        }
+    });
+}
+
+/// Runs a byte-moving syscall until it moves something: retries on EINTR,
+/// turns 0 into UnexpectedEof (the peer closed), negative into the OS error.
+fn moved(mut call: impl FnMut() -> isize) -> std::io::Result<usize> {
+    loop {
+        let n = call();
+        if n > 0 {
+            return Ok(n as usize);
+        }
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
 /// Moves exactly `len` bytes from `sock` to `file` at `offset`.
 pub fn socket_to_file(sock: RawFd, file: RawFd, offset: u64, len: u64) -> std::io::Result<()> {
     let (pr, pw) = pipe()?;
@@ -35,8 +66,9 @@ pub fn socket_to_file(sock: RawFd, file: RawFd, offset: u64, len: u64) -> std::i
     let mut off = offset as libc::loff_t;
     while left > 0 {
         let want = left.min(PIPE_SIZE as u64) as usize;
-        // SAFETY: splice between fds we hold; null offsets mean "current position" for the socket and pipe.
-        let n = unsafe {
+        // SAFETY: splice between fds we hold; null offsets mean "current
+        // position" for the socket and the pipe.
+        let n = moved(|| unsafe {
             libc::splice(
                 sock,
                 std::ptr::null_mut(),
@@ -45,21 +77,11 @@ pub fn socket_to_file(sock: RawFd, file: RawFd, offset: u64, len: u64) -> std::i
                 want,
                 libc::SPLICE_F_MOVE,
             )
-        };
-        if n < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.kind() == std::io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
-        if n == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        let mut in_pipe = n as usize;
+        })?;
+        let mut in_pipe = n;
         while in_pipe > 0 {
             // SAFETY: as above; `off` is ours and advanced by the kernel.
-            let m = unsafe {
+            let m = moved(|| unsafe {
                 libc::splice(
                     pr,
                     std::ptr::null_mut(),
@@ -68,25 +90,14 @@ pub fn socket_to_file(sock: RawFd, file: RawFd, offset: u64, len: u64) -> std::i
                     in_pipe,
                     libc::SPLICE_F_MOVE,
                 )
-            };
-            if m < 0 {
-                let e = std::io::Error::last_os_error();
-                if e.kind() == std::io::ErrorKind::Interrupted {
-                    continue;
+            });
+            match m {
+                Ok(m) => in_pipe -= m,
+                Err(e) => {
+                    discard_pipe();
+                    return Err(e);
                 }
-                // The pipe still holds data: drop this thread's pipe so it is not reused dirty.
-                PIPE.with(|p| {
-                    if let Some((r, w)) = p.borrow_mut().take() {
-                        // SAFETY: closing fds this thread created and no longer uses.
-                        unsafe {
-                            libc::close(r);
-                            libc::close(w);
-                        }
-                    }
-                });
-                return Err(e);
             }
-            in_pipe -= m as usize;
         }
         left -= n as u64;
     }
@@ -99,18 +110,7 @@ pub fn file_to_socket(file: RawFd, sock: RawFd, offset: u64, len: u64) -> std::i
     let mut left = len as usize;
     while left > 0 {
         // SAFETY: sendfile between fds we hold; `off` is ours and advanced by the kernel.
-        let n = unsafe { libc::sendfile(sock, file, &mut off, left) };
-        if n < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.kind() == std::io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
-        if n == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        left -= n as usize;
+        left -= moved(|| unsafe { libc::sendfile(sock, file, &mut off, left) })?;
     }
     Ok(())
 }
