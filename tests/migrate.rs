@@ -322,3 +322,42 @@ fn guest_dirtying_256_mib_flat_out_still_arrives_alive() {
     );
     run_ok(m.ferry(1).args(["vm", "stop", "vm", "--force"]));
 }
+
+#[test]
+fn quick_migration_round_trip_keeps_memory_counter_and_disk() {
+    let m = MigLab::new("migquick");
+    let img = image(&m.h[0]);
+    let spec = guest(
+        &m.h[0],
+        img.clone(),
+        &format!("ferry.run=memtest:32:16 ferry.run=disktest:/dev/vda:{BLOCKS}:write"),
+        192,
+    );
+    run_ok(m.ferry(0).args(["vm", "start"]).arg(&spec));
+    m.h[0].wait_console("vm", "FERRY-MEMTEST ok", Duration::from_secs(60));
+    let mut history = String::new();
+    for from in [0, 1] {
+        let out = m.migrate(from, "vm", &["--quick"]);
+        assert!(
+            out.status.success(),
+            "quick migration from host {from} failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(m.h[from].status("vm")["state"], "stopped");
+        assert_eq!(m.h[1 - from].status("vm")["state"], "running");
+        history.push_str(&m.h[from].console("vm"));
+        std::thread::sleep(Duration::from_millis(1500));
+    }
+    run_ok(m.ferry(0).args(["vm", "stop", "vm", "--force"]));
+    history.push_str(&m.h[0].console("vm"));
+    assert!(
+        !history.contains("FERRY-MEMTEST FAIL") && !history.contains("exited status="),
+        "{history}"
+    );
+    assert_counter_monotonic(&history);
+    let (gen, upto) = disktest::last_flushed(&history).expect("disk flushes");
+    disktest::check_durable(&img, BLOCKS, gen, upto)
+        .unwrap()
+        .unwrap();
+}

@@ -49,6 +49,13 @@ pub struct MigrateArgs {
     /// Ferry's policy: for comparisons.
     #[arg(long)]
     pub(super) qemu_defaults: bool,
+    /// Quick migration: pause, save the state to a file both hosts see,
+    /// restore it on the destination, resume there.
+    #[arg(long)]
+    pub(super) quick: bool,
+    /// State file for --quick [default: NAME.state in the source host's run_dir].
+    #[arg(long)]
+    pub(super) state_file: Option<PathBuf>,
     /// Cancel the migration of this VM that is running now (on this host).
     #[arg(long)]
     pub(super) cancel: bool,
@@ -108,6 +115,11 @@ pub async fn run(args: MigrateArgs, json: bool) -> anyhow::Result<ExitCode> {
         multifd_channels: args.channels.max(1),
         port: args.port,
         ferry_exe: std::env::current_exe().context("cannot find the ferry binary")?,
+        quick: args.quick.then(|| {
+            args.state_file
+                .clone()
+                .unwrap_or_else(|| src.run_dir.join(format!("{}.state", args.name)))
+        }),
     };
     let tty = std::io::stderr().is_terminal();
     let mut last_print = std::time::Instant::now() - Duration::from_secs(1);

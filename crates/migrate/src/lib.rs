@@ -10,6 +10,7 @@
 
 pub mod hosts;
 pub mod live;
+pub mod quick;
 
 pub use hosts::{Host, HostsFile};
 pub use live::{migrate, MigrateError, MigrateOptions, MigrationReport, Policy, Progress};

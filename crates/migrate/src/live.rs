@@ -113,6 +113,9 @@ pub struct MigrateOptions {
     pub port: u16,
     /// The `ferry` binary to run on the destination.
     pub ferry_exe: PathBuf,
+    /// Quick migration through this state file (on storage both hosts see)
+    /// instead of a live one.
+    pub quick: Option<PathBuf>,
 }
 
 impl Default for MigrateOptions {
@@ -127,6 +130,7 @@ impl Default for MigrateOptions {
             multifd_channels: 2,
             port: 49152,
             ferry_exe: PathBuf::from("ferry"),
+            quick: None,
         }
     }
 }
@@ -175,7 +179,7 @@ pub struct MigrationReport {
     pub final_downtime_limit_ms: u64,
 }
 
-fn qmp_err(step: &str) -> impl FnOnce(QmpError) -> MigrateError + '_ {
+pub(crate) fn qmp_err(step: &str) -> impl FnOnce(QmpError) -> MigrateError + '_ {
     move |source| MigrateError::Qmp {
         step: step.to_string(),
         source,
@@ -268,7 +272,10 @@ pub async fn migrate(
     )
     .await
     .map_err(MigrateError::Prepare)?;
-    let result = drive(name, src, dst, opts, &mut on_progress).await;
+    let result = match &opts.quick {
+        Some(file) => crate::quick::drive(name, src, dst, file, &mut on_progress).await,
+        None => drive(name, src, dst, opts, &mut on_progress).await,
+    };
     if result.is_err() {
         // Whatever happened, the destination's half goes away; the source runs on.
         if let Err(e) = on_host(dst, &opts.ferry_exe, &["vm", "stop", name, "--force"]).await {
@@ -425,11 +432,31 @@ async fn drive(
         }
     };
 
-    // Switchover: the destination runs and announces the guest's MAC so the
-    // bridges learn its new port; then the source's QEMU goes away for good.
     let completed_at = Instant::now();
-    // The destination was started without -S, so QEMU resumes it itself as
-    // soon as it has loaded the state; only a destination left paused needs `cont`.
+    switch_over(name, src, &s, &d).await?;
+    let resume_ms = completed_at.elapsed().as_millis() as u64;
+    let report = MigrationReport {
+        name: name.to_string(),
+        total_ms: started.elapsed().as_millis() as u64,
+        downtime_ms: num(&final_state, &["downtime"]),
+        resume_ms,
+        transferred_mib: num(&final_state, &["ram", "transferred"]) as f64 / 1048576.0,
+        rounds: num(&final_state, &["ram", "dirty-sync-count"]),
+        final_downtime_limit_ms: limit,
+    };
+    Ok(report)
+}
+
+/// Switchover: the destination runs (QEMU resumed it by itself; only one
+/// left paused gets `cont`) and announces the guest's MAC so the bridges learn
+/// its new port; then the source's QEMU goes away for good. Returns once the
+/// source is gone: never two running copies.
+pub(crate) async fn switch_over(
+    name: &str,
+    src: &Host,
+    s: &QmpClient,
+    d: &QmpClient,
+) -> Result<(), MigrateError> {
     loop {
         match d
             .run_state()
@@ -447,13 +474,11 @@ async fn drive(
             }
         }
     }
-    let resume_ms = completed_at.elapsed().as_millis() as u64;
     let announce = json!({"initial": 50, "max": 550, "rounds": 5, "step": 100});
     if let Err(e) = d.execute("announce-self", Some(announce)).await {
         tracing::warn!("announce-self failed: {e}");
     }
     let _ = s.execute("quit", None).await;
-    // Return only once the source's QEMU is gone: never two running copies.
     let src_dir = src.vm_dir(name);
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
@@ -462,16 +487,7 @@ async fn drive(
             _ => tokio::time::sleep(Duration::from_millis(10)).await,
         }
     }
-    let report = MigrationReport {
-        name: name.to_string(),
-        total_ms: started.elapsed().as_millis() as u64,
-        downtime_ms: num(&final_state, &["downtime"]),
-        resume_ms,
-        transferred_mib: num(&final_state, &["ram", "transferred"]) as f64 / 1048576.0,
-        rounds: num(&final_state, &["ram", "dirty-sync-count"]),
-        final_downtime_limit_ms: limit,
-    };
-    Ok(report)
+    Ok(())
 }
 
 /// Waits until a cancelled migration has really stopped.

@@ -1,0 +1,114 @@
+//! Quick migration: pause, save the state to a file both hosts see, restore
+//! it on the destination, resume there.
+//!
+//! QEMU's `mapped-ram` file format writes each RAM page at a fixed offset,
+//! so save and restore run at disk speed and the file is only as large as
+//! the guest's memory. The source is paused, not stopped, until the
+//! destination runs: any failure resumes the VM where it was.
+
+use crate::hosts::Host;
+use crate::live::{qmp_err, switch_over, MigrateError, MigrationReport, Progress};
+use ferry_qemu::QmpClient;
+use serde_json::json;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+async fn wait_completed(
+    q: &QmpClient,
+    side: &str,
+    started: Instant,
+    on_progress: &mut impl FnMut(&Progress),
+) -> Result<serde_json::Value, MigrateError> {
+    loop {
+        let v = q
+            .execute("query-migrate", None)
+            .await
+            .map_err(qmp_err("watching the state transfer"))?;
+        let status = v["status"].as_str().unwrap_or("").to_string();
+        on_progress(&Progress {
+            status: format!("{side} {status}"),
+            elapsed_ms: started.elapsed().as_millis() as u64,
+            transferred_mib: v["ram"]["transferred"].as_u64().unwrap_or(0) as f64 / 1048576.0,
+            remaining_mib: v["ram"]["remaining"].as_u64().unwrap_or(0) as f64 / 1048576.0,
+            ..Progress::default()
+        });
+        match status.as_str() {
+            "completed" => return Ok(v),
+            "failed" | "cancelled" => {
+                let why = v["error-desc"]
+                    .as_str()
+                    .unwrap_or("no reason given")
+                    .to_string();
+                return Err(MigrateError::Failed(format!("{side}: {why}")));
+            }
+            _ => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+}
+
+/// Saves VM `name` on `src` to `state_file`, restores it on `dst`.
+pub async fn drive(
+    name: &str,
+    src: &Host,
+    dst: &Host,
+    state_file: &Path,
+    on_progress: &mut impl FnMut(&Progress),
+) -> Result<MigrationReport, MigrateError> {
+    let (s, _) = QmpClient::connect(&src.vm_dir(name).qmp_control())
+        .await
+        .map_err(qmp_err("connecting to the source QEMU"))?;
+    let (d, _) = QmpClient::connect(&dst.vm_dir(name).qmp_control())
+        .await
+        .map_err(qmp_err("connecting to the destination QEMU"))?;
+    let caps = json!({"capabilities": [{"capability": "mapped-ram", "state": true}]});
+    s.execute("migrate-set-capabilities", Some(caps.clone()))
+        .await
+        .map_err(qmp_err("enabling mapped-ram on the source"))?;
+    d.execute("migrate-set-capabilities", Some(caps))
+        .await
+        .map_err(qmp_err("enabling mapped-ram on the destination"))?;
+    let _ = std::fs::remove_file(state_file);
+    let uri = format!("file:{}", state_file.display());
+
+    let started = Instant::now();
+    s.execute("stop", None)
+        .await
+        .map_err(qmp_err("pausing the VM"))?;
+    let result = async {
+        s.execute("migrate", Some(json!({"uri": uri})))
+            .await
+            .map_err(qmp_err("saving the state"))?;
+        let saved = wait_completed(&s, "save", started, on_progress).await?;
+        d.execute("migrate-incoming", Some(json!({"uri": uri})))
+            .await
+            .map_err(qmp_err("restoring the state"))?;
+        wait_completed(&d, "restore", started, on_progress).await?;
+        Ok::<_, MigrateError>(saved)
+    }
+    .await;
+    let saved = match result {
+        Ok(v) => v,
+        Err(e) => {
+            // Not switched over: the VM resumes where it was.
+            if let Err(re) = s.execute("cont", None).await {
+                tracing::error!("could not resume the VM on the source: {re}");
+            }
+            let _ = std::fs::remove_file(state_file);
+            return Err(e);
+        }
+    };
+    let completed_at = Instant::now();
+    switch_over(name, src, &s, &d).await?;
+    let _ = std::fs::remove_file(state_file);
+    let total_ms = started.elapsed().as_millis() as u64;
+    Ok(MigrationReport {
+        name: name.to_string(),
+        total_ms,
+        // The guest is paused from the first step to the last.
+        downtime_ms: total_ms,
+        resume_ms: completed_at.elapsed().as_millis() as u64,
+        transferred_mib: saved["ram"]["transferred"].as_u64().unwrap_or(0) as f64 / 1048576.0,
+        rounds: 1,
+        final_downtime_limit_ms: 0,
+    })
+}
