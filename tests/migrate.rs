@@ -6,7 +6,7 @@
 
 mod common;
 use common::*;
-use ferry_lab::{TwoHosts, CLIENT_ADDR, HOST1_INTERNAL, HOST2_INTERNAL, VM_BRIDGE};
+use ferry_lab::{TwoHosts, HOST1_INTERNAL, HOST2_INTERNAL, VM_BRIDGE};
 use ferry_workloads::{counter, disktest};
 use std::path::PathBuf;
 use std::process::{Child, Stdio};
@@ -65,6 +65,52 @@ impl MigLab {
             .args(["vm", "migrate", name, "--to", to])
             .args(rest);
         c.output().unwrap()
+    }
+
+    /// Migrates VM "vm" `times` times, starting from host 0 and alternating;
+    /// after each move the source must be stopped and the destination
+    /// running. Appends each source's console to `history`.
+    fn bounce(&self, times: usize, extra: &[&str], history: &mut String) {
+        for i in 0..times {
+            let from = i % 2;
+            let out = self.migrate(from, "vm", extra);
+            assert!(
+                out.status.success(),
+                "migration {i} {extra:?} failed:\n{}\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert_eq!(
+                self.h[from].status("vm")["state"],
+                "stopped",
+                "source must stop after the switchover"
+            );
+            assert_eq!(self.h[1 - from].status("vm")["state"], "running");
+            history.push_str(&self.h[from].console("vm"));
+            // Let the workloads run a little on each host.
+            std::thread::sleep(Duration::from_millis(1500));
+        }
+    }
+
+    /// Stops the VM on host `on` and checks the whole history: no memory
+    /// corruption, no workload died, the counter never skipped or went back,
+    /// and every block the guest flushed is on the shared disk.
+    fn stop_and_verify(&self, on: usize, mut history: String, img: &std::path::Path) {
+        run_ok(self.ferry(on).args(["vm", "stop", "vm", "--force"]));
+        history.push_str(&self.h[on].console("vm"));
+        assert!(
+            !history.contains("FERRY-MEMTEST FAIL"),
+            "memory corrupted:\n{history}"
+        );
+        assert!(
+            !history.contains("exited status="),
+            "a workload died:\n{history}"
+        );
+        assert_counter_monotonic(&history);
+        let (gen, upto) = disktest::last_flushed(&history).expect("disk flushes");
+        disktest::check_durable(img, BLOCKS, gen, upto)
+            .unwrap()
+            .unwrap();
     }
 
     fn probe(&self, secs: u32) -> Child {
@@ -135,25 +181,7 @@ fn vm_moves_back_and_forth_with_workloads_and_a_client_probing() {
     let probe = m.probe(40);
     let mut history = String::new();
     let started = Instant::now();
-    for i in 0..5 {
-        let from = i % 2;
-        let out = m.migrate(from, "vm", &[]);
-        assert!(
-            out.status.success(),
-            "migration {i} failed:\n{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert_eq!(
-            m.h[from].status("vm")["state"],
-            "stopped",
-            "source must stop after the switchover"
-        );
-        assert_eq!(m.h[1 - from].status("vm")["state"], "running");
-        history.push_str(&m.h[from].console("vm"));
-        // Let the workloads run a little on each host.
-        std::thread::sleep(Duration::from_millis(1500));
-    }
+    m.bounce(5, &[], &mut history);
     assert!(
         started.elapsed() < Duration::from_secs(38),
         "migrations took longer than the probe runs"
@@ -165,23 +193,8 @@ fn vm_moves_back_and_forth_with_workloads_and_a_client_probing() {
         r["max_gap_ms"].as_f64().unwrap() < 2000.0,
         "client saw a gap over 2 s: {r}"
     );
-    let last = 1; // after 5 migrations from h1, the VM is on h2
-    run_ok(m.ferry(last).args(["vm", "stop", "vm", "--force"]));
-    history.push_str(&m.h[last].console("vm"));
-    assert!(
-        !history.contains("FERRY-MEMTEST FAIL"),
-        "memory corrupted:\n{history}"
-    );
-    assert!(
-        !history.contains("exited status="),
-        "a workload died:\n{history}"
-    );
-    assert_counter_monotonic(&history);
-    let (gen, upto) = disktest::last_flushed(&history).expect("disk flushes");
-    disktest::check_durable(&img, BLOCKS, gen, upto)
-        .unwrap()
-        .unwrap();
-    let _ = CLIENT_ADDR;
+    // After 5 migrations from h1 the VM is on h2.
+    m.stop_and_verify(1, history, &img);
 }
 
 /// Starts a migration that takes a while (bandwidth capped, memory dirtied).
@@ -336,28 +349,6 @@ fn quick_migration_round_trip_keeps_memory_counter_and_disk() {
     run_ok(m.ferry(0).args(["vm", "start"]).arg(&spec));
     m.h[0].wait_console("vm", "FERRY-MEMTEST ok", Duration::from_secs(60));
     let mut history = String::new();
-    for from in [0, 1] {
-        let out = m.migrate(from, "vm", &["--quick"]);
-        assert!(
-            out.status.success(),
-            "quick migration from host {from} failed:\n{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert_eq!(m.h[from].status("vm")["state"], "stopped");
-        assert_eq!(m.h[1 - from].status("vm")["state"], "running");
-        history.push_str(&m.h[from].console("vm"));
-        std::thread::sleep(Duration::from_millis(1500));
-    }
-    run_ok(m.ferry(0).args(["vm", "stop", "vm", "--force"]));
-    history.push_str(&m.h[0].console("vm"));
-    assert!(
-        !history.contains("FERRY-MEMTEST FAIL") && !history.contains("exited status="),
-        "{history}"
-    );
-    assert_counter_monotonic(&history);
-    let (gen, upto) = disktest::last_flushed(&history).expect("disk flushes");
-    disktest::check_durable(&img, BLOCKS, gen, upto)
-        .unwrap()
-        .unwrap();
+    m.bounce(2, &["--quick"], &mut history);
+    m.stop_and_verify(0, history, &img);
 }

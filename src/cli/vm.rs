@@ -4,8 +4,8 @@ use super::console::{self, AttachEnd, AttachOptions};
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use ferry_qemu::cmdline::Console;
-use ferry_qemu::{Accel, AccelChoice, LaunchConfig, NicPlan, QemuBinary};
-use ferry_spec::{NicAttachment, VmSpec};
+use ferry_qemu::{Accel, AccelChoice, LaunchConfig, QemuBinary};
+use ferry_spec::VmSpec;
 use ferry_vm::control::{self, StartOptions, StopOptions};
 use ferry_vm::{RunDir, StateRecord, VmState};
 use std::path::PathBuf;
@@ -335,17 +335,7 @@ pub async fn run(cmd: VmCmd, json: bool) -> anyhow::Result<ExitCode> {
             let qemu = QemuBinary::find()?;
             let choice = ferry_qemu::accel::choose(&qemu, accel);
             let dir = RunDir::for_vm(&spec.name);
-            let nics = spec
-                .nics
-                .iter()
-                .enumerate()
-                .map(|(i, n)| NicPlan {
-                    tap: match &n.attachment {
-                        NicAttachment::Bridge(_) => ferry_vm::net::tap_name(&spec.name, i),
-                        NicAttachment::Tap(t) => t.clone(),
-                    },
-                })
-                .collect();
+            let nics = ferry_vm::net::nic_plans(&spec);
             let cfg = LaunchConfig {
                 spec: &spec,
                 accel: choice.accel,

@@ -22,6 +22,9 @@ pub enum BackendError {
         /// Disk size.
         size: u64,
     },
+    /// The backend cannot do this operation.
+    #[error("operation not supported by this backend")]
+    Unsupported,
     /// The storage failed.
     #[error("I/O error on {path}")]
     Io {
@@ -51,30 +54,34 @@ pub trait BlockBackend: Send + Sync {
     fn discard(&self, offset: u64, len: u64) -> Result<(), BackendError>;
     /// Makes the range read as zeroes.
     fn write_zeroes(&self, offset: u64, len: u64, fua: bool) -> Result<(), BackendError>;
-    /// Writes `len` bytes read from the stream `src` at `offset` without
-    /// copying them through user space, where the backend can (a file can,
-    /// with splice). `None` means "not supported, read and call write_at".
+    /// Whether [`BlockBackend::write_from_fd`] and
+    /// [`BlockBackend::read_to_fd`] move data inside the kernel (a file can,
+    /// with splice and sendfile). Servers use them only when this is true.
+    fn fd_transfer(&self) -> bool {
+        false
+    }
+    /// Whether a read (or, with `write`, a write) of the range would be accepted.
+    fn check_range(&self, offset: u64, len: u64, write: bool) -> Result<(), BackendError>;
+    /// Writes `len` bytes read from the stream `src` at `offset`, the range
+    /// already checked. On error part of the payload may have been consumed.
     fn write_from_fd(
         &self,
         _src: std::os::fd::RawFd,
         _offset: u64,
         _len: u64,
-    ) -> Option<Result<(), BackendError>> {
-        None
+    ) -> Result<(), BackendError> {
+        Err(BackendError::Unsupported)
     }
-    /// Sends `len` bytes at `offset` straight into the stream `dst`, where the
-    /// backend can (a file can, with sendfile). The range must have been
-    /// checked with [`BlockBackend::check_read`]. `None`: not supported.
+    /// Sends `len` bytes at `offset` into the stream `dst`, the range already
+    /// checked. On error part of the data may have been sent.
     fn read_to_fd(
         &self,
         _dst: std::os::fd::RawFd,
         _offset: u64,
         _len: u64,
-    ) -> Option<Result<(), BackendError>> {
-        None
+    ) -> Result<(), BackendError> {
+        Err(BackendError::Unsupported)
     }
-    /// Whether a read of the range would be accepted.
-    fn check_read(&self, offset: u64, len: u64) -> Result<(), BackendError>;
 }
 
 /// A raw image file.
@@ -185,33 +192,29 @@ impl BlockBackend for FileBackend {
         );
         Ok(())
     }
-    fn check_read(&self, offset: u64, len: u64) -> Result<(), BackendError> {
-        self.check(offset, len, false)
+    fn fd_transfer(&self) -> bool {
+        true
+    }
+    fn check_range(&self, offset: u64, len: u64, write: bool) -> Result<(), BackendError> {
+        self.check(offset, len, write)
     }
     fn read_to_fd(
         &self,
         dst: std::os::fd::RawFd,
         offset: u64,
         len: u64,
-    ) -> Option<Result<(), BackendError>> {
-        Some(
-            crate::splice::file_to_socket(self.file.as_raw_fd(), dst, offset, len)
-                .map_err(|e| self.io(e)),
-        )
+    ) -> Result<(), BackendError> {
+        crate::splice::file_to_socket(self.file.as_raw_fd(), dst, offset, len)
+            .map_err(|e| self.io(e))
     }
     fn write_from_fd(
         &self,
         src: std::os::fd::RawFd,
         offset: u64,
         len: u64,
-    ) -> Option<Result<(), BackendError>> {
-        if let Err(e) = self.check(offset, len, true) {
-            return Some(Err(e));
-        }
-        Some(
-            crate::splice::socket_to_file(src, self.file.as_raw_fd(), offset, len)
-                .map_err(|e| self.io(e)),
-        )
+    ) -> Result<(), BackendError> {
+        crate::splice::socket_to_file(src, self.file.as_raw_fd(), offset, len)
+            .map_err(|e| self.io(e))
     }
     fn write_zeroes(&self, offset: u64, len: u64, fua: bool) -> Result<(), BackendError> {
         self.check(offset, len, true)?;

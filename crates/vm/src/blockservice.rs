@@ -38,18 +38,6 @@ pub fn config_for(spec: &VmSpec, dir: &RunDir) -> Option<ServiceConfig> {
     })
 }
 
-fn last_line(path: &Path) -> String {
-    std::fs::read_to_string(path)
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .rev()
-                .find(|l| !l.trim().is_empty())
-                .map(|l| l.trim().to_string())
-        })
-        .unwrap_or_else(|| "it printed nothing".into())
-}
-
 /// Starts the service and waits until it accepts connections.
 pub async fn start(
     name: &str,
@@ -81,7 +69,12 @@ pub async fn start(
         if let Ok(Some(status)) = child.try_wait() {
             return Err(VmError::BlockService {
                 name: name.into(),
-                detail: format!("{} ({status})", last_line(&log_path)),
+                detail: format!(
+                    "{} ({status})",
+                    crate::rundir::log_tail(&log_path, 1)
+                        .pop()
+                        .unwrap_or_else(|| "it printed nothing".into())
+                ),
             });
         }
         if tokio::net::UnixStream::connect(&cfg.socket).await.is_ok() {

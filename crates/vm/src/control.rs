@@ -123,12 +123,13 @@ pub fn start(spec: &VmSpec, opts: &StartOptions) -> Result<StateRecord, VmError>
         if let Ok(Some(status)) = child.try_wait() {
             if !matches!(StateRecord::load(&dir)?, Some(r) if r.state == want && r.supervisor_pid == ours)
             {
-                let tail = std::fs::read_to_string(&log_path).unwrap_or_default();
                 return Err(VmError::QemuDiedAtStart {
                     name: spec.name.clone(),
                     detail: format!(
                         "the supervisor exited ({status}): {}",
-                        tail.lines().last().unwrap_or("no output")
+                        crate::rundir::log_tail(&log_path, 1)
+                            .pop()
+                            .unwrap_or_else(|| "no output".into())
                     ),
                 });
             }

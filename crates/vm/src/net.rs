@@ -46,6 +46,21 @@ fn ip(args: &[&str]) -> Result<(), VmError> {
     }
 }
 
+/// The TAP device of each NIC of `spec`, in order: Ferry's own name for a
+/// bridged NIC (the same on every host), the user's for a given TAP.
+pub fn nic_plans(spec: &ferry_spec::VmSpec) -> Vec<ferry_qemu::NicPlan> {
+    spec.nics
+        .iter()
+        .enumerate()
+        .map(|(i, n)| ferry_qemu::NicPlan {
+            tap: match &n.attachment {
+                ferry_spec::NicAttachment::Bridge(_) => tap_name(&spec.name, i),
+                ferry_spec::NicAttachment::Tap(t) => t.clone(),
+            },
+        })
+        .collect()
+}
+
 /// Creates a persistent TAP, plugs it into `bridge` and brings it up.
 /// A stale TAP of the same name (from a crashed run) is replaced.
 pub fn create_tap(tap: &str, bridge: &str) -> Result<(), VmError> {

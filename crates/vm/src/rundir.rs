@@ -96,3 +96,16 @@ impl RunDir {
         self.dir.join("events.jsonl")
     }
 }
+
+/// The last `n` non-empty lines of a log file, trimmed; empty if none. The
+/// helpers' logs end with the reason they stopped, which errors quote.
+pub fn log_tail(path: &Path, n: usize) -> Vec<String> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect();
+    lines[lines.len().saturating_sub(n)..].to_vec()
+}

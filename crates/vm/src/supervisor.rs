@@ -11,7 +11,7 @@
 use crate::state::now_unix;
 use crate::{blockservice, net, RunDir, StateRecord, VmError, VmState};
 use ferry_qemu::cmdline::Console;
-use ferry_qemu::{AccelChoice, LaunchConfig, NicPlan, QemuBinary, QmpClient, QmpEvent};
+use ferry_qemu::{AccelChoice, LaunchConfig, QemuBinary, QmpClient, QmpEvent};
 use ferry_spec::{NicAttachment, VmSpec};
 use serde_json::json;
 use std::fs::{File, OpenOptions};
@@ -148,16 +148,11 @@ async fn launch_and_watch(
 ) -> Result<(), VmError> {
     let (qemu, accel) = (&opts.qemu, &opts.accel);
     let dir = r.dir.clone();
-    let mut plans = Vec::new();
-    for (i, nic) in spec.nics.iter().enumerate() {
-        match &nic.attachment {
-            NicAttachment::Bridge(bridge) => {
-                let tap = net::tap_name(&spec.name, i);
-                net::create_tap(&tap, bridge)?;
-                owned.taps.push(tap.clone());
-                plans.push(NicPlan { tap });
-            }
-            NicAttachment::Tap(tap) => plans.push(NicPlan { tap: tap.clone() }),
+    let plans = net::nic_plans(spec);
+    for (nic, plan) in spec.nics.iter().zip(&plans) {
+        if let NicAttachment::Bridge(bridge) = &nic.attachment {
+            net::create_tap(&plan.tap, bridge)?;
+            owned.taps.push(plan.tap.clone());
         }
     }
     for sock in [dir.qmp_control(), dir.qmp_monitor(), dir.serial()] {
@@ -359,16 +354,11 @@ pub fn describe_exit(status: ExitStatus) -> String {
 /// The last lines QEMU printed, for error messages: its error and the hint
 /// it often adds on the next line, without the long option it quotes.
 pub fn last_log_line(dir: &RunDir) -> String {
-    let text = std::fs::read_to_string(dir.qemu_log()).unwrap_or_default();
-    let lines: Vec<&str> = text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect();
+    let lines = crate::rundir::log_tail(&dir.qemu_log(), 2);
     if lines.is_empty() {
         return "QEMU printed nothing".into();
     }
-    lines[lines.len().saturating_sub(2)..]
+    lines
         .iter()
         .map(|l| shorten_qemu_error(l))
         .collect::<Vec<_>>()

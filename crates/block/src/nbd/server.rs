@@ -23,7 +23,8 @@ pub const QUEUE_DEPTH: usize = 64;
 /// Preferred and minimum block sizes advertised to clients.
 const PREFERRED_BLOCK: u32 = 4096;
 const MIN_BLOCK: u32 = 512;
-/// Writes at least this large are spliced socket -> file, not copied.
+/// Requests at least this large move between socket and backend inside the
+/// kernel (splice, sendfile) when the backend can.
 const SPLICE_MIN: usize = 64 * 1024;
 /// Socket buffer size asked for, so a 1 MiB request moves in few syscalls.
 const SOCKET_BUFFER: usize = 4 << 20;
@@ -245,48 +246,13 @@ fn read_requests(
         } else {
             0
         };
-        if req.kind == cmd::WRITE && !is_slow(&req) && len >= SPLICE_MIN {
-            // Large writes go socket -> file inside the kernel.
-            let c = &export.counters;
-            let started = c.begin();
-            let spliced = export
-                .backend
-                .write_from_fd(rd.as_raw_fd(), req.offset, len as u64);
-            if let Some(result) = spliced {
-                c.end(started, OpKind::Write(len as u64), result.is_ok());
-                let code = match &result {
-                    Ok(()) => 0,
-                    // The payload may be half consumed: the stream is lost.
-                    Err(BackendError::Io { source, .. })
-                        if source.kind() == std::io::ErrorKind::UnexpectedEof =>
-                    {
-                        return Ok(());
-                    }
-                    Err(e @ (BackendError::ReadOnly | BackendError::OutOfRange { .. })) => {
-                        // Nothing was read: skip the payload, then report.
-                        let mut sink = vec![0u8; len];
-                        rd.read_exact(&mut sink)?;
-                        error_code(e)
-                    }
-                    Err(e) => {
-                        error_code(e);
-                        return Err(ServerError::Io(std::io::Error::other(
-                            "write payload lost mid-stream",
-                        )));
-                    }
-                };
-                let mut w = writer
-                    .lock()
-                    .map_err(|_| std::io::Error::other("reply writer poisoned"))?;
-                w.write_all(&proto::simple_reply(code, req.handle))?;
-                continue;
-            }
-            c.end(started, OpKind::Write(0), true);
+        let direct = export.backend.fd_transfer() && req.length as usize >= SPLICE_MIN;
+        if direct && req.kind == cmd::WRITE && !is_slow(&req) {
+            write_direct(export, &req, rd, writer)?;
+            continue;
         }
-        if req.kind == cmd::READ
-            && req.length as usize >= SPLICE_MIN
-            && send_read_direct(export, &req, writer)?
-        {
+        if direct && req.kind == cmd::READ {
+            read_direct(export, &req, writer)?;
             continue;
         }
         if !is_slow(&req) {
@@ -314,39 +280,67 @@ fn read_requests(
     }
 }
 
+/// Serves a large write by splicing its payload from the socket into the
+/// backend. A refused range is answered after skipping the payload; a
+/// failure midway leaves the stream unusable, so the connection ends and the
+/// client reconnects and re-sends.
+fn write_direct(
+    export: &Export,
+    req: &Request,
+    rd: &mut UnixStream,
+    writer: &Mutex<UnixStream>,
+) -> Result<(), ServerError> {
+    let (b, c) = (&export.backend, &export.counters);
+    let len = u64::from(req.length);
+    let started = c.begin();
+    let code = match b.check_range(req.offset, len, true) {
+        Err(e) => {
+            std::io::copy(&mut (&*rd).take(len), &mut std::io::sink())?;
+            c.end(started, OpKind::Write(len), false);
+            error_code(&e)
+        }
+        Ok(()) => {
+            let result = b.write_from_fd(rd.as_raw_fd(), req.offset, len);
+            c.end(started, OpKind::Write(len), result.is_ok());
+            if let Err(e) = result {
+                return Err(ServerError::Io(std::io::Error::other(format!(
+                    "write payload lost midway: {e}"
+                ))));
+            }
+            0
+        }
+    };
+    let mut w = writer
+        .lock()
+        .map_err(|_| std::io::Error::other("reply writer poisoned"))?;
+    w.write_all(&proto::simple_reply(code, req.handle))?;
+    Ok(())
+}
+
 /// Serves a large read with sendfile: header, then the data straight from
-/// the file. Returns false when the backend cannot, so the caller copies.
-fn send_read_direct(
+/// the backend. A failure after the header leaves the stream short, so the
+/// connection ends and the client reconnects and retries.
+fn read_direct(
     export: &Export,
     req: &Request,
     writer: &Mutex<UnixStream>,
-) -> Result<bool, ServerError> {
-    let b = &export.backend;
-    let c = &export.counters;
+) -> Result<(), ServerError> {
+    let (b, c) = (&export.backend, &export.counters);
     let len = u64::from(req.length);
     let started = c.begin();
     let mut w = writer
         .lock()
         .map_err(|_| std::io::Error::other("reply writer poisoned"))?;
-    if let Err(e) = b.check_read(req.offset, len) {
+    if let Err(e) = b.check_range(req.offset, len, false) {
         c.end(started, OpKind::Read(len), false);
         w.write_all(&proto::simple_reply(error_code(&e), req.handle))?;
-        return Ok(true);
+        return Ok(());
     }
-    let fd = w.as_raw_fd();
-    // Ask with an empty range first: no header may promise data we cannot send.
-    let Some(probe) = b.read_to_fd(fd, req.offset, 0) else {
-        c.end(started, OpKind::Read(0), true);
-        return Ok(false);
-    };
-    probe.map_err(|e| ServerError::Io(std::io::Error::other(e.to_string())))?;
     w.write_all(&proto::simple_reply(0, req.handle))?;
-    let result = b.read_to_fd(fd, req.offset, len).unwrap_or(Ok(()));
+    let result = b.read_to_fd(w.as_raw_fd(), req.offset, len);
     c.end(started, OpKind::Read(len), result.is_ok());
-    // A failure after the header leaves the stream short: close it; the
-    // client reconnects and retries.
-    result.map_err(|e| ServerError::Io(std::io::Error::other(e.to_string())))?;
-    Ok(true)
+    result
+        .map_err(|e| ServerError::Io(std::io::Error::other(format!("read data lost midway: {e}"))))
 }
 
 fn error_code(e: &BackendError) -> u32 {
@@ -357,6 +351,7 @@ fn error_code(e: &BackendError) -> u32 {
             tracing::error!("{e}: {:?}", std::error::Error::source(e));
             errno::EIO
         }
+        BackendError::Unsupported => errno::ENOTSUP,
     }
 }
 
