@@ -161,5 +161,10 @@ pub async fn attach(stream: UnixStream, opts: AttachOptions) -> std::io::Result<
         task.abort();
     }
     drop(idle_writer);
+    // Detaching drops our write half, and QEMU answers by closing the
+    // console; the loop may see that close before the detach signal.
+    if end == AttachEnd::Closed && detach_rx.try_recv().is_ok() {
+        return Ok(AttachEnd::Detached);
+    }
     Ok(end)
 }
