@@ -232,8 +232,30 @@ fn wait_destination_started(m: &MigLab) -> i64 {
     }
 }
 
+/// Waits until the migration stream is connected to the destination and
+/// memory is moving (TLS set up, QEMU sending), then a little longer.
+fn wait_stream_flowing(m: &MigLab) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = m
+            .lab
+            .host2
+            .command("ss")
+            .args(["-Htn", "state", "established", "sport", "=", ":49152"])
+            .output()
+            .unwrap();
+        if !out.stdout.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "migration stream never connected");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(700));
+}
+
 fn assert_still_on_source(m: &MigLab, out: std::process::Output, why: &str) {
     let err = String::from_utf8_lossy(&out.stderr);
+    eprintln!("{why}: {}", err.trim());
     assert!(
         !out.status.success(),
         "migration should have failed ({why})"
@@ -276,14 +298,14 @@ fn killed_destination_or_cancel_leaves_the_vm_on_the_source() {
     // 1. The destination's QEMU is killed mid-migration.
     let mig = slow_migration(&m);
     let pid = wait_destination_started(&m);
-    std::thread::sleep(Duration::from_millis(1500));
+    wait_stream_flowing(&m);
     run_ok(std::process::Command::new("kill").args(["-9", &pid.to_string()]));
     assert_still_on_source(&m, mig.wait_with_output().unwrap(), "destination killed");
 
     // 2. The user cancels.
     let mig = slow_migration(&m);
     wait_destination_started(&m);
-    std::thread::sleep(Duration::from_millis(1500));
+    wait_stream_flowing(&m);
     run_ok(m.ferry(0).args(["vm", "migrate", "vm", "--cancel"]));
     let out = mig.wait_with_output().unwrap();
     assert!(
@@ -293,7 +315,54 @@ fn killed_destination_or_cancel_leaves_the_vm_on_the_source() {
     );
     assert_still_on_source(&m, out, "cancelled");
 
-    // 3. The destination cannot run the VM (no bridge there): refused before memory moves.
+    // 3. The internal link goes down mid-migration: the stall is noticed.
+    let mut c = m.ferry(0);
+    c.args([
+        "vm",
+        "migrate",
+        "vm",
+        "--to",
+        "h2",
+        "--bandwidth",
+        "8",
+        "--stall-timeout",
+        "3",
+    ])
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mig = c.spawn().unwrap();
+    wait_destination_started(&m);
+    wait_stream_flowing(&m);
+    m.lab.host2.ip(&["link", "set", "int", "down"]).unwrap();
+    let out = mig.wait_with_output().unwrap();
+    m.lab.host2.ip(&["link", "set", "int", "up"]).unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("stalled"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_still_on_source(&m, out, "link cut");
+
+    // 4. The destination is an impostor: its credentials (consistent in
+    // themselves) come from another CA. The source refuses it in the TLS
+    // handshake and no memory moves.
+    let tls = m.h[1].run_dir.join("tls");
+    let stamp = std::fs::read(tls.join("issued-for")).unwrap();
+    let foreign = ferry_pki::Ca::open_or_create(&m.h[1].root.join("foreign-ca")).unwrap();
+    foreign
+        .ensure_host("h2", &[HOST2_INTERNAL.parse().unwrap()], &tls)
+        .unwrap();
+    std::fs::write(tls.join("issued-for"), stamp).unwrap();
+    let out = m.migrate(0, "vm", &["--timeout", "20", "--stall-timeout", "5"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("TLS"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_still_on_source(&m, out, "untrusted peer");
+    std::fs::remove_dir_all(&tls).unwrap();
+
+    // 5. The destination cannot run the VM (no bridge there): refused before memory moves.
     m.lab.host2.ip(&["link", "del", VM_BRIDGE]).unwrap();
     let out = m.migrate(0, "vm", &[]);
     let err = String::from_utf8_lossy(&out.stderr).to_string();

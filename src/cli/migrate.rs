@@ -36,6 +36,10 @@ pub struct MigrateArgs {
     /// Give up after this many seconds (the VM stays on the source).
     #[arg(long, default_value_t = 120)]
     pub(super) timeout: u64,
+    /// Cancel if no data moves for this many seconds (a cut link or a hung
+    /// destination); the VM stays on the source.
+    #[arg(long, default_value_t = 10)]
+    pub(super) stall_timeout: u64,
     /// At the timeout, stop the guest and finish instead of giving up.
     #[arg(long)]
     pub(super) force_on_timeout: bool,
@@ -56,6 +60,11 @@ pub struct MigrateArgs {
     /// State file for --quick [default: NAME.state in the source host's run_dir].
     #[arg(long)]
     pub(super) state_file: Option<PathBuf>,
+    /// Send the migration stream unencrypted and unauthenticated (for
+    /// benchmarks on a trusted link). By default it runs over TLS with
+    /// certificates from Ferry's CA, checked on both ends.
+    #[arg(long)]
+    pub(super) plain: bool,
     /// Cancel the migration of this VM that is running now (on this host).
     #[arg(long)]
     pub(super) cancel: bool,
@@ -69,31 +78,36 @@ fn hosts_path(arg: Option<PathBuf>) -> PathBuf {
 /// Runs `vm migrate`.
 pub async fn run(args: MigrateArgs, json: bool) -> anyhow::Result<ExitCode> {
     if args.cancel {
-        let qmp = ferry_vm::control::control_qmp(&args.name).await?;
-        qmp.execute("migrate_cancel", None)
-            .await
-            .with_context(|| format!("cancelling the migration of {}", args.name))?;
-        eprintln!(
-            "ferry: asked QEMU to cancel the migration of {}; it keeps running here",
-            args.name
-        );
+        let dir = ferry_vm::RunDir::for_vm(&args.name);
+        let name = args.name.clone();
+        let pid = tokio::task::spawn_blocking(move || {
+            ferry_migrate::inflight::cancel(&dir, Duration::from_secs(30))
+        })
+        .await?;
+        match pid {
+            Some(pid) => eprintln!(
+                "ferry: cancelled the migration of {name} (process {pid}); it keeps running here"
+            ),
+            None => anyhow::bail!("no migration of {name} is running on this host"),
+        }
         return Ok(ExitCode::SUCCESS);
     }
     let path = hosts_path(args.hosts.clone());
     let hosts = HostsFile::load(&path)?;
     let to = args.to.as_deref().context("--to HOST is required")?;
     let dst = hosts.get(to, &path)?;
-    let src = match &args.from {
-        Some(name) => hosts.get(name, &path)?,
+    let (from, src) = match &args.from {
+        Some(name) => (name.clone(), hosts.get(name, &path)?),
         None => {
             let here = ferry_vm::rundir::root();
-            hosts.by_run_dir(&here).map(|(_, h)| h).with_context(|| {
+            let (name, host) = hosts.by_run_dir(&here).with_context(|| {
                 format!(
                     "no host in {} has run_dir {}; say --from HOST",
                     path.display(),
                     here.display()
                 )
-            })?
+            })?;
+            (name.clone(), host)
         }
     };
     anyhow::ensure!(src != dst, "source and destination are the same host");
@@ -112,9 +126,15 @@ pub async fn run(args: MigrateArgs, json: bool) -> anyhow::Result<ExitCode> {
         } else {
             OnTimeout::Cancel
         },
+        stall_timeout: Duration::from_secs(args.stall_timeout.max(1)),
         multifd_channels: args.channels.max(1),
         port: args.port,
         ferry_exe: std::env::current_exe().context("cannot find the ferry binary")?,
+        tls: (!args.plain).then(|| ferry_migrate::TlsPlan {
+            ca_dir: hosts.ca_dir.clone().unwrap_or_else(|| "ca".into()),
+            source: from.clone(),
+            destination: to.to_string(),
+        }),
         quick: args.quick.then(|| {
             args.state_file
                 .clone()

@@ -28,6 +28,10 @@ pub struct Host {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HostsFile {
+    /// Directory of Ferry's certificate authority, which signs each host's
+    /// migration certificate [default: `ca` beside the hosts file].
+    #[serde(default)]
+    pub ca_dir: Option<PathBuf>,
     /// Hosts by name.
     pub hosts: BTreeMap<String, Host>,
 }
@@ -71,7 +75,7 @@ impl HostsFile {
             path: path.to_path_buf(),
             source,
         })?;
-        let file: HostsFile = toml::from_str(&text).map_err(|e| HostsError::Invalid {
+        let mut file: HostsFile = toml::from_str(&text).map_err(|e| HostsError::Invalid {
             path: path.to_path_buf(),
             message: e.message().to_string(),
         })?;
@@ -85,6 +89,10 @@ impl HostsFile {
                     ),
                 });
             }
+        }
+        if file.ca_dir.is_none() {
+            let beside = path.parent().unwrap_or(Path::new("."));
+            file.ca_dir = Some(beside.join("ca"));
         }
         Ok(file)
     }
@@ -117,6 +125,11 @@ impl Host {
         };
         c.env("FERRY_RUN_DIR", &self.run_dir);
         c
+    }
+
+    /// Where this host's TLS credentials for migration streams live.
+    pub fn tls_dir(&self) -> PathBuf {
+        self.run_dir.join("tls")
     }
 
     /// The runtime directory of VM `name` on this host.

@@ -9,8 +9,11 @@
 //! running on the source and removes the destination's half.
 
 pub mod hosts;
+pub mod inflight;
 pub mod live;
 pub mod quick;
+pub mod tls;
 
 pub use hosts::{Host, HostsFile};
 pub use live::{migrate, MigrateError, MigrateOptions, MigrationReport, Policy, Progress};
+pub use tls::TlsPlan;

@@ -3,9 +3,9 @@
 //! ```text
 //!  source host                                destination host
 //!  ferry vm migrate ── ferry vm start --incoming (same spec.json) ──► QEMU -incoming defer
-//!        │ QMP: capabilities, parameters (both sides)
+//!        │ QMP: capabilities, parameters, TLS credentials (both sides)
 //!        │ QMP dst: migrate-incoming tcp:ADDR:PORT
-//!        │ QMP src: migrate tcp:ADDR:PORT ═══ memory over the internal network ══►
+//!        │ QMP src: migrate tcp:ADDR:PORT ═══ memory over TLS, internal network ══►
 //!        │ poll query-migrate: progress, raise downtime budget if not converging
 //!        │ completed ─► dst: cont, announce-self ─► src: quit
 //!        └ failed/cancelled/timeout ─► src keeps running, dst: stop --force
@@ -39,6 +39,14 @@ pub enum MigrateError {
         /// The other QEMU.
         pid: i32,
     },
+    /// Another process is migrating this VM already.
+    #[error("VM {name} is being migrated already (by process {pid}); cancel it with `ferry vm migrate {name} --cancel`")]
+    Busy {
+        /// The VM.
+        name: String,
+        /// The process migrating it.
+        pid: i32,
+    },
     /// The destination could not be prepared.
     #[error("preparing the destination failed: {0}")]
     Prepare(String),
@@ -57,12 +65,21 @@ pub enum MigrateError {
     /// The migration was cancelled.
     #[error("migration cancelled")]
     Cancelled,
+    /// No data moved for too long: the link is down or the destination hangs.
+    #[error("the migration stream stalled: nothing moved for {secs} s (is the migration network down?); cancelled")]
+    Stalled {
+        /// How long nothing moved.
+        secs: u64,
+    },
     /// It did not converge in time.
     #[error("migration did not complete within {secs} s; cancelled (use --force-on-timeout to stop the guest and finish instead)")]
     Timeout {
         /// The limit.
         secs: u64,
     },
+    /// TLS credentials could not be made.
+    #[error("preparing TLS credentials for the migration stream")]
+    Tls(#[from] ferry_pki::PkiError),
     /// Reading the source's records failed.
     #[error(transparent)]
     Vm(#[from] ferry_vm::VmError),
@@ -107,12 +124,17 @@ pub struct MigrateOptions {
     pub timeout: Duration,
     /// What giving up means.
     pub on_timeout: OnTimeout,
+    /// Cancel when no data has moved for this long.
+    pub stall_timeout: Duration,
     /// Parallel migration streams.
     pub multifd_channels: u8,
     /// TCP port the destination listens on.
     pub port: u16,
     /// The `ferry` binary to run on the destination.
     pub ferry_exe: PathBuf,
+    /// Encrypt and authenticate the stream with these hosts' certificates;
+    /// `None` sends it in the clear (benchmarks only).
+    pub tls: Option<crate::tls::TlsPlan>,
     /// Quick migration through this state file (on storage both hosts see)
     /// instead of a live one.
     pub quick: Option<PathBuf>,
@@ -127,9 +149,11 @@ impl Default for MigrateOptions {
             bandwidth_mibps: None,
             timeout: Duration::from_secs(120),
             on_timeout: OnTimeout::Cancel,
+            stall_timeout: Duration::from_secs(10),
             multifd_channels: 2,
             port: 49152,
             ferry_exe: PathBuf::from("ferry"),
+            tls: None,
             quick: None,
         }
     }
@@ -249,6 +273,10 @@ pub async fn migrate(
             state: rec.state.to_string(),
         });
     }
+    let _inflight = crate::inflight::InFlight::begin(name, &src_dir, &dst.migration_address)?;
+    // From here on, Ctrl-C or `--cancel` (SIGTERM) cancels cleanly instead of
+    // killing this process with the destination half-built.
+    let mut cancel = CancelSignals::new()?;
     let dst_dir = dst.vm_dir(name);
     if let Some(other) = StateRecord::load(&dst_dir)? {
         if let Some(pid) = other
@@ -274,7 +302,7 @@ pub async fn migrate(
     .map_err(MigrateError::Prepare)?;
     let result = match &opts.quick {
         Some(file) => crate::quick::drive(name, src, dst, file, &mut on_progress).await,
-        None => drive(name, src, dst, opts, &mut on_progress).await,
+        None => drive(name, src, dst, opts, &mut cancel, &mut on_progress).await,
     };
     if result.is_err() {
         // Whatever happened, the destination's half goes away; the source runs on.
@@ -290,6 +318,7 @@ async fn drive(
     src: &Host,
     dst: &Host,
     opts: &MigrateOptions,
+    cancel: &mut CancelSignals,
     on_progress: &mut impl FnMut(&Progress),
 ) -> Result<MigrationReport, MigrateError> {
     let (s, mut s_events) = QmpClient::connect(&src.vm_dir(name).qmp_control())
@@ -342,6 +371,8 @@ async fn drive(
     .await
     .map_err(qmp_err("setting the downtime budget and bandwidth"))?;
 
+    crate::tls::configure(opts.tls.as_ref(), src, dst, &s, &d).await?;
+
     let uri = format!("tcp:{}:{}", dst.migration_address, opts.port);
     d.execute("migrate-incoming", Some(json!({"uri": uri})))
         .await
@@ -355,12 +386,19 @@ async fn drive(
     let mut last_raise = Instant::now();
     let mut best_remaining = u64::MAX;
     let mut forced = false;
+    let (mut last_moved, mut moved_at) = (0u64, Instant::now());
     let final_state = loop {
         // Sample progress every 100 ms, but wake at once when QEMU reports a
         // status change: the switchover must not wait for the next sample.
         let tick = tokio::time::sleep(Duration::from_millis(100));
         tokio::select! {
             () = tick => {}
+            () = cancel.recv() => {
+                tracing::info!("cancel requested");
+                let _ = s.execute("migrate_cancel", None).await;
+                wait_not_active(&s).await;
+                return Err(MigrateError::Cancelled);
+            }
             ev = s_events.recv() => {
                 if ev.is_none() {
                     return Err(MigrateError::Failed("the source QEMU went away".into()));
@@ -380,10 +418,25 @@ async fn drive(
                     .as_str()
                     .unwrap_or("no reason given")
                     .to_string();
+                if opts.tls.is_some() && why.to_lowercase().contains("certificate") {
+                    return Err(MigrateError::Failed(format!(
+                        "TLS handshake refused: {why} (the destination is not a host Ferry's CA vouches for)"
+                    )));
+                }
                 return Err(MigrateError::Failed(why));
             }
             "cancelled" | "cancelling" => return Err(MigrateError::Cancelled),
             _ => {}
+        }
+        let moved = num(&v, &["ram", "transferred"]);
+        if moved != last_moved {
+            (last_moved, moved_at) = (moved, Instant::now());
+        } else if moved_at.elapsed() > opts.stall_timeout {
+            let _ = s.execute("migrate_cancel", None).await;
+            wait_not_active(&s).await;
+            return Err(MigrateError::Stalled {
+                secs: opts.stall_timeout.as_secs(),
+            });
         }
         // Convergence: once a few passes are done and the remainder stops
         // shrinking, raise the downtime budget step by step to the ceiling.
@@ -488,6 +541,32 @@ pub(crate) async fn switch_over(
         }
     }
     Ok(())
+}
+
+/// SIGINT (Ctrl-C) and SIGTERM (`ferry vm migrate --cancel`), either of
+/// which cancels the migration.
+pub(crate) struct CancelSignals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+}
+
+impl CancelSignals {
+    fn new() -> Result<Self, MigrateError> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let err =
+            |e: std::io::Error| MigrateError::Prepare(format!("cannot watch for signals: {e}"));
+        Ok(CancelSignals {
+            int: signal(SignalKind::interrupt()).map_err(err)?,
+            term: signal(SignalKind::terminate()).map_err(err)?,
+        })
+    }
+
+    async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.int.recv() => {}
+            _ = self.term.recv() => {}
+        }
+    }
 }
 
 /// Waits until a cancelled migration has really stopped.
