@@ -247,7 +247,10 @@ fn wait_stream_flowing(m: &MigLab) {
         if !out.stdout.is_empty() {
             break;
         }
-        assert!(Instant::now() < deadline, "migration stream never connected");
+        assert!(
+            Instant::now() < deadline,
+            "migration stream never connected"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     std::thread::sleep(Duration::from_millis(700));
