@@ -9,6 +9,7 @@
 pub mod accel;
 pub mod binary;
 pub mod cmdline;
+pub mod cpuexp;
 pub mod qmp;
 
 pub use accel::{Accel, AccelChoice};
