@@ -7,7 +7,7 @@
 mod common;
 use common::*;
 use ferry_lab::{TwoHosts, HOST1_INTERNAL, HOST2_INTERNAL, VM_BRIDGE};
-use ferry_workloads::{counter, disktest};
+use ferry_workloads::{counter, cpuid, disktest};
 use std::path::PathBuf;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
@@ -20,6 +20,8 @@ struct MigLab {
     lab: TwoHosts,
     h: [TestEnv; 2],
     hosts_file: PathBuf,
+    /// Each host's configuration file (may not exist: no mask).
+    configs: [PathBuf; 2],
 }
 
 impl MigLab {
@@ -30,16 +32,24 @@ impl MigLab {
             TestEnv::new(&format!("{test}2")),
         ];
         let hosts_file = h[0].root.join("hosts.toml");
+        let configs = [h[0].root.join("host.toml"), h[1].root.join("host.toml")];
         let text = format!(
-            "[hosts.h1]\nrun_dir = \"{}\"\nmigration_address = \"{HOST1_INTERNAL}\"\nnetns = \"{}\"\n\
-             [hosts.h2]\nrun_dir = \"{}\"\nmigration_address = \"{HOST2_INTERNAL}\"\nnetns = \"{}\"\n",
+            "[hosts.h1]\nrun_dir = \"{}\"\nmigration_address = \"{HOST1_INTERNAL}\"\nnetns = \"{}\"\nconfig = \"{}\"\n\
+             [hosts.h2]\nrun_dir = \"{}\"\nmigration_address = \"{HOST2_INTERNAL}\"\nnetns = \"{}\"\nconfig = \"{}\"\n",
             h[0].run_dir.display(),
             lab.host1.name,
+            configs[0].display(),
             h[1].run_dir.display(),
-            lab.host2.name
+            lab.host2.name,
+            configs[1].display(),
         );
         std::fs::write(&hosts_file, text).unwrap();
-        MigLab { lab, h, hosts_file }
+        MigLab {
+            lab,
+            h,
+            hosts_file,
+            configs,
+        }
     }
 
     fn ns(&self, i: usize) -> &ferry_lab::Netns {
@@ -53,7 +63,8 @@ impl MigLab {
     /// `ferry` on host `i` (0 or 1).
     fn ferry(&self, i: usize) -> std::process::Command {
         let mut c = self.h[i].ferry_in(self.ns(i));
-        c.env("FERRY_HOSTS", &self.hosts_file);
+        c.env("FERRY_HOSTS", &self.hosts_file)
+            .env("FERRY_HOST_CONFIG", &self.configs[i]);
         c
     }
 
@@ -269,8 +280,10 @@ fn assert_still_on_source(m: &MigLab, out: std::process::Output, why: &str) {
         "running",
         "VM must keep running on the source ({why})"
     );
-    let dst = m.h[1].status("vm");
-    assert_ne!(dst["state"], "running", "{dst}");
+    if m.h[1].run_dir.join("vm/state.json").exists() {
+        let dst = m.h[1].status("vm");
+        assert_ne!(dst["state"], "running", "{dst}");
+    }
     assert!(
         qemu_processes(&format!("{}/", m.h[1].run_dir.join("vm").display())).is_empty(),
         "QEMU left on the destination ({why})"
@@ -423,4 +436,76 @@ fn quick_migration_round_trip_keeps_memory_counter_and_disk() {
     let mut history = String::new();
     m.bounce(2, &["--quick"], &mut history);
     m.stop_and_verify(0, history, &img);
+}
+
+#[test]
+fn cpu_mismatches_are_refused_before_memory_moves_and_compatible_vms_move() {
+    let m = MigLab::new("migcpu");
+    std::fs::write(&m.configs[1], "[cpu]\nwithhold = [\"avx2\"]\n").unwrap();
+    let img = image(&m.h[0]);
+
+    // 1. A `host` VM on h1 sees avx2; h2 withholds it: refused, named.
+    let spec = m.h[0].guest_spec(
+        "vm",
+        &GuestOpts {
+            cpu: "host".into(),
+            cmdline: format!("ferry.ip={GUEST_IP}/24 ferry.run=counter:100 ferry.run=cpuid:300"),
+            disks: vec![(img.clone(), false)],
+            bridge: Some(VM_BRIDGE.into()),
+            ..Default::default()
+        },
+    );
+    run_ok(m.ferry(0).args(["vm", "start"]).arg(&spec));
+    m.h[0].wait_console("vm", cpuid::TAG, Duration::from_secs(60));
+    let out = m.migrate(0, "vm", &[]);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(err.contains("does not offer avx2"), "{err}");
+    assert_still_on_source(&m, out, "destination lacks avx2");
+    run_ok(m.ferry(0).args(["vm", "stop", "vm", "--force"]));
+
+    // 2. The same VM made compatible with both hosts' profiles moves, and
+    // its CPUID never changes.
+    let mut profiles = Vec::new();
+    for i in 0..2 {
+        let out = run_ok(m.ferry(i).args(["--json", "host", "cpu"]));
+        let p = m.h[0].root.join(format!("profile{i}.json"));
+        std::fs::write(&p, &out.stdout).unwrap();
+        profiles.push(format!("\"{}\"", p.display()));
+    }
+    let spec = m.h[0].guest_spec(
+        "vm",
+        &GuestOpts {
+            cpu: "compatible".into(),
+            cpu_baseline: Some(format!("[{}]", profiles.join(", "))),
+            cmdline: format!("ferry.ip={GUEST_IP}/24 ferry.run=counter:100 ferry.run=cpuid:300"),
+            disks: vec![(img, false)],
+            bridge: Some(VM_BRIDGE.into()),
+            ..Default::default()
+        },
+    );
+    run_ok(m.ferry(0).args(["vm", "start"]).arg(&spec));
+    let before = m.h[0].wait_console("vm", cpuid::TAG, Duration::from_secs(60));
+    let flags = cpuid::flags_in(&before).unwrap();
+    assert!(!flags.contains(&"avx2".to_string()), "{flags:?}");
+    let mut history = String::new();
+    m.bounce(1, &[], &mut history);
+    std::thread::sleep(Duration::from_millis(1000));
+    history.push_str(&m.h[1].console("vm"));
+    let words = cpuid::distinct_words(&history);
+    assert_eq!(words.len(), 1, "CPUID changed under the guest: {words:?}");
+    assert!(
+        m.h[1].console("vm").matches(cpuid::TAG).count() >= 2,
+        "guest not running on h2"
+    );
+
+    // 3. h1 now presents another vendor: moving back is refused, naming both.
+    std::fs::write(&m.configs[0], "[cpu]\nvendor = \"GenuineIntel\"\n").unwrap();
+    let out = m.migrate(1, "vm", &[]);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        err.contains("AuthenticAMD") && err.contains("GenuineIntel"),
+        "{err}"
+    );
+    assert_eq!(m.h[1].status("vm")["state"], "running");
+    run_ok(m.ferry(1).args(["vm", "stop", "vm", "--force"]));
 }

@@ -40,17 +40,11 @@ pub enum HostCmd {
 }
 
 /// This host's CPU profile as configured.
-pub fn cpu_profile(config: Option<PathBuf>) -> anyhow::Result<ferry_cpu::CpuProfile> {
+fn cpu_profile(config: Option<PathBuf>) -> anyhow::Result<ferry_cpu::CpuProfile> {
+    let config = config.unwrap_or_else(ferry_vm::cpu::host_config_path);
     let qemu = QemuBinary::find()?;
     let accel = ferry_qemu::accel::choose(&qemu, None).accel;
-    let model = ferry_qemu::cpuexp::widest_model(accel);
-    let expansion =
-        ferry_qemu::cpuexp::static_expansion(&qemu, accel, model).map_err(anyhow::Error::msg)?;
-    let path = config
-        .or_else(|| std::env::var_os("FERRY_HOST_CONFIG").map(PathBuf::from))
-        .unwrap_or_else(|| "/etc/ferry/host.toml".into());
-    let mask = ferry_cpu::HostCpuConfig::load(&path)?;
-    Ok(ferry_cpu::CpuProfile::from_static_expansion(&expansion, &accel.to_string())?.masked(&mask))
+    Ok(ferry_vm::cpu::host_profile_with(&qemu, accel, &config)?)
 }
 
 fn print_model(m: &ferry_cpu::CpuModel, json: bool) -> anyhow::Result<()> {

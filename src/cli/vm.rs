@@ -331,9 +331,10 @@ pub async fn run(cmd: VmCmd, json: bool) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         VmCmd::Cmdline { spec, plain, accel } => {
-            let spec = VmSpec::load(&spec)?;
+            let mut spec = VmSpec::load(&spec)?;
             let qemu = QemuBinary::find()?;
             let choice = ferry_qemu::accel::choose(&qemu, accel);
+            ferry_vm::cpu::resolve(&mut spec, &qemu, choice.accel)?;
             let dir = RunDir::for_vm(&spec.name);
             let nics = ferry_vm::net::nic_plans(&spec);
             let cfg = LaunchConfig {

@@ -63,6 +63,10 @@ impl TestEnv {
             g.join("initramfs.img").display(),
             opts.cmdline
         );
+        if let Some(b) = &opts.cpu_baseline {
+            // Top-level keys must come before the first table.
+            text = text.replacen("[boot]", &format!("cpu_baseline = {b}\n[boot]"), 1);
+        }
         let via = if opts.qemu_disks { "qemu" } else { "ferry" };
         for (path, readonly) in &opts.disks {
             text.push_str(&format!(
@@ -163,6 +167,8 @@ pub struct GuestOpts {
     pub memory_mib: u64,
     /// CPU model.
     pub cpu: String,
+    /// `cpu_baseline`, as a TOML value (for `cpu = "compatible"`).
+    pub cpu_baseline: Option<String>,
     /// Extra kernel command line (workloads, address).
     pub cmdline: String,
     /// Disk images and whether each is read-only.
@@ -179,6 +185,7 @@ impl Default for GuestOpts {
             vcpus: 1,
             memory_mib: 128,
             cpu: "max".into(),
+            cpu_baseline: None,
             cmdline: String::new(),
             disks: Vec::new(),
             bridge: None,

@@ -22,6 +22,10 @@ pub struct Host {
     /// Network namespace the host's processes run in (lab only).
     #[serde(default)]
     pub netns: Option<String>,
+    /// The host's configuration file (its `FERRY_HOST_CONFIG`: CPU mask,
+    /// ...) [default: the host's own /etc/ferry/host.toml].
+    #[serde(default)]
+    pub config: Option<PathBuf>,
 }
 
 /// The hosts file: `[hosts.NAME]` tables.
@@ -124,6 +128,9 @@ impl Host {
             None => Command::new(exe),
         };
         c.env("FERRY_RUN_DIR", &self.run_dir);
+        if let Some(config) = &self.config {
+            c.env("FERRY_HOST_CONFIG", config);
+        }
         c
     }
 

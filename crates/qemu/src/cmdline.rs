@@ -92,7 +92,12 @@ impl LaunchConfig<'_> {
         );
         push("-machine", spec.machine.clone());
         push("-accel", self.accel.qemu_arg().to_string());
-        push("-cpu", spec.cpu.clone());
+        push(
+            "-cpu",
+            spec.cpu_model
+                .as_ref()
+                .map_or_else(|| spec.cpu.clone(), |m| m.qemu_arg()),
+        );
         push("-smp", spec.vcpus.to_string());
         push("-m", format!("{}M", spec.memory_mib));
         push("-display", "none".to_string());

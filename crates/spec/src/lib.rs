@@ -11,7 +11,8 @@ mod validate;
 
 pub use error::SpecError;
 pub use model::{
-    Boot, Disk, DiskPath, Nic, NicAttachment, VmSpec, DEFAULT_CPU_MODEL, DEFAULT_MACHINE,
+    Boot, CpuBaseline, Disk, DiskPath, Nic, NicAttachment, VmSpec, DEFAULT_CPU_MODEL,
+    DEFAULT_MACHINE,
 };
 
 use std::path::Path;

@@ -5,9 +5,9 @@ use std::path::{Path, PathBuf};
 
 /// QEMU machine type used when a spec names none.
 pub const DEFAULT_MACHINE: &str = "q35";
-/// CPU model used when a spec names none: everything the accelerator offers
-/// under TCG. Processor compatibility (a later issue) replaces this with a
-/// computed baseline.
+/// CPU model used when a spec names none: QEMU's `max`, everything the
+/// accelerator offers, passed to QEMU as is. `host` and `compatible` are
+/// Ferry's processor-compatibility settings.
 pub const DEFAULT_CPU_MODEL: &str = "max";
 
 /// A VM as a user defines it.
@@ -21,9 +21,21 @@ pub struct VmSpec {
     pub vcpus: u32,
     /// Guest memory in MiB.
     pub memory_mib: u64,
-    /// QEMU CPU model (`max`, `qemu64`, `Skylake-Server`, ...).
+    /// The CPU the guest sees: `host` (everything this host offers; the VM
+    /// may then move only to hosts offering at least as much), `compatible`
+    /// (the baseline named by `cpu_baseline`, so it can move between hosts
+    /// whose CPUs differ), or a QEMU model name (`max`, `qemu64`, ...).
     #[serde(default = "default_cpu")]
     pub cpu: String,
+    /// For `cpu = "compatible"`: a named level (`x86-64-v2`, `x86-64-v2-AES`,
+    /// `x86-64-v3`, `x86-64-v4`) or a list of host profile files (JSON from
+    /// `ferry --json host cpu`) whose common features the VM gets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_baseline: Option<CpuBaseline>,
+    /// The exact CPU, computed by Ferry from `cpu` when the VM first starts
+    /// and kept with it, so it is the same on every host it runs on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_model: Option<ferry_cpu::CpuModel>,
     /// QEMU machine type (`q35`, `pc`).
     #[serde(default = "default_machine")]
     pub machine: String,
@@ -35,6 +47,16 @@ pub struct VmSpec {
     /// Network interfaces, in the order the guest sees them (eth0, ...).
     #[serde(default)]
     pub nics: Vec<Nic>,
+}
+
+/// What a `compatible` CPU is the baseline of.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum CpuBaseline {
+    /// A named x86-64 level.
+    Level(String),
+    /// Host profile files.
+    Hosts(Vec<PathBuf>),
 }
 
 /// Direct kernel boot: the guest starts from a kernel and initrd on the host.
@@ -122,6 +144,9 @@ impl VmSpec {
         }
         for disk in &mut self.disks {
             fix(&mut disk.path);
+        }
+        if let Some(CpuBaseline::Hosts(files)) = self.cpu_baseline.as_mut() {
+            files.iter_mut().for_each(fix);
         }
     }
 }

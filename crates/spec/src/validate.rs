@@ -35,6 +35,25 @@ impl VmSpec {
             ));
         }
         validate_word("cpu", &self.cpu)?;
+        match (self.cpu.as_str(), &self.cpu_baseline) {
+            ("compatible", None) => {
+                return Err(SpecError::invalid(
+                    "cpu_baseline",
+                    "is required with cpu = \"compatible\": name a level (x86-64-v2, x86-64-v2-AES, x86-64-v3, x86-64-v4) or host profile files",
+                ))
+            }
+            ("compatible", Some(crate::CpuBaseline::Hosts(files))) if files.is_empty() => {
+                return Err(SpecError::invalid("cpu_baseline", "lists no host profiles"))
+            }
+            ("compatible", _) => {}
+            (_, Some(_)) => {
+                return Err(SpecError::invalid(
+                    "cpu_baseline",
+                    "only applies with cpu = \"compatible\"",
+                ))
+            }
+            _ => {}
+        }
         validate_word("machine", &self.machine)?;
         if self.boot.kernel.as_os_str().is_empty() {
             return Err(SpecError::invalid(
@@ -187,6 +206,37 @@ bridge = "br0"
         VmSpec::from_toml(text, Path::new("/"))
             .unwrap_err()
             .to_string()
+    }
+
+    #[test]
+    fn compatible_cpus_need_a_baseline_and_only_they_take_one() {
+        let with = |extra: &str| GOOD.replace("vcpus = 2", &format!("vcpus = 2\n{extra}"));
+        assert!(err_of(&with("cpu = \"compatible\"")).contains("`cpu_baseline`"));
+        assert!(err_of(&with("cpu_baseline = \"x86-64-v2\"")).contains("only applies"));
+        assert!(
+            err_of(&with("cpu = \"compatible\"\ncpu_baseline = []")).contains("no host profiles")
+        );
+        let spec = VmSpec::from_toml(
+            &with("cpu = \"compatible\"\ncpu_baseline = [\"h1.json\", \"/p/h2.json\"]"),
+            Path::new("/s"),
+        )
+        .unwrap();
+        assert_eq!(
+            spec.cpu_baseline,
+            Some(crate::CpuBaseline::Hosts(vec![
+                "/s/h1.json".into(),
+                "/p/h2.json".into()
+            ]))
+        );
+        let spec = VmSpec::from_toml(
+            &with("cpu = \"compatible\"\ncpu_baseline = \"x86-64-v3\""),
+            Path::new("/s"),
+        )
+        .unwrap();
+        assert_eq!(
+            spec.cpu_baseline,
+            Some(crate::CpuBaseline::Level("x86-64-v3".into()))
+        );
     }
 
     #[test]

@@ -50,6 +50,14 @@ pub fn prepare(spec: &VmSpec, forced: Option<Accel>) -> Result<Prepared, VmError
 
 /// Starts a VM under a new supervisor; returns once it runs (or is held).
 pub fn start(spec: &VmSpec, opts: &StartOptions) -> Result<StateRecord, VmError> {
+    let mut spec = spec.clone();
+    if !opts.incoming {
+        // An incoming VM brings the CPU its source computed; never recompute it.
+        let qemu = QemuBinary::find()?;
+        let accel = accel::choose(&qemu, opts.accel).accel;
+        crate::cpu::resolve(&mut spec, &qemu, accel)?;
+    }
+    let spec = &spec;
     let prepared = prepare(spec, opts.accel)?;
     let dir = RunDir::for_vm(&spec.name);
     if let Some(rec) = StateRecord::load(&dir)? {

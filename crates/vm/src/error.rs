@@ -37,6 +37,21 @@ pub enum VmError {
         /// The model.
         model: String,
     },
+    /// The host's CPU profile or the VM's CPU could not be worked out.
+    #[error("CPU: {detail}")]
+    Cpu {
+        /// What went wrong.
+        detail: String,
+    },
+    /// This host cannot give the VM the CPU it sees.
+    #[error("this host cannot run VM {name}")]
+    CpuIncompatible {
+        /// The VM.
+        name: String,
+        /// What differs.
+        #[source]
+        why: ferry_cpu::Incompatible,
+    },
     /// The machine type is unknown to this QEMU.
     #[error("unknown machine type {machine:?}; use q35 or pc (`qemu-system-x86_64 -machine help` lists them)")]
     UnknownMachine {

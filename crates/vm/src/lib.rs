@@ -9,6 +9,7 @@
 
 pub mod blockservice;
 pub mod control;
+pub mod cpu;
 pub mod error;
 pub mod net;
 pub mod preflight;

@@ -98,12 +98,10 @@ fn is_readonly_file(path: &Path) -> bool {
 }
 
 fn check_cpu(spec: &VmSpec, qemu: &QemuBinary, accel: Accel) -> Result<(), VmError> {
-    if spec.cpu == "host" && accel == Accel::Tcg {
-        return Err(VmError::UnknownCpuModel {
-            model: "host (needs KVM; this host runs TCG, use cpu = \"max\")".into(),
-        });
+    if let Some(model) = &spec.cpu_model {
+        return crate::cpu::check_host_can_run(&spec.name, model, qemu, accel);
     }
-    let builtin = ["host", "max", "base"];
+    let builtin = ["host", "compatible", "max", "base"];
     if builtin.contains(&spec.cpu.as_str()) || qemu.cpu_models.iter().any(|m| m == &spec.cpu) {
         Ok(())
     } else {

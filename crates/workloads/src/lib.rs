@@ -10,10 +10,13 @@
 //! - [`counter`]: a monotonic count with the guest's uptime.
 //! - [`disktest`]: numbered, checksummed blocks on a virtio disk, with flushes,
 //!   verifiable from inside the guest or from the host image.
+//! - [`cpuid`]: the CPU features the guest sees, for processor
+//!   compatibility.
 //! - [`echo`]: a UDP echo responder; [`probe`] is the client that measures it.
 
 pub mod blkbench;
 pub mod counter;
+pub mod cpuid;
 pub mod disktest;
 pub mod echo;
 pub mod memtest;

@@ -3,7 +3,7 @@
 //! The guest's `/init` turns each `ferry.run=NAME:ARG:ARG` on the kernel
 //! command line into `ferry-workload NAME ARG ARG`.
 
-use ferry_workloads::{blkbench, counter, disktest, echo, memtest, system};
+use ferry_workloads::{blkbench, counter, cpuid, disktest, echo, memtest, system};
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -16,6 +16,7 @@ usage: ferry-workload WORKLOAD [ARGS]
   disktest DEV BLOCKS verify    verify blocks written by 'write'
   echo [PORT]                   UDP echo responder (default 7777)
   blkbench DEV [SECS]           sequential 1 MiB and random 4 KiB read/write, SECS each (default 3)
+  cpuid [INTERVAL_MS]           print /proc/cpuinfo flags, then CPUID feature words (default 1000 ms)
   sysinfo                       print 'cpus=N ram_mib=M' (used by /init)
   powerbutton                   power off when the ACPI power button is pressed";
 
@@ -86,6 +87,10 @@ fn run(args: &[String]) -> Result<ExitCode, String> {
             blkbench::run(Path::new(&dev), secs)
                 .map_err(|e| format!("{} {dev}: {e}", blkbench::TAG))?;
             Ok(ExitCode::SUCCESS)
+        }
+        "cpuid" => {
+            let ms: u64 = arg(rest, 0, "interval in ms", Some(1000))?;
+            cpuid::run(Duration::from_millis(ms.max(10)))
         }
         "sysinfo" => {
             println!("{}", system::sysinfo_line());
