@@ -117,8 +117,8 @@ pub fn level(name: &str, host: &CpuProfile) -> Result<CpuModel, BaselineError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::check;
-    use crate::profile::tests::tcg_max;
+    use crate::model::{check, CpuModel};
+    use crate::profile::tests::{recorded, tcg_max};
     use crate::profile::HostCpuConfig;
 
     fn withholding(f: &[&str]) -> CpuProfile {
@@ -153,6 +153,43 @@ mod tests {
             "{err}"
         );
         assert_eq!(baseline(&[]), Err(BaselineError::Empty));
+    }
+
+    fn skylake() -> CpuProfile {
+        recorded(include_str!("../testdata/tcg-Skylake-Client-static.json"))
+    }
+    fn cascadelake() -> CpuProfile {
+        recorded(include_str!(
+            "../testdata/tcg-Cascadelake-Server-static.json"
+        ))
+    }
+
+    #[test]
+    fn recorded_intel_generations_meet_at_the_older_one() {
+        let (old, new) = (skylake(), cascadelake());
+        assert_eq!(old.vendor, "GenuineIntel");
+        let m = baseline(&[new.clone(), old.clone()]).expect("baseline");
+        assert!(new.features.contains("avx512f") && !m.features.contains("avx512f"));
+        assert!(m.features.contains("avx2"));
+        assert_eq!(check(&m, &old), Ok(()));
+        assert_eq!(check(&m, &new), Ok(()));
+        assert!(check(&CpuModel::of_profile(&new), &old).is_err());
+        assert_eq!(
+            (m.family, m.model),
+            (old.family.min(new.family), old.model.min(new.model))
+        );
+        assert!(level("x86-64-v3", &old).is_ok());
+        assert!(level("x86-64-v4", &new).is_ok());
+    }
+
+    #[test]
+    fn recorded_models_of_two_vendors_do_not_mix_and_old_ones_miss_levels() {
+        let epyc = recorded(include_str!("../testdata/tcg-EPYC-static.json"));
+        let err = baseline(&[epyc, skylake()]).expect_err("mixed");
+        assert!(matches!(err, BaselineError::MixedVendors { .. }), "{err}");
+        let qemu64 = recorded(include_str!("../testdata/tcg-qemu64-static.json"));
+        let err = level("x86-64-v2", &qemu64).expect_err("qemu64 is below v2");
+        assert!(err.to_string().contains("sse4.2"), "{err}");
     }
 
     #[test]

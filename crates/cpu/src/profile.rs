@@ -178,8 +178,12 @@ pub(crate) mod tests {
 
     /// QEMU 10.0's static expansion of `max` under TCG, as recorded here.
     pub(crate) fn tcg_max() -> CpuProfile {
-        let v: Value = serde_json::from_str(include_str!("../testdata/tcg-max-static.json"))
-            .expect("test data");
+        recorded(include_str!("../testdata/tcg-max-static.json"))
+    }
+
+    /// A recorded static expansion (QEMU 10.0, TCG) as a profile.
+    pub(crate) fn recorded(json: &str) -> CpuProfile {
+        let v: Value = serde_json::from_str(json).expect("test data");
         CpuProfile::from_static_expansion(&v, "tcg").expect("profile")
     }
 
