@@ -4,6 +4,7 @@ mod block;
 mod console;
 mod guest;
 mod host;
+mod lab;
 mod migrate;
 mod probe;
 mod vm;
@@ -38,6 +39,10 @@ enum Command {
     Block(block::BlockCmd),
     /// Probe a guest's UDP echo responder and report lost replies and gaps.
     Probe(probe::ProbeArgs),
+    /// The seed's lab on this machine (dc, server001, server002, client) and
+    /// the demo that walks through it.
+    #[command(subcommand)]
+    Lab(lab::LabCmd),
 }
 
 /// Runs the CLI and turns errors into a one-line message and exit code 1.
@@ -48,6 +53,7 @@ pub fn main() -> ExitCode {
         Command::Guest(cmd) => guest::run(cmd, cli.json),
         Command::Host(cmd) => host::run(cmd, cli.json),
         Command::Probe(args) => probe::run(args, cli.json),
+        Command::Lab(cmd) => lab::run(cmd, cli.json),
         Command::Vm(cmd) => block_on(false, vm::run(cmd, cli.json)),
         Command::Block(cmd) => block::run(cmd),
     };

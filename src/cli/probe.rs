@@ -20,6 +20,10 @@ pub struct ProbeArgs {
     /// Stop early once this file exists (checked every 100 ms).
     #[arg(long)]
     stop_file: Option<std::path::PathBuf>,
+    /// With --json: include every reply as [sequence, ms since start] (the
+    /// timeline for reports); the start is `started_unix_ms`.
+    #[arg(long)]
+    timeline: bool,
 }
 
 /// Runs the probe and prints the report.
@@ -34,12 +38,19 @@ pub fn run(args: ProbeArgs, json: bool) -> anyhow::Result<ExitCode> {
         linger: Duration::from_millis(500),
         stop_file: args.stop_file.clone(),
     };
+    let started_unix_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64() * 1e3);
     let r = probe::run(&cfg)?;
     if json {
-        let v = serde_json::json!({
+        let mut v = serde_json::json!({
             "target": args.target.to_string(), "sent": r.sent, "received": r.received, "lost": r.lost,
             "duplicates": r.duplicates, "max_gap_ms": r.max_gap_ms, "rtt_avg_ms": r.rtt_avg_ms, "rtt_max_ms": r.rtt_max_ms,
+            "interval_ms": args.interval_ms, "started_unix_ms": started_unix_ms,
         });
+        if args.timeline {
+            v["replies"] = serde_json::json!(r.replies);
+        }
         println!("{v}");
     } else {
         println!(

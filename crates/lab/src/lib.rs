@@ -4,6 +4,10 @@
 //! removed when its guard is dropped, even when a test fails, together with
 //! every process still running inside a namespace.
 
+pub mod demo;
+pub mod report;
+pub mod seed;
+
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -131,6 +135,27 @@ impl Netns {
                     .collect()
             })
             .unwrap_or_default()
+    }
+}
+
+impl Netns {
+    /// A guard for a namespace that already exists (so dropping it removes it).
+    pub fn adopt(name: &str) -> Self {
+        Netns {
+            name: name.to_string(),
+        }
+    }
+
+    /// Keeps the namespace after this guard is gone; returns its name.
+    pub fn keep(self) -> String {
+        let name = self.name.clone();
+        std::mem::forget(self);
+        name
+    }
+
+    /// Whether a namespace of this name exists.
+    pub fn exists(name: &str) -> bool {
+        std::path::Path::new("/run/netns").join(name).exists()
     }
 }
 

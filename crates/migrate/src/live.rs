@@ -331,9 +331,12 @@ async fn drive(
     let ferry = opts.policy == Policy::Ferry;
     let caps = |list: &[(&str, bool)]| json!({"capabilities": list.iter().map(|(c, on)| json!({"capability": c, "state": on})).collect::<Vec<_>>()});
     let multifd = ferry && opts.multifd_channels > 1;
+    // Every capability either side may still carry from an earlier
+    // migration is set explicitly (a VM that arrived by quick migration has
+    // mapped-ram on, which a socket stream refuses).
     d.execute(
         "migrate-set-capabilities",
-        Some(caps(&[("multifd", multifd)])),
+        Some(caps(&[("multifd", multifd), ("mapped-ram", false)])),
     )
     .await
     .map_err(qmp_err("setting destination capabilities"))?;
@@ -341,6 +344,7 @@ async fn drive(
         "migrate-set-capabilities",
         Some(caps(&[
             ("multifd", multifd),
+            ("mapped-ram", false),
             ("auto-converge", ferry),
             ("events", true),
         ])),

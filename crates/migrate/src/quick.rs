@@ -60,7 +60,13 @@ pub async fn drive(
     let (d, _) = QmpClient::connect(&dst.vm_dir(name).qmp_control())
         .await
         .map_err(qmp_err("connecting to the destination QEMU"))?;
-    let caps = json!({"capabilities": [{"capability": "mapped-ram", "state": true}]});
+    // A VM that arrived by live migration still carries that migration's
+    // settings: TLS (which file migration refuses) and multifd.
+    crate::tls::configure(None, src, dst, &s, &d).await?;
+    let caps = json!({"capabilities": [
+        {"capability": "mapped-ram", "state": true},
+        {"capability": "multifd", "state": false},
+    ]});
     s.execute("migrate-set-capabilities", Some(caps.clone()))
         .await
         .map_err(qmp_err("enabling mapped-ram on the source"))?;
