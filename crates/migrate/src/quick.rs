@@ -13,6 +13,9 @@ use serde_json::json;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+/// Parallel channels for saving and restoring.
+const QUICK_CHANNELS: u8 = 4;
+
 async fn wait_completed(
     q: &QmpClient,
     side: &str,
@@ -63,10 +66,21 @@ pub async fn drive(
     // A VM that arrived by live migration still carries that migration's
     // settings: TLS (which file migration refuses) and multifd.
     crate::tls::configure(None, src, dst, &s, &d).await?;
+    // Multifd channels write (and read) the file's fixed page offsets in
+    // parallel: saving an idle 1 GiB guest took ~800 ms with one stream.
     let caps = json!({"capabilities": [
         {"capability": "mapped-ram", "state": true},
-        {"capability": "multifd", "state": false},
+        {"capability": "multifd", "state": true},
     ]});
+    let params = json!({"multifd-channels": QUICK_CHANNELS});
+    for (q, side) in [(&s, "source"), (&d, "destination")] {
+        q.execute("migrate-set-parameters", Some(params.clone()))
+            .await
+            .map_err(|source| MigrateError::Qmp {
+                step: format!("setting the {side}'s save channels"),
+                source,
+            })?;
+    }
     s.execute("migrate-set-capabilities", Some(caps.clone()))
         .await
         .map_err(qmp_err("enabling mapped-ram on the source"))?;
