@@ -301,7 +301,9 @@ pub async fn migrate(
     .await
     .map_err(MigrateError::Prepare)?;
     let result = match &opts.quick {
-        Some(file) => crate::quick::drive(name, src, dst, file, &mut on_progress).await,
+        Some(file) => {
+            crate::quick::drive(name, src, dst, file, opts.policy, &mut on_progress).await
+        }
         None => drive(name, src, dst, opts, &mut cancel, &mut on_progress).await,
     };
     if result.is_err() {

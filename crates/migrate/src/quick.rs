@@ -7,7 +7,7 @@
 //! destination runs: any failure resumes the VM where it was.
 
 use crate::hosts::Host;
-use crate::live::{qmp_err, switch_over, MigrateError, MigrationReport, Progress};
+use crate::live::{qmp_err, switch_over, MigrateError, MigrationReport, Policy, Progress};
 use ferry_qemu::QmpClient;
 use serde_json::json;
 use std::path::Path;
@@ -55,6 +55,7 @@ pub async fn drive(
     src: &Host,
     dst: &Host,
     state_file: &Path,
+    policy: Policy,
     on_progress: &mut impl FnMut(&Progress),
 ) -> Result<MigrationReport, MigrateError> {
     let (s, _) = QmpClient::connect(&src.vm_dir(name).qmp_control())
@@ -66,20 +67,24 @@ pub async fn drive(
     // A VM that arrived by live migration still carries that migration's
     // settings: TLS (which file migration refuses) and multifd.
     crate::tls::configure(None, src, dst, &s, &d).await?;
-    // Multifd channels write (and read) the file's fixed page offsets in
-    // parallel: saving an idle 1 GiB guest took ~800 ms with one stream.
+    // Ferry's: mapped-ram (each page at a fixed offset, the file no larger
+    // than RAM) written and read by parallel multifd channels. QEMU's
+    // defaults, as a plain `virsh save` leaves them: one sequential stream.
+    let ferry = policy == Policy::Ferry;
     let caps = json!({"capabilities": [
-        {"capability": "mapped-ram", "state": true},
-        {"capability": "multifd", "state": true},
+        {"capability": "mapped-ram", "state": ferry},
+        {"capability": "multifd", "state": ferry},
     ]});
-    let params = json!({"multifd-channels": QUICK_CHANNELS});
-    for (q, side) in [(&s, "source"), (&d, "destination")] {
-        q.execute("migrate-set-parameters", Some(params.clone()))
-            .await
-            .map_err(|source| MigrateError::Qmp {
-                step: format!("setting the {side}'s save channels"),
-                source,
-            })?;
+    if ferry {
+        let params = json!({"multifd-channels": QUICK_CHANNELS});
+        for (q, side) in [(&s, "source"), (&d, "destination")] {
+            q.execute("migrate-set-parameters", Some(params.clone()))
+                .await
+                .map_err(|source| MigrateError::Qmp {
+                    step: format!("setting the {side}'s save channels"),
+                    source,
+                })?;
+        }
     }
     s.execute("migrate-set-capabilities", Some(caps.clone()))
         .await
