@@ -12,7 +12,9 @@ fn the_demo_walks_through_and_leaves_nothing_behind() {
     guest_dir();
     let name = format!("fyl{}", std::process::id() % 100_000);
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
-        .args(["--json", "lab", "demo", "--short", "--down", "--name", &name])
+        .args([
+            "--json", "lab", "demo", "--short", "--down", "--name", &name,
+        ])
         .output()
         .unwrap();
     let _cleanup = LabGuard(name.clone());
@@ -51,7 +53,10 @@ fn the_demo_walks_through_and_leaves_nothing_behind() {
         .map(|r| r[1].as_f64().unwrap())
         .filter(|t| *t >= from && *t <= to)
         .collect();
-    assert!(times.len() > 100, "too few replies around the live migration");
+    assert!(
+        times.len() > 100,
+        "too few replies around the live migration"
+    );
     let gap = times.windows(2).map(|w| w[1] - w[0]).fold(0.0, f64::max);
     assert!(gap < 2000.0, "live migration blackout {gap} ms");
     // Reports exist where the summary says.

@@ -214,21 +214,12 @@ fn vm_moves_back_and_forth_with_workloads_and_a_client_probing() {
 }
 
 /// Starts a migration that takes a while (bandwidth capped, memory dirtied).
-fn slow_migration(m: &MigLab) -> Child {
+fn slow_migration(m: &MigLab, extra: &[&str]) -> Child {
     let mut c = m.ferry(0);
-    c.args([
-        "vm",
-        "migrate",
-        "vm",
-        "--to",
-        "h2",
-        "--bandwidth",
-        "8",
-        "--timeout",
-        "60",
-    ])
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
+    c.args(["vm", "migrate", "vm", "--to", "h2", "--bandwidth", "8"])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     c.spawn().unwrap()
 }
 
@@ -317,14 +308,14 @@ fn killed_destination_or_cancel_leaves_the_vm_on_the_source() {
     m.h[0].wait_console("vm", "FERRY-MEMTEST ok", Duration::from_secs(60));
 
     // 1. The destination's QEMU is killed mid-migration.
-    let mig = slow_migration(&m);
+    let mig = slow_migration(&m, &["--timeout", "60"]);
     let pid = wait_destination_started(&m);
     wait_stream_flowing(&m);
     run_ok(std::process::Command::new("kill").args(["-9", &pid.to_string()]));
     assert_still_on_source(&m, mig.wait_with_output().unwrap(), "destination killed");
 
     // 2. The user cancels.
-    let mig = slow_migration(&m);
+    let mig = slow_migration(&m, &["--timeout", "60"]);
     wait_destination_started(&m);
     wait_stream_flowing(&m);
     run_ok(m.ferry(0).args(["vm", "migrate", "vm", "--cancel"]));
@@ -337,21 +328,7 @@ fn killed_destination_or_cancel_leaves_the_vm_on_the_source() {
     assert_still_on_source(&m, out, "cancelled");
 
     // 3. The internal link goes down mid-migration: the stall is noticed.
-    let mut c = m.ferry(0);
-    c.args([
-        "vm",
-        "migrate",
-        "vm",
-        "--to",
-        "h2",
-        "--bandwidth",
-        "8",
-        "--stall-timeout",
-        "3",
-    ])
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
-    let mig = c.spawn().unwrap();
+    let mig = slow_migration(&m, &["--stall-timeout", "3"]);
     wait_destination_started(&m);
     wait_stream_flowing(&m);
     m.lab.host2.ip(&["link", "set", "int", "down"]).unwrap();

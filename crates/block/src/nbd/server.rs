@@ -516,14 +516,8 @@ mod tests {
         data: &[u8],
         len: u32,
     ) -> (u32, Vec<u8>) {
-        let mut r = proto::REQUEST_MAGIC.to_be_bytes().to_vec();
-        r.extend_from_slice(&flags.to_be_bytes());
-        r.extend_from_slice(&kind.to_be_bytes());
-        r.extend_from_slice(&handle.to_be_bytes());
-        r.extend_from_slice(&offset.to_be_bytes());
-        r.extend_from_slice(&len.to_be_bytes());
-        r.extend_from_slice(data);
-        c.write_all(&r).unwrap();
+        c.write_all(&encode(kind, flags, handle, offset, data, len))
+            .unwrap();
         let mut h = [0u8; 16];
         c.read_exact(&mut h).unwrap();
         assert_eq!(u64::from_be_bytes(h[8..16].try_into().unwrap()), handle);
@@ -584,13 +578,7 @@ mod tests {
 
     #[test]
     fn large_writes_take_the_splice_path_and_stay_in_sync() {
-        let (exports, path) = export("big", false);
-        let (mut c, s) = UnixStream::pair().unwrap();
-        {
-            let e = exports.clone();
-            std::thread::spawn(move || serve_connection(s, e));
-        }
-        go(&mut c, "big");
+        let (mut c, path) = connected("big");
         let data: Vec<u8> = (0..256 * 1024).map(|i| (i % 251) as u8).collect();
         let len = data.len() as u32;
         assert_eq!(request(&mut c, cmd::WRITE, 0, 1, 65536, &data, len).0, 0);
@@ -611,9 +599,19 @@ mod tests {
         std::fs::remove_file(path).unwrap();
     }
 
-    fn encode(kind: u16, handle: u64, offset: u64, data: &[u8], len: u32) -> Vec<u8> {
+    /// A client connected to a fresh writable export `name`, past the handshake.
+    fn connected(name: &str) -> (UnixStream, std::path::PathBuf) {
+        let (exports, path) = export(name, false);
+        let (mut c, s) = UnixStream::pair().unwrap();
+        std::thread::spawn(move || serve_connection(s, exports));
+        go(&mut c, name);
+        (c, path)
+    }
+
+    /// One request on the wire.
+    fn encode(kind: u16, flags: u16, handle: u64, offset: u64, data: &[u8], len: u32) -> Vec<u8> {
         let mut r = proto::REQUEST_MAGIC.to_be_bytes().to_vec();
-        r.extend_from_slice(&0u16.to_be_bytes());
+        r.extend_from_slice(&flags.to_be_bytes());
         r.extend_from_slice(&kind.to_be_bytes());
         r.extend_from_slice(&handle.to_be_bytes());
         r.extend_from_slice(&offset.to_be_bytes());
@@ -624,23 +622,17 @@ mod tests {
 
     #[test]
     fn pipelined_requests_are_each_answered_once_and_land_where_they_should() {
-        let (exports, path) = export("pipe", false);
-        let (mut c, s) = UnixStream::pair().unwrap();
-        {
-            let e = exports.clone();
-            std::thread::spawn(move || serve_connection(s, e));
-        }
-        go(&mut c, "pipe");
+        let (mut c, path) = connected("pipe");
         // Small writes, then a large one whose start sits in the reader's
         // buffer behind them, then a read: all sent before any reply is read.
         let small: Vec<Vec<u8>> = (0..8u8).map(|i| vec![i + 1; 4096]).collect();
         let big: Vec<u8> = (0..128 * 1024).map(|i| (i % 241) as u8).collect();
         let mut burst = Vec::new();
         for (i, d) in small.iter().enumerate() {
-            burst.extend(encode(cmd::WRITE, i as u64, i as u64 * 4096, d, 4096));
+            burst.extend(encode(cmd::WRITE, 0, i as u64, i as u64 * 4096, d, 4096));
         }
-        burst.extend(encode(cmd::WRITE, 100, 65536, &big, big.len() as u32));
-        burst.extend(encode(cmd::READ, 101, 0, &[], 4096));
+        burst.extend(encode(cmd::WRITE, 0, 100, 65536, &big, big.len() as u32));
+        burst.extend(encode(cmd::READ, 0, 101, 0, &[], 4096));
         c.write_all(&burst).unwrap();
         let mut handles = Vec::new();
         for _ in 0..small.len() + 2 {
