@@ -492,11 +492,11 @@ async fn drive(
     };
 
     let completed_at = Instant::now();
-    switch_over(name, src, &s, &d).await?;
-    let resume_ms = completed_at.elapsed().as_millis() as u64;
+    let running_at = switch_over(name, src, &s, &d).await?;
+    let resume_ms = running_at.duration_since(completed_at).as_millis() as u64;
     let report = MigrationReport {
         name: name.to_string(),
-        total_ms: started.elapsed().as_millis() as u64,
+        total_ms: running_at.duration_since(started).as_millis() as u64,
         downtime_ms: num(&final_state, &["downtime"]),
         resume_ms,
         transferred_mib: num(&final_state, &["ram", "transferred"]) as f64 / 1048576.0,
@@ -509,13 +509,14 @@ async fn drive(
 /// Switchover: the destination runs (QEMU resumed it by itself; only one
 /// left paused gets `cont`) and announces the guest's MAC so the bridges learn
 /// its new port; then the source's QEMU goes away for good. Returns once the
-/// source is gone: never two running copies.
+/// source is gone (never two running copies), with the moment the
+/// destination was seen running.
 pub(crate) async fn switch_over(
     name: &str,
     src: &Host,
     s: &QmpClient,
     d: &QmpClient,
-) -> Result<(), MigrateError> {
+) -> Result<Instant, MigrateError> {
     loop {
         match d
             .run_state()
@@ -533,6 +534,7 @@ pub(crate) async fn switch_over(
             }
         }
     }
+    let running_at = Instant::now();
     let announce = json!({"initial": 50, "max": 550, "rounds": 5, "step": 100});
     if let Err(e) = d.execute("announce-self", Some(announce)).await {
         tracing::warn!("announce-self failed: {e}");
@@ -546,7 +548,7 @@ pub(crate) async fn switch_over(
             _ => tokio::time::sleep(Duration::from_millis(10)).await,
         }
     }
-    Ok(())
+    Ok(running_at)
 }
 
 /// SIGINT (Ctrl-C) and SIGTERM (`ferry vm migrate --cancel`), either of

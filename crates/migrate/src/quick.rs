@@ -123,15 +123,15 @@ pub async fn drive(
         }
     };
     let completed_at = Instant::now();
-    switch_over(name, src, &s, &d).await?;
+    let running_at = switch_over(name, src, &s, &d).await?;
     let _ = std::fs::remove_file(state_file);
-    let total_ms = started.elapsed().as_millis() as u64;
+    let total_ms = running_at.duration_since(started).as_millis() as u64;
     Ok(MigrationReport {
         name: name.to_string(),
         total_ms,
         // The guest is paused from the first step to the last.
         downtime_ms: total_ms,
-        resume_ms: completed_at.elapsed().as_millis() as u64,
+        resume_ms: running_at.duration_since(completed_at).as_millis() as u64,
         transferred_mib: saved["ram"]["transferred"].as_u64().unwrap_or(0) as f64 / 1048576.0,
         rounds: 1,
         final_downtime_limit_ms: 0,
