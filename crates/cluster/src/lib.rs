@@ -9,11 +9,17 @@
 //! ([`tls`]). Unlike the example, a log append is fsynced before it is
 //! reported done, and reads wait for `ensure_linearizable`.
 
+pub mod api;
+pub mod client;
 pub mod codec;
 pub mod fsutil;
 pub mod log_store;
+pub mod network;
+pub mod node;
+pub mod server;
 pub mod state;
 pub mod state_machine;
+pub mod tls;
 
 use serde::{Deserialize, Serialize};
 use std::io::Cursor;

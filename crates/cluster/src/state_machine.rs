@@ -8,7 +8,7 @@
 //! only up to the last snapshot, so nothing acknowledged is ever only in
 //! memory.
 
-use crate::codec::SNAPSHOT;
+use crate::codec::{CodecError, SNAPSHOT};
 use crate::fsutil::{read_sealed, write_sealed, FileError};
 use crate::state::{ClusterState, Response};
 use crate::{Member, NodeId, TypeConfig};
@@ -95,10 +95,12 @@ impl StateMachineStore {
 }
 
 /// The bytes of a snapshot as sent to another node: the sealed state.
-fn snapshot_data(state: &ClusterState) -> Result<Box<Cursor<Vec<u8>>>, StorageError<NodeId>> {
-    crate::codec::seal(SNAPSHOT, state)
-        .map(|b| Box::new(Cursor::new(b)))
-        .map_err(|e| StorageIOError::read_state_machine(AnyError::new(&e)).into())
+fn snapshot_data(state: &ClusterState) -> Result<Box<Cursor<Vec<u8>>>, CodecError> {
+    crate::codec::seal(SNAPSHOT, state).map(|b| Box::new(Cursor::new(b)))
+}
+
+fn sm_read_err(e: CodecError) -> StorageError<NodeId> {
+    StorageIOError::read_state_machine(AnyError::new(&e)).into()
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
@@ -114,7 +116,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
             last_membership: applied.membership,
             snapshot_id,
         };
-        let data = snapshot_data(&applied.state)?;
+        let data = snapshot_data(&applied.state).map_err(sm_read_err)?;
         self.store(StoredSnapshot {
             meta: meta.clone(),
             state: applied.state,
@@ -206,7 +208,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 .map_err(snapshot_err)?;
         match stored {
             Some(s) => Ok(Some(Snapshot {
-                snapshot: snapshot_data(&s.state)?,
+                snapshot: snapshot_data(&s.state).map_err(sm_read_err)?,
                 meta: s.meta,
             })),
             None => Ok(None),

@@ -24,6 +24,8 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, TempDir> for DiskStor
 }
 
 #[test]
-fn openraft_storage_suite() -> Result<(), StorageError<NodeId>> {
-    Suite::test_all(DiskStores)
+fn openraft_storage_suite() {
+    if let Err(e) = Suite::test_all(DiskStores) {
+        panic!("openraft's storage suite failed: {e}");
+    }
 }

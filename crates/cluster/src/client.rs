@@ -1,0 +1,241 @@
+//! HTTPS clients for reaching members: one per call target, with the
+//! caller's certificate, checking that the server is the member named.
+//!
+//! [`Peers`] makes the connections (used by the Raft network and by the
+//! API's forwarding); [`ApiClient`] speaks the JSON API (`/v1/...`) for the
+//! CLI, the tests and the forwarding of commands and reads to the leader.
+
+use crate::api::types::{ErrorBody, JoinRequest, Status, WriteResult};
+use crate::state::{ClusterState, Command};
+use crate::tls::{Identity, TlsError};
+use crate::{Member, NodeId};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// The largest JSON reply a client accepts.
+pub const MAX_REPLY: usize = 64 << 20;
+/// The header that marks a request one member forwarded to another.
+pub const FORWARDED: &str = "x-ferry-forwarded";
+
+/// Problems calling a member.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The member's address is not `ip:port`.
+    #[error("member {member} has no usable address")]
+    BadAddress {
+        /// The member.
+        member: String,
+        /// Why.
+        #[source]
+        source: std::net::AddrParseError,
+    },
+    /// The TLS configuration could not be made.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// Connecting or talking HTTP failed.
+    #[error("cannot reach {member}")]
+    Http {
+        /// The member.
+        member: String,
+        /// Why.
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The reply was larger than allowed.
+    #[error("reply from {member} exceeds {max} bytes")]
+    TooLarge {
+        /// The member.
+        member: String,
+        /// The cap.
+        max: usize,
+    },
+    /// The reply was not the JSON expected.
+    #[error("malformed reply from {member}")]
+    Malformed {
+        /// The member.
+        member: String,
+        /// Why.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The member answered with an error.
+    #[error("{member} answered {status}: {message}")]
+    Api {
+        /// The member.
+        member: String,
+        /// HTTP status.
+        status: u16,
+        /// Its message.
+        message: String,
+    },
+}
+
+/// Makes HTTPS clients that reach members with this member's identity.
+#[derive(Clone)]
+pub struct Peers {
+    tls: rustls::ClientConfig,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for Peers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Peers")
+    }
+}
+
+impl Peers {
+    /// Clients that authenticate as `identity`.
+    pub fn new(identity: &Identity) -> Result<Self, TlsError> {
+        Ok(Peers {
+            tls: identity.client_config()?,
+            timeout: Duration::from_secs(10),
+        })
+    }
+
+    /// A client that reaches `member` (by its name, at its address) and the
+    /// base URL to use with it.
+    pub fn client_for(&self, member: &Member) -> Result<(reqwest::Client, String), ClientError> {
+        let addr: SocketAddr = member
+            .addr
+            .parse()
+            .map_err(|source| ClientError::BadAddress {
+                member: member.to_string(),
+                source,
+            })?;
+        let client = reqwest::Client::builder()
+            .use_preconfigured_tls(self.tls.clone())
+            .resolve(&member.name, addr)
+            .connect_timeout(Duration::from_secs(3))
+            .timeout(self.timeout)
+            .build()
+            .map_err(|source| ClientError::Http {
+                member: member.to_string(),
+                source,
+            })?;
+        Ok((client, format!("https://{}:{}", member.name, addr.port())))
+    }
+}
+
+/// Reads a reply body, refusing one larger than `max`.
+pub async fn read_capped(
+    member: &Member,
+    mut resp: reqwest::Response,
+    max: usize,
+) -> Result<Vec<u8>, ClientError> {
+    let too_large = || ClientError::TooLarge {
+        member: member.to_string(),
+        max,
+    };
+    if resp.content_length().is_some_and(|n| n > max as u64) {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|source| ClientError::Http {
+        member: member.to_string(),
+        source,
+    })? {
+        if body.len() + chunk.len() > max {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// A client of the members' JSON API.
+#[derive(Debug, Clone)]
+pub struct ApiClient {
+    peers: Peers,
+}
+
+impl ApiClient {
+    /// A client that authenticates as `identity`.
+    pub fn new(identity: &Identity) -> Result<Self, TlsError> {
+        Ok(ApiClient {
+            peers: Peers::new(identity)?,
+        })
+    }
+
+    /// A client over existing [`Peers`].
+    pub fn from_peers(peers: Peers) -> Self {
+        ApiClient { peers }
+    }
+
+    /// Calls `path` on `member`: POST with a JSON body, or GET without one.
+    pub async fn call<B: Serialize, R: DeserializeOwned>(
+        &self,
+        member: &Member,
+        path: &str,
+        body: Option<&B>,
+        forwarded: bool,
+    ) -> Result<R, ClientError> {
+        let (client, base) = self.peers.client_for(member)?;
+        let url = format!("{base}{path}");
+        let mut req = match body {
+            Some(b) => client.post(url).json(b),
+            None => client.get(url),
+        };
+        if forwarded {
+            req = req.header(FORWARDED, "1");
+        }
+        let http = |source| ClientError::Http {
+            member: member.to_string(),
+            source,
+        };
+        let resp = req.send().await.map_err(http)?;
+        let status = resp.status();
+        let bytes = read_capped(member, resp, MAX_REPLY).await?;
+        if !status.is_success() {
+            let message = serde_json::from_slice::<ErrorBody>(&bytes)
+                .map(|e| e.error)
+                .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).into_owned());
+            return Err(ClientError::Api {
+                member: member.to_string(),
+                status: status.as_u16(),
+                message,
+            });
+        }
+        serde_json::from_slice(&bytes).map_err(|source| ClientError::Malformed {
+            member: member.to_string(),
+            source,
+        })
+    }
+
+    /// Makes `member` the first member of a new cluster.
+    pub async fn init(&self, member: &Member) -> Result<Status, ClientError> {
+        self.call(member, "/v1/cluster/init", Some(&()), false)
+            .await
+    }
+
+    /// Asks the cluster, through `via`, to take `new` in as voter `id`.
+    pub async fn join(
+        &self,
+        via: &Member,
+        id: NodeId,
+        new: &Member,
+    ) -> Result<Status, ClientError> {
+        let req = JoinRequest {
+            id,
+            member: new.clone(),
+        };
+        self.call(via, "/v1/cluster/join", Some(&req), false).await
+    }
+
+    /// The Raft status of `member` as it sees it.
+    pub async fn status(&self, member: &Member) -> Result<Status, ClientError> {
+        self.call::<(), _>(member, "/v1/cluster/status", None, false)
+            .await
+    }
+
+    /// Commits `command` through `via` (forwarded to the leader).
+    pub async fn write(&self, via: &Member, command: &Command) -> Result<WriteResult, ClientError> {
+        self.call(via, "/v1/commands", Some(command), false).await
+    }
+
+    /// Reads the whole state linearizably through `via`.
+    pub async fn state(&self, via: &Member) -> Result<ClusterState, ClientError> {
+        self.call::<(), _>(via, "/v1/state", None, false).await
+    }
+}

@@ -1,0 +1,144 @@
+//! One member of the cluster database: its Raft instance over its on-disk
+//! stores, and its HTTPS endpoint.
+
+use crate::api::{self, App};
+use crate::client::{ApiClient, Peers};
+use crate::log_store::{LogError, LogStore};
+use crate::network::Network;
+use crate::server::Server;
+use crate::state_machine::StateMachineStore;
+use crate::tls::{Identity, TlsError};
+use crate::{Member, NodeId, Raft};
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+
+/// Problems starting a member.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// Its TLS credentials are unusable.
+    #[error("TLS credentials")]
+    Tls(#[from] TlsError),
+    /// Its log cannot be opened.
+    #[error("Raft log")]
+    Log(#[from] LogError),
+    /// Its snapshot cannot be read.
+    #[error("state machine")]
+    StateMachine(#[from] crate::fsutil::FileError),
+    /// The Raft timings are inconsistent.
+    #[error("Raft configuration")]
+    Config(#[from] openraft::ConfigError),
+    /// Raft could not start.
+    #[error("Raft start: {0}")]
+    Raft(String),
+    /// The listener is unusable.
+    #[error("listener")]
+    Io(#[from] std::io::Error),
+}
+
+/// How to run one member.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// Its Raft id, unique in the cluster.
+    pub id: NodeId,
+    /// Its host name (the name in its certificate).
+    pub name: String,
+    /// Where its log and snapshot live (`<dir>/log`, `<dir>/state`).
+    pub data_dir: PathBuf,
+    /// Its TLS credentials (a host directory of `ferry_pki`).
+    pub tls_dir: PathBuf,
+    /// Raft timings.
+    pub raft: openraft::Config,
+}
+
+impl NodeConfig {
+    /// Raft timings for hosts on one LAN: heartbeat every 250 ms, election
+    /// after 1–2 s without one.
+    pub fn default_raft() -> openraft::Config {
+        openraft::Config {
+            cluster_name: "ferry".into(),
+            heartbeat_interval: 250,
+            election_timeout_min: 1000,
+            election_timeout_max: 2000,
+            ..Default::default()
+        }
+    }
+}
+
+/// A running member.
+#[derive(Debug)]
+pub struct Node {
+    app: Arc<App>,
+    server: Server,
+}
+
+impl Node {
+    /// Starts a member from its directory, serving on `listener`.
+    pub async fn start(config: NodeConfig, listener: TcpListener) -> Result<Node, NodeError> {
+        let identity = Identity::load(&config.tls_dir)?;
+        let peers = Peers::new(&identity)?;
+        let log = LogStore::open(&config.data_dir.join("log"))?;
+        let state = StateMachineStore::open(&config.data_dir.join("state"))?;
+        let raft_config = Arc::new(config.raft.validate()?);
+        let raft = Raft::new(
+            config.id,
+            raft_config,
+            Network::new(peers.clone()),
+            log,
+            state.clone(),
+        )
+        .await
+        .map_err(|e| NodeError::Raft(e.to_string()))?;
+        let member = Member {
+            name: config.name.clone(),
+            addr: listener.local_addr()?.to_string(),
+        };
+        let app = Arc::new(App {
+            id: config.id,
+            member,
+            raft,
+            state,
+            client: ApiClient::from_peers(peers),
+        });
+        let server = Server::spawn(
+            listener,
+            identity.server_config()?,
+            api::router(app.clone()),
+        )?;
+        tracing::info!(
+            "member {} ({}) serving on {}",
+            config.id,
+            config.name,
+            server.addr()
+        );
+        Ok(Node { app, server })
+    }
+
+    /// Its id.
+    pub fn id(&self) -> NodeId {
+        self.app.id
+    }
+
+    /// Its name and address.
+    pub fn member(&self) -> &Member {
+        &self.app.member
+    }
+
+    /// Its Raft instance.
+    pub fn raft(&self) -> &Raft {
+        &self.app.raft
+    }
+
+    /// Its state machine (local, not linearizable: see `/v1/state`).
+    pub fn state(&self) -> &StateMachineStore {
+        &self.app.state
+    }
+
+    /// Stops serving and stops Raft; the directory keeps everything.
+    pub async fn shutdown(self) {
+        drop(self.server);
+        if let Err(e) = self.app.raft.shutdown().await {
+            tracing::warn!("Raft shutdown of member {}: {e}", self.app.id);
+        }
+    }
+}

@@ -1,0 +1,360 @@
+//! Three members on 127.0.0.1 with their own directories and certificates:
+//! create, join (one join through a follower, after the log was purged
+//! into a snapshot), commit and read through followers, lose the leader,
+//! restart everyone from disk, and refuse a stranger's certificate.
+
+use ferry_cluster::client::ApiClient;
+use ferry_cluster::node::{Node, NodeConfig};
+use ferry_cluster::state::{ClusterState, Command, HostState, VmDef};
+use ferry_cluster::tls::Identity;
+use ferry_cluster::{Member, NodeId};
+use ferry_pki::Ca;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .try_init();
+}
+
+fn raft_timings() -> openraft::Config {
+    openraft::Config {
+        heartbeat_interval: 100,
+        election_timeout_min: 400,
+        election_timeout_max: 800,
+        // Snapshot and purge often, so a late joiner is sent a snapshot.
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(10),
+        max_in_snapshot_log_to_keep: 0,
+        ..NodeConfig::default_raft()
+    }
+}
+
+struct Lab {
+    root: PathBuf,
+    addrs: Vec<SocketAddr>,
+}
+
+impl Lab {
+    fn config(&self, id: NodeId) -> NodeConfig {
+        NodeConfig {
+            id,
+            name: format!("node{id}"),
+            data_dir: self.root.join(format!("data{id}")),
+            tls_dir: self.root.join(format!("tls{id}")),
+            raft: raft_timings(),
+        }
+    }
+
+    async fn start(&self, id: NodeId) -> Node {
+        let addr = self.addrs[id as usize - 1];
+        // The port was just released by a stopped member: retry briefly.
+        let mut tries = 0;
+        let listener = loop {
+            match TcpListener::bind(addr).await {
+                Ok(l) => break l,
+                Err(e) if tries < 50 => {
+                    tries += 1;
+                    tracing::debug!("bind {addr}: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("cannot bind {addr} again: {e}"),
+            }
+        };
+        Node::start(self.config(id), listener)
+            .await
+            .expect("start member")
+    }
+}
+
+fn member(lab: &Lab, id: NodeId) -> Member {
+    Member {
+        name: format!("node{id}"),
+        addr: lab.addrs[id as usize - 1].to_string(),
+    }
+}
+
+/// Waits until one of `members` reports a leader other than `not`.
+async fn wait_leader(client: &ApiClient, members: &[Member], not: Option<NodeId>) -> NodeId {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        for m in members {
+            if let Ok(s) = client.status(m).await {
+                if let Some(l) = s.leader.filter(|l| Some(*l) != not) {
+                    if s.state == "Leader" || s.voters.contains_key(&l) {
+                        return l;
+                    }
+                }
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no leader elected in time"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Writes through `via`, retrying while leadership settles.
+async fn write(client: &ApiClient, via: &[Member], command: Command) -> u64 {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        for m in via {
+            match client.write(m, &command).await {
+                Ok(r) => {
+                    assert_eq!(r.response.refused, None, "{command:?} refused");
+                    return r.log_index;
+                }
+                Err(e) => tracing::info!("write through {m}: {e:#}"),
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "write never committed"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn read(client: &ApiClient, via: &[Member]) -> ClusterState {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        for m in via {
+            match client.state(m).await {
+                Ok(s) => return s,
+                Err(e) => tracing::info!("read through {m}: {e:#}"),
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no linearizable read"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn issue(ca: &Ca, name: &str, dir: &Path) {
+    ca.ensure_host(name, &[LOCALHOST], dir)
+        .expect("issue certificate");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_members_survive_leader_loss_and_full_restart() {
+    init_tracing();
+    tokio::time::timeout(Duration::from_secs(180), scenario())
+        .await
+        .expect("scenario finished in time");
+}
+
+async fn scenario() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let ca = Ca::open_or_create(&tmp.path().join("ca")).expect("CA");
+    let mut addrs = Vec::new();
+    let mut listeners = Vec::new();
+    for id in 1..=3u64 {
+        issue(
+            &ca,
+            &format!("node{id}"),
+            &tmp.path().join(format!("tls{id}")),
+        );
+        let l = TcpListener::bind((LOCALHOST, 0)).await.expect("bind");
+        addrs.push(l.local_addr().expect("addr"));
+        listeners.push(l);
+    }
+    issue(&ca, "admin", &tmp.path().join("admin"));
+    let lab = Lab {
+        root: tmp.path().to_path_buf(),
+        addrs,
+    };
+    let client = ApiClient::new(&Identity::load(&tmp.path().join("admin")).expect("identity"))
+        .expect("client");
+    let mut nodes = Vec::new();
+    for (i, l) in listeners.into_iter().enumerate() {
+        nodes.push(Some(
+            Node::start(lab.config(i as u64 + 1), l)
+                .await
+                .expect("start"),
+        ));
+    }
+    let all: Vec<Member> = (1..=3).map(|id| member(&lab, id)).collect();
+
+    // Create on node 1, join node 2 directly.
+    let status = client.init(&all[0]).await.expect("init");
+    assert_eq!(status.leader, Some(1));
+    client.join(&all[0], 2, &all[1]).await.expect("join node2");
+    // Enough entries that the leader snapshots and purges its log...
+    for i in 0..15 {
+        write(
+            &client,
+            &all[..1],
+            Command::Note {
+                message: format!("note {i}"),
+            },
+        )
+        .await;
+    }
+    // ...so node 3, joining through a follower, is sent a snapshot.
+    let status = client
+        .join(&all[1], 3, &all[2])
+        .await
+        .expect("join node3 via node2");
+    assert_eq!(status.voters.len(), 3, "{status:?}");
+
+    // A write through a follower, read back through another follower.
+    let vm = VmDef {
+        name: "web".into(),
+        spec: serde_json::json!({"memory_mib": 256, "cpus": 1}),
+        owner: Some("node1".into()),
+    };
+    write(&client, &all[2..3], Command::PutVm { vm: vm.clone() }).await;
+    let state = read(&client, &all[1..2]).await;
+    assert_eq!(state.vms.get("web"), Some(&vm));
+    assert_eq!(state.hosts.len(), 3);
+    assert!(
+        state.hosts.values().all(|h| h.state == HostState::Up),
+        "{:?}",
+        state.hosts
+    );
+    // Node 3 holds the snapshot's state too (its local copy, eventually).
+    let n3 = nodes[2].as_ref().expect("node3");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while n3
+        .state()
+        .read(|s| s.vms.contains_key("web"))
+        .await
+        .then_some(())
+        .is_none()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "node3 never applied the VM"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        n3.state()
+            .read(|s| s.events.iter().any(|e| e.message == "note 0"))
+            .await
+    );
+
+    // Lose the leader: a new one is elected and writes still commit.
+    let old = wait_leader(&client, &all, None).await;
+    nodes[old as usize - 1]
+        .take()
+        .expect("leader running")
+        .shutdown()
+        .await;
+    let survivors: Vec<Member> = all
+        .iter()
+        .filter(|m| m.name != format!("node{old}"))
+        .cloned()
+        .collect();
+    let new = wait_leader(&client, &survivors, Some(old)).await;
+    assert_ne!(new, old);
+    write(
+        &client,
+        &survivors,
+        Command::SetVmOwner {
+            name: "web".into(),
+            owner: Some("node2".into()),
+        },
+    )
+    .await;
+    assert_eq!(
+        read(&client, &survivors).await.vms["web"].owner.as_deref(),
+        Some("node2")
+    );
+
+    // Stop everyone; start everyone from their directories.
+    for n in nodes.iter_mut() {
+        if let Some(n) = n.take() {
+            n.shutdown().await;
+        }
+    }
+    for id in 1..=3 {
+        nodes[id as usize - 1] = Some(lab.start(id).await);
+    }
+    wait_leader(&client, &all, None).await;
+    let state = read(&client, &all).await;
+    assert_eq!(state.vms["web"].owner.as_deref(), Some("node2"));
+    assert_eq!(state.vms["web"].spec, vm.spec);
+    assert_eq!(state.hosts.len(), 3);
+    assert!(state
+        .events
+        .iter()
+        .any(|e| e.message.contains("VM web owner node1 -> node2")));
+    let after = write(
+        &client,
+        &all,
+        Command::Note {
+            message: "after restart".into(),
+        },
+    )
+    .await;
+    assert!(after > 20, "the log goes on where it was: index {after}");
+
+    for n in nodes.iter_mut() {
+        if let Some(n) = n.take() {
+            n.shutdown().await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_from_another_ca_is_refused() {
+    init_tracing();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let ca = Ca::open_or_create(&tmp.path().join("ca")).expect("CA");
+    let other = Ca::open_or_create(&tmp.path().join("other-ca")).expect("other CA");
+    issue(&ca, "node1", &tmp.path().join("tls1"));
+    issue(&ca, "admin", &tmp.path().join("admin"));
+    issue(&other, "node1", &tmp.path().join("stranger"));
+    let listener = TcpListener::bind((LOCALHOST, 0)).await.expect("bind");
+    let m = Member {
+        name: "node1".into(),
+        addr: listener.local_addr().expect("addr").to_string(),
+    };
+    let config = NodeConfig {
+        id: 1,
+        name: "node1".into(),
+        data_dir: tmp.path().join("data1"),
+        tls_dir: tmp.path().join("tls1"),
+        raft: raft_timings(),
+    };
+    let node = Node::start(config, listener).await.expect("start");
+    let member_client =
+        ApiClient::new(&Identity::load(&tmp.path().join("admin")).expect("identity"))
+            .expect("client");
+    member_client
+        .init(&m)
+        .await
+        .expect("a client of the cluster CA is served");
+
+    // A stranger (same name, another CA) can neither read nor write.
+    let stranger = ApiClient::new(&Identity::load(&tmp.path().join("stranger")).expect("identity"))
+        .expect("client");
+    let err = stranger.status(&m).await.expect_err("stranger refused");
+    assert!(
+        matches!(err, ferry_cluster::client::ClientError::Http { .. }),
+        "refused at the TLS layer: {err:#}"
+    );
+    stranger
+        .write(
+            &m,
+            &Command::Note {
+                message: "intrusion".into(),
+            },
+        )
+        .await
+        .expect_err("stranger cannot write");
+    let state = member_client.state(&m).await.expect("read");
+    assert!(!state.events.iter().any(|e| e.message == "intrusion"));
+    node.shutdown().await;
+}
