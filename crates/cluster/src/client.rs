@@ -94,8 +94,25 @@ impl Peers {
         })
     }
 
-    /// A client that reaches `member` (by its name, at its address) and the
-    /// base URL to use with it.
+    /// Clients with no certificate (the CLI) that trust servers of the CA
+    /// whose certificate is in `ca_cert`.
+    pub fn anonymous(ca_cert: &std::path::Path) -> Result<Self, TlsError> {
+        Ok(Peers {
+            tls: crate::tls::anonymous_client_config(ca_cert)?,
+            timeout: Duration::from_secs(10),
+        })
+    }
+
+    /// How long one call may take.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// A client that reaches `member` and the base URL to use with it. A
+    /// member with a name is dialled by name at its address, and its
+    /// certificate must carry the name; one without (the CLI given only an
+    /// address) must have the address in its certificate.
     pub fn client_for(&self, member: &Member) -> Result<(reqwest::Client, String), ClientError> {
         let addr: SocketAddr = member
             .addr
@@ -104,9 +121,14 @@ impl Peers {
                 member: member.to_string(),
                 source,
             })?;
-        let client = reqwest::Client::builder()
-            .use_preconfigured_tls(self.tls.clone())
-            .resolve(&member.name, addr)
+        let mut builder = reqwest::Client::builder().use_preconfigured_tls(self.tls.clone());
+        let base = if member.name.is_empty() {
+            format!("https://{addr}")
+        } else {
+            builder = builder.resolve(&member.name, addr);
+            format!("https://{}:{}", member.name, addr.port())
+        };
+        let client = builder
             .connect_timeout(Duration::from_secs(3))
             .timeout(self.timeout)
             .build()
@@ -114,7 +136,7 @@ impl Peers {
                 member: member.to_string(),
                 source,
             })?;
-        Ok((client, format!("https://{}:{}", member.name, addr.port())))
+        Ok((client, base))
     }
 }
 
@@ -145,9 +167,18 @@ pub async fn read_capped(
 }
 
 /// A client of the members' JSON API.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ApiClient {
     peers: Peers,
+    token: Option<String>,
+}
+
+impl std::fmt::Debug for ApiClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiClient")
+            .field("token", &self.token.as_ref().map(|_| "<set>"))
+            .finish_non_exhaustive()
+    }
 }
 
 impl ApiClient {
@@ -155,12 +186,19 @@ impl ApiClient {
     pub fn new(identity: &Identity) -> Result<Self, TlsError> {
         Ok(ApiClient {
             peers: Peers::new(identity)?,
+            token: None,
         })
     }
 
     /// A client over existing [`Peers`].
     pub fn from_peers(peers: Peers) -> Self {
-        ApiClient { peers }
+        ApiClient { peers, token: None }
+    }
+
+    /// The same client, presenting `token` as a bearer token.
+    pub fn with_token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(token.into());
+        self
     }
 
     /// Calls `path` on `member`: POST with a JSON body, or GET without one.
@@ -179,6 +217,9 @@ impl ApiClient {
         };
         if forwarded {
             req = req.header(FORWARDED, "1");
+        }
+        if let Some(token) = &self.token {
+            req = req.bearer_auth(token);
         }
         let http = |source| ClientError::Http {
             member: member.to_string(),
@@ -232,6 +273,21 @@ impl ApiClient {
     /// Commits `command` through `via` (forwarded to the leader).
     pub async fn write(&self, via: &Member, command: &Command) -> Result<WriteResult, ClientError> {
         self.call(via, "/v1/commands", Some(command), false).await
+    }
+
+    /// Asks `via` (the member holding the CA) for a host certificate.
+    pub async fn certificate(
+        &self,
+        via: &Member,
+        name: &str,
+        addresses: &[std::net::IpAddr],
+    ) -> Result<crate::api::types::Credentials, ClientError> {
+        let req = crate::api::types::CertificateRequest {
+            name: name.to_string(),
+            addresses: addresses.to_vec(),
+        };
+        self.call(via, "/v1/cluster/certificates", Some(&req), false)
+            .await
     }
 
     /// Reads the whole state linearizably through `via`.

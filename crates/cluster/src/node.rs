@@ -47,6 +47,9 @@ pub struct NodeConfig {
     pub data_dir: PathBuf,
     /// Its TLS credentials (a host directory of `ferry_pki`).
     pub tls_dir: PathBuf,
+    /// The cluster CA's directory; used to issue certificates to joining
+    /// hosts if it holds the CA (`ca-cert.pem` and `ca-key.pem`).
+    pub ca_dir: Option<PathBuf>,
     /// Raft timings.
     pub raft: openraft::Config,
 }
@@ -99,6 +102,9 @@ impl Node {
             raft,
             state,
             client: ApiClient::from_peers(peers),
+            ca_dir: config
+                .ca_dir
+                .filter(|d| d.join("ca-cert.pem").exists() && d.join("ca-key.pem").exists()),
         });
         let server = Server::spawn(
             listener,

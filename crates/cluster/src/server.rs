@@ -14,6 +14,15 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_rustls::TlsAcceptor;
 
+/// Who is calling, as the TLS handshake established; every request of a
+/// connection carries it as an extension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caller {
+    /// The client presented a certificate that the cluster CA signed:
+    /// a member (certificates of the cluster CA go to members only).
+    pub member: bool,
+}
+
 /// How long a client gets to finish its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -78,7 +87,14 @@ async fn serve(acceptor: TlsAcceptor, tcp: TcpStream, peer: SocketAddr, router: 
             return;
         }
     };
-    let service = TowerToHyperService::new(router);
+    let caller = Caller {
+        member: stream
+            .get_ref()
+            .1
+            .peer_certificates()
+            .is_some_and(|c| !c.is_empty()),
+    };
+    let service = TowerToHyperService::new(router.layer(axum::Extension(caller)));
     if let Err(e) = hyper::server::conn::http1::Builder::new()
         .serve_connection(TokioIo::new(stream), service)
         .await

@@ -111,6 +111,11 @@ pub enum Command {
         /// The VM.
         name: String,
     },
+    /// Sets the SHA-256 (hex) of the token the CLI presents to the API.
+    SetApiToken {
+        /// The token's SHA-256, lowercase hex.
+        sha256: String,
+    },
     /// Records an event with no other change.
     Note {
         /// What to record.
@@ -162,6 +167,9 @@ pub struct ClusterState {
     pub events: VecDeque<Event>,
     /// The sequence number the next event gets.
     pub next_event: u64,
+    /// The SHA-256 (hex) of the API token, once the cluster has one.
+    #[serde(default)]
+    pub api_token_sha256: Option<String>,
 }
 
 impl ClusterState {
@@ -244,6 +252,13 @@ impl ClusterState {
                     .remove(name)
                     .ok_or_else(|| format!("no VM {name}"))?;
                 Ok(format!("VM {name} removed"))
+            }
+            Command::SetApiToken { sha256 } => {
+                if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return Err("an API token hash is 64 hex digits".into());
+                }
+                self.api_token_sha256 = Some(sha256.to_ascii_lowercase());
+                Ok("API token set".into())
             }
             Command::Note { message } => Ok(message.clone()),
         }

@@ -97,11 +97,14 @@ impl Identity {
         })
     }
 
-    /// The server side: this member's certificate, clients must present one
-    /// from the cluster CA.
+    /// The server side: this member's certificate. A client certificate, if
+    /// presented, must come from the cluster CA (or the handshake fails);
+    /// a client without one reaches only what a bearer token opens (see
+    /// `api::auth`).
     pub fn server_config(&self) -> Result<Arc<ServerConfig>, TlsError> {
-        let verifier =
-            WebPkiClientVerifier::builder_with_provider(self.roots.clone(), provider()).build()?;
+        let verifier = WebPkiClientVerifier::builder_with_provider(self.roots.clone(), provider())
+            .allow_unauthenticated()
+            .build()?;
         let mut config = ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()?
             .with_client_cert_verifier(verifier)
@@ -120,4 +123,19 @@ impl Identity {
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(config)
     }
+}
+
+/// A client configuration with no certificate of its own (the CLI, which
+/// authenticates with a token) that trusts servers of the CA in `ca_cert`.
+pub fn anonymous_client_config(ca_cert: &Path) -> Result<ClientConfig, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for ca in certs(ca_cert)? {
+        roots.add(ca)?;
+    }
+    let mut config = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
 }

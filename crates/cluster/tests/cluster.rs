@@ -3,7 +3,8 @@
 //! into a snapshot), commit and read through followers, lose the leader,
 //! restart everyone from disk, and refuse a stranger's certificate.
 
-use ferry_cluster::client::ApiClient;
+use ferry_cluster::api::auth::token_sha256;
+use ferry_cluster::client::{ApiClient, ClientError, Peers};
 use ferry_cluster::node::{Node, NodeConfig};
 use ferry_cluster::state::{ClusterState, Command, HostState, VmDef};
 use ferry_cluster::tls::Identity;
@@ -49,6 +50,7 @@ impl Lab {
             name: format!("node{id}"),
             data_dir: self.root.join(format!("data{id}")),
             tls_dir: self.root.join(format!("tls{id}")),
+            ca_dir: None,
             raft: raft_timings(),
         }
     }
@@ -168,13 +170,10 @@ async fn scenario() {
         addrs.push(l.local_addr().expect("addr"));
         listeners.push(l);
     }
-    issue(&ca, "admin", &tmp.path().join("admin"));
     let lab = Lab {
         root: tmp.path().to_path_buf(),
         addrs,
     };
-    let client = ApiClient::new(&Identity::load(&tmp.path().join("admin")).expect("identity"))
-        .expect("client");
     let mut nodes = Vec::new();
     for (i, l) in listeners.into_iter().enumerate() {
         nodes.push(Some(
@@ -185,9 +184,25 @@ async fn scenario() {
     }
     let all: Vec<Member> = (1..=3).map(|id| member(&lab, id)).collect();
 
-    // Create on node 1, join node 2 directly.
-    let status = client.init(&all[0]).await.expect("init");
+    // Create on node 1 (as node 1 would, with its certificate) and set the
+    // API token; from then on the test is the CLI: no certificate, a token.
+    let node1 = ApiClient::new(&Identity::load(&tmp.path().join("tls1")).expect("identity"))
+        .expect("client");
+    let status = node1.init(&all[0]).await.expect("init");
     assert_eq!(status.leader, Some(1));
+    write(
+        &node1,
+        &all[..1],
+        Command::SetApiToken {
+            sha256: token_sha256("token"),
+        },
+    )
+    .await;
+    let client = ApiClient::from_peers(
+        Peers::anonymous(&tmp.path().join("ca/ca-cert.pem")).expect("CLI TLS"),
+    )
+    .with_token("token");
+    drop(node1);
     client.join(&all[0], 2, &all[1]).await.expect("join node2");
     // Enough entries that the leader snapshots and purges its log...
     for i in 0..15 {
@@ -308,41 +323,49 @@ async fn scenario() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_certificate_from_another_ca_is_refused() {
+async fn strangers_are_refused_and_the_cli_needs_the_token() {
     init_tracing();
+    tokio::time::timeout(Duration::from_secs(60), access_control())
+        .await
+        .expect("finished in time");
+}
+
+async fn access_control() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let ca = Ca::open_or_create(&tmp.path().join("ca")).expect("CA");
+    let ca_dir = tmp.path().join("ca");
+    let ca = Ca::open_or_create(&ca_dir).expect("CA");
     let other = Ca::open_or_create(&tmp.path().join("other-ca")).expect("other CA");
     issue(&ca, "node1", &tmp.path().join("tls1"));
-    issue(&ca, "admin", &tmp.path().join("admin"));
     issue(&other, "node1", &tmp.path().join("stranger"));
     let listener = TcpListener::bind((LOCALHOST, 0)).await.expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
     let m = Member {
         name: "node1".into(),
-        addr: listener.local_addr().expect("addr").to_string(),
+        addr: addr.clone(),
     };
     let config = NodeConfig {
         id: 1,
         name: "node1".into(),
         data_dir: tmp.path().join("data1"),
         tls_dir: tmp.path().join("tls1"),
+        ca_dir: Some(ca_dir.clone()),
         raft: raft_timings(),
     };
     let node = Node::start(config, listener).await.expect("start");
     let member_client =
-        ApiClient::new(&Identity::load(&tmp.path().join("admin")).expect("identity"))
+        ApiClient::new(&Identity::load(&tmp.path().join("tls1")).expect("identity"))
             .expect("client");
     member_client
         .init(&m)
         .await
-        .expect("a client of the cluster CA is served");
+        .expect("a member certificate is served");
 
-    // A stranger (same name, another CA) can neither read nor write.
+    // A stranger (same name, another CA) is refused at the TLS handshake.
     let stranger = ApiClient::new(&Identity::load(&tmp.path().join("stranger")).expect("identity"))
         .expect("client");
     let err = stranger.status(&m).await.expect_err("stranger refused");
     assert!(
-        matches!(err, ferry_cluster::client::ClientError::Http { .. }),
+        matches!(err, ClientError::Http { .. }),
         "refused at the TLS layer: {err:#}"
     );
     stranger
@@ -354,7 +377,80 @@ async fn a_certificate_from_another_ca_is_refused() {
         )
         .await
         .expect_err("stranger cannot write");
-    let state = member_client.state(&m).await.expect("read");
+
+    // The CLI has no certificate: it needs the token, which the cluster
+    // keeps only as a hash.
+    let by_addr = Member {
+        name: String::new(),
+        addr: addr.clone(),
+    };
+    let cli = ApiClient::from_peers(Peers::anonymous(&ca_dir.join("ca-cert.pem")).expect("peers"));
+    let err = cli.status(&by_addr).await.expect_err("no token");
+    assert!(
+        matches!(err, ClientError::Api { status: 401, .. }),
+        "{err:#}"
+    );
+    write(
+        &member_client,
+        std::slice::from_ref(&m),
+        Command::SetApiToken {
+            sha256: token_sha256("s3cret"),
+        },
+    )
+    .await;
+    let err = cli
+        .clone()
+        .with_token("guess")
+        .status(&by_addr)
+        .await
+        .expect_err("wrong token");
+    assert!(
+        matches!(err, ClientError::Api { status: 401, .. }),
+        "{err:#}"
+    );
+    let cli = cli.with_token("s3cret");
+    assert_eq!(cli.status(&by_addr).await.expect("status").leader, Some(1));
+    let state = cli.state(&by_addr).await.expect("read");
     assert!(!state.events.iter().any(|e| e.message == "intrusion"));
+    assert!(state.api_token_sha256.is_some());
+
+    // The token opens the API, never the Raft RPCs.
+    let (http, base) = Peers::anonymous(&ca_dir.join("ca-cert.pem"))
+        .expect("peers")
+        .client_for(&by_addr)
+        .expect("client");
+    let resp = http
+        .post(format!("{base}/raft/v1/vote"))
+        .bearer_auth("s3cret")
+        .body(Vec::new())
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status().as_u16(), 403);
+
+    // With the token, a new host gets a certificate from the cluster CA,
+    // and with it is a member.
+    let creds = cli
+        .certificate(&by_addr, "node2", &[LOCALHOST])
+        .await
+        .expect("certificate");
+    let dir2 = tmp.path().join("tls2");
+    std::fs::create_dir_all(&dir2).expect("mkdir");
+    std::fs::write(dir2.join("ca-cert.pem"), &creds.ca_cert).expect("write");
+    std::fs::write(dir2.join("server-cert.pem"), &creds.cert).expect("write");
+    std::fs::write(dir2.join("server-key.pem"), &creds.key).expect("write");
+    let node2_client = ApiClient::new(&Identity::load(&dir2).expect("identity")).expect("client");
+    node2_client
+        .status(&m)
+        .await
+        .expect("the new certificate is a member's");
+    let err = cli
+        .certificate(&by_addr, "..", &[])
+        .await
+        .expect_err("bad name");
+    assert!(
+        matches!(err, ClientError::Api { status: 400, .. }),
+        "{err:#}"
+    );
     node.shutdown().await;
 }

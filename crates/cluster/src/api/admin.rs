@@ -1,6 +1,6 @@
 //! Membership administration: create the cluster, take members in, status.
 
-use super::types::{JoinRequest, Status};
+use super::types::{CertificateRequest, Credentials, JoinRequest, Status};
 use super::{ApiError, App};
 use crate::client::FORWARDED;
 use crate::state::{Command, Host, HostState, Request};
@@ -162,4 +162,51 @@ pub async fn join(
 /// `GET /v1/cluster/status`: this member's view.
 pub async fn status(State(app): State<Arc<App>>) -> Json<Status> {
     Json(status_of(&app))
+}
+
+/// `POST /v1/cluster/certificates`: issues a host certificate from the
+/// cluster CA (only on the member that holds it).
+pub async fn certificate(
+    State(app): State<Arc<App>>,
+    Json(req): Json<CertificateRequest>,
+) -> Result<Json<Credentials>, ApiError> {
+    let Some(ca_dir) = app.ca_dir.clone() else {
+        return Err(ApiError {
+            status: axum::http::StatusCode::CONFLICT,
+            message: format!(
+                "member {} does not hold the cluster CA: ask the member where the cluster was created",
+                app.member
+            ),
+        });
+    };
+    let name_ok = req
+        .name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric())
+        && !req.name.contains("..");
+    if !name_ok {
+        return Err(ApiError::bad_request(format!(
+            "host name {:?} must start with a letter or digit",
+            req.name
+        )));
+    }
+    let name = req.name.clone();
+    let issued = tokio::task::spawn_blocking(move || -> Result<Credentials, ApiError> {
+        let ca = ferry_pki::Ca::open_or_create(&ca_dir).map_err(ApiError::unavailable)?;
+        let dir = ca_dir.join("issued").join(&req.name);
+        ca.ensure_host(&req.name, &req.addresses, &dir)
+            .map_err(ApiError::bad_request)?;
+        let read = |f: &str| std::fs::read_to_string(dir.join(f)).map_err(ApiError::unavailable);
+        Ok(Credentials {
+            ca_cert: read("ca-cert.pem")?,
+            cert: read("server-cert.pem")?,
+            key: read("server-key.pem")?,
+        })
+    })
+    .await
+    .map_err(ApiError::unavailable)??;
+    tracing::info!("issued a certificate for host {name}");
+
+    Ok(Json(issued))
 }

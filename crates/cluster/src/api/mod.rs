@@ -10,6 +10,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod auth;
 pub mod raft;
 pub mod types;
 
@@ -36,6 +37,9 @@ pub struct App {
     pub state: StateMachineStore,
     /// For forwarding to the leader.
     pub client: ApiClient,
+    /// The cluster CA, on the member that holds its key (where the cluster
+    /// was created): it issues certificates to joining hosts.
+    pub ca_dir: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for App {
@@ -50,8 +54,8 @@ impl std::fmt::Debug for App {
 /// An API error: an HTTP status and a message.
 #[derive(Debug)]
 pub struct ApiError {
-    status: StatusCode,
-    message: String,
+    pub(crate) status: StatusCode,
+    pub(crate) message: String,
 }
 
 impl ApiError {
@@ -110,8 +114,15 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/cluster/init", post(admin::init))
         .route("/v1/cluster/join", post(admin::join))
         .route("/v1/cluster/status", get(admin::status))
+        .route("/v1/cluster/certificates", post(admin::certificate))
         .route("/v1/commands", post(app::write))
         .route("/v1/state", get(app::read))
         .layer(DefaultBodyLimit::max(types::MAX_REQUEST));
-    raft_routes.merge(api_routes).with_state(app)
+    raft_routes
+        .merge(api_routes)
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            auth::require,
+        ))
+        .with_state(app)
 }

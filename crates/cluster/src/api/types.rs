@@ -4,6 +4,7 @@ use crate::state::Response;
 use crate::{Member, NodeId};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 
 /// The largest JSON request body accepted.
 pub const MAX_REQUEST: usize = 4 << 20;
@@ -52,4 +53,24 @@ pub struct Status {
     pub voters: BTreeMap<NodeId, Member>,
     /// Non-voting members.
     pub learners: BTreeMap<NodeId, Member>,
+}
+
+/// Ask the CA-holding member for a host certificate.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CertificateRequest {
+    /// The host's name.
+    pub name: String,
+    /// The addresses it is reached at.
+    pub addresses: Vec<IpAddr>,
+}
+
+/// A host's credentials, as PEM.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Credentials {
+    /// The cluster CA's certificate.
+    pub ca_cert: String,
+    /// The host's certificate (TLS server and client).
+    pub cert: String,
+    /// The host's private key.
+    pub key: String,
 }
