@@ -12,11 +12,14 @@
 pub mod api;
 pub mod client;
 pub mod codec;
+pub mod config;
+pub mod daemon;
 pub mod fsutil;
 pub mod log_store;
 pub mod network;
 pub mod node;
 pub mod server;
+pub mod setup;
 pub mod state;
 pub mod state_machine;
 pub mod tls;

@@ -6,6 +6,7 @@ use crate::client::{ApiClient, Peers};
 use crate::log_store::{LogError, LogStore};
 use crate::network::Network;
 use crate::server::Server;
+use crate::state::{Command, Request, Response};
 use crate::state_machine::StateMachineStore;
 use crate::tls::{Identity, TlsError};
 use crate::{Member, NodeId, Raft};
@@ -138,6 +139,23 @@ impl Node {
     /// Its state machine (local, not linearizable: see `/v1/state`).
     pub fn state(&self) -> &StateMachineStore {
         &self.app.state
+    }
+
+    /// Makes this member the first of a new cluster.
+    pub async fn init_cluster(&self) -> Result<crate::api::types::Status, NodeError> {
+        crate::api::admin::create(&self.app)
+            .await
+            .map_err(|e| NodeError::Raft(e.to_string()))
+    }
+
+    /// Commits a command; this member must be the leader.
+    pub async fn commit(&self, command: Command) -> Result<Response, NodeError> {
+        self.app
+            .raft
+            .client_write(Request::now(command))
+            .await
+            .map(|r| r.data)
+            .map_err(|e| NodeError::Raft(e.to_string()))
     }
 
     /// Stops serving and stops Raft; the directory keeps everything.

@@ -80,8 +80,9 @@ async fn commit(
         .map(|_| ())
 }
 
-/// `POST /v1/cluster/init`: makes this member the first of a new cluster.
-pub async fn init(State(app): State<Arc<App>>) -> Result<Json<Status>, ApiError> {
+/// Makes this member the first of a new cluster: a one-voter membership,
+/// then this host's record.
+pub(crate) async fn create(app: &App) -> Result<Status, ApiError> {
     let members = BTreeMap::from([(app.id, app.member.clone())]);
     app.raft
         .initialize(members)
@@ -93,7 +94,7 @@ pub async fn init(State(app): State<Arc<App>>) -> Result<Json<Status>, ApiError>
         .await
         .map_err(ApiError::unavailable)?;
     commit(
-        &app,
+        app,
         Command::PutHost {
             host: host_record(&app.member, HostState::Up),
         },
@@ -105,7 +106,12 @@ pub async fn init(State(app): State<Arc<App>>) -> Result<Json<Status>, ApiError>
         app.member,
         app.id
     );
-    Ok(Json(status_of(&app)))
+    Ok(status_of(app))
+}
+
+/// `POST /v1/cluster/init`: makes this member the first of a new cluster.
+pub async fn init(State(app): State<Arc<App>>) -> Result<Json<Status>, ApiError> {
+    create(&app).await.map(Json)
 }
 
 /// `POST /v1/cluster/join`: takes a member in — as a learner until it has
