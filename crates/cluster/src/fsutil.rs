@@ -36,6 +36,47 @@ pub(crate) fn io_err(what: &'static str, path: &Path) -> impl FnOnce(std::io::Er
     move |source| FileError::Io { what, path, source }
 }
 
+/// A temporary name beside `path`, unique in this process, ending in
+/// `.tmp` (leftovers of a crash are removed when the directory is opened).
+pub(crate) fn tmp_path(path: &Path) -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".{}.{n}.tmp", std::process::id()));
+    path.with_file_name(name)
+}
+
+/// Removes the `.tmp` leftovers of interrupted writes in `dir`.
+pub(crate) fn remove_leftovers(dir: &Path) -> Result<(), FileError> {
+    for entry in std::fs::read_dir(dir).map_err(io_err("cannot list", dir))? {
+        let entry = entry.map_err(io_err("cannot list", dir))?;
+        if entry.file_name().to_string_lossy().ends_with(".tmp") {
+            let p = entry.path();
+            std::fs::remove_file(&p).map_err(io_err("cannot remove", &p))?;
+        }
+    }
+    Ok(())
+}
+
+/// Takes an exclusive lock on `dir` for as long as the returned file is
+/// open, so two processes never run on one member's files.
+pub(crate) fn lock_dir(dir: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, FileError> {
+    let path = dir.join("lock");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io_err("cannot open", &path))?;
+    nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|(_, errno)| {
+        FileError::Io {
+            what: "another process holds",
+            path,
+            source: std::io::Error::from(errno),
+        }
+    })
+}
+
 /// Makes a rename or a new file in `dir` durable.
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), FileError> {
     std::fs::File::open(dir)
@@ -54,7 +95,7 @@ pub(crate) fn write_sealed<T: Serialize>(
         path: path.to_path_buf(),
         source,
     })?;
-    let tmp = path.with_extension("tmp");
+    let tmp = tmp_path(path);
     let mut f = std::fs::File::create(&tmp).map_err(io_err("cannot create", &tmp))?;
     f.write_all(&bytes)
         .and_then(|()| f.sync_all())

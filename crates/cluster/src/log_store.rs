@@ -19,7 +19,9 @@
 //! deleted; opening keeps only the highest-numbered segment.
 
 use crate::codec::{self, CodecError, HEADER_LEN, LOG_RECORD, META};
-use crate::fsutil::{io_err, read_sealed, sync_dir, write_sealed, FileError};
+use crate::fsutil::{
+    io_err, lock_dir, read_sealed, remove_leftovers, sync_dir, tmp_path, write_sealed, FileError,
+};
 use crate::{NodeId, TypeConfig};
 use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{
@@ -79,6 +81,8 @@ const VOTE: &str = "vote";
 const COMMITTED: &str = "committed";
 
 struct LogFiles {
+    /// Held while the log is open.
+    _lock: nix::fcntl::Flock<File>,
     dir: PathBuf,
     segment_no: u64,
     segment: File,
@@ -100,18 +104,26 @@ fn segment_no(name: &str) -> Option<u64> {
         .ok()
 }
 
+/// Whether a complete, valid record starts anywhere in `buf`: then a
+/// damaged record before it is not a torn last write.
+fn holds_a_record(buf: &[u8]) -> bool {
+    (0..buf.len()).any(|i| {
+        buf[i..].starts_with(&LOG_RECORD.magic)
+            && codec::open_prefix::<LogRecord>(LOG_RECORD, &buf[i..]).is_ok()
+    })
+}
+
 impl LogFiles {
     fn open(dir: &Path) -> Result<Self, LogError> {
         std::fs::create_dir_all(dir).map_err(io_err("cannot create log directory", dir))?;
+        let lock = lock_dir(dir)?;
+        // An interrupted compaction or atomic write was never renamed into
+        // use.
+        remove_leftovers(dir)?;
         let mut segments = Vec::new();
         for entry in std::fs::read_dir(dir).map_err(io_err("cannot list", dir))? {
             let entry = entry.map_err(io_err("cannot list", dir))?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if name.ends_with(".tmp") {
-                // An interrupted compaction or atomic write: never renamed,
-                // so never in use.
-                let _ = std::fs::remove_file(entry.path());
-            } else if let Some(n) = segment_no(&name) {
+            if let Some(n) = segment_no(&entry.file_name().to_string_lossy()) {
                 segments.push(n);
             }
         }
@@ -133,6 +145,7 @@ impl LogFiles {
             sync_dir(dir)?;
         }
         let mut files = LogFiles {
+            _lock: lock,
             dir: dir.to_path_buf(),
             segment_no,
             segment_len: 0,
@@ -170,7 +183,7 @@ impl LogFiles {
                         .unwrap_or(false)
                 }
                 Err(_) => false,
-            };
+            } && !holds_a_record(&rest[1..]);
             if !torn {
                 let source = codec::open_prefix::<LogRecord>(LOG_RECORD, rest)
                     .err()
@@ -249,7 +262,7 @@ impl LogFiles {
     fn compact(&mut self) -> Result<(), LogError> {
         let next = self.segment_no + 1;
         let final_path = segment_path(&self.dir, next);
-        let tmp = final_path.with_extension("tmp");
+        let tmp = tmp_path(&final_path);
         let mut bytes = Vec::new();
         let seal = |r: &LogRecord| {
             codec::seal(LOG_RECORD, r).map_err(|source| FileError::Codec {
@@ -504,5 +517,25 @@ mod tests {
         std::fs::write(&path, &bad).expect("write");
         let err = LogFiles::open(tmp.path()).err().expect("damage refused");
         assert!(err.to_string().contains("damaged record"), "{err}");
+
+        // Nor is a length field in record 2 that points past the end.
+        let rec_len = good.len() / 3;
+        let mut bad = good.clone();
+        bad[rec_len + 6..rec_len + 10].copy_from_slice(&(10_000u32).to_le_bytes());
+        std::fs::write(&path, &bad).expect("write");
+        let err = LogFiles::open(tmp.path()).err().expect("damage refused");
+        assert!(err.to_string().contains("offset"), "{err}");
+    }
+
+    #[test]
+    fn one_process_at_a_time() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let first = LogFiles::open(tmp.path()).expect("open");
+        let err = LogFiles::open(tmp.path())
+            .err()
+            .expect("second open refused");
+        assert!(err.to_string().contains("another process holds"), "{err}");
+        drop(first);
+        LogFiles::open(tmp.path()).expect("open after release");
     }
 }

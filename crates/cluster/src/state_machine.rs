@@ -47,6 +47,11 @@ pub struct StateMachineStore {
     applied: Arc<RwLock<Applied>>,
     dir: PathBuf,
     snapshot_seq: Arc<AtomicU64>,
+    /// The last log id of the snapshot on disk. Held while one is written:
+    /// openraft may build a snapshot while another is being installed, and
+    /// the older must never replace the newer (the log is purged up to the
+    /// newer one).
+    on_disk: Arc<tokio::sync::Mutex<Option<LogId<NodeId>>>>,
 }
 
 fn snapshot_err(e: FileError) -> StorageError<NodeId> {
@@ -57,6 +62,7 @@ impl StateMachineStore {
     /// Opens the state machine kept in `dir`, starting from its snapshot.
     pub fn open(dir: &Path) -> Result<Self, FileError> {
         std::fs::create_dir_all(dir).map_err(crate::fsutil::io_err("cannot create", dir))?;
+        crate::fsutil::remove_leftovers(dir)?;
         let applied = match read_sealed::<StoredSnapshot>(SNAPSHOT, &dir.join(SNAPSHOT_FILE))? {
             Some(s) => Applied {
                 last_applied: s.meta.last_log_id,
@@ -66,6 +72,7 @@ impl StateMachineStore {
             None => Applied::default(),
         };
         Ok(StateMachineStore {
+            on_disk: Arc::new(tokio::sync::Mutex::new(applied.last_applied)),
             applied: Arc::new(RwLock::new(applied)),
             dir: dir.to_path_buf(),
             snapshot_seq: Arc::new(AtomicU64::new(0)),
@@ -83,14 +90,27 @@ impl StateMachineStore {
         self.applied.read().await.last_applied
     }
 
+    /// Writes `snap` as the snapshot on disk unless the one there is newer.
     async fn store(&self, snap: StoredSnapshot) -> Result<StoredSnapshot, StorageError<NodeId>> {
+        let mut on_disk = self.on_disk.lock().await;
+        if snap.meta.last_log_id < *on_disk {
+            tracing::debug!(
+                "not replacing the snapshot at {:?} with an older one at {:?}",
+                *on_disk,
+                snap.meta.last_log_id
+            );
+            return Ok(snap);
+        }
+        let last = snap.meta.last_log_id;
         let path = self.dir.join(SNAPSHOT_FILE);
-        tokio::task::spawn_blocking(move || write_sealed(SNAPSHOT, &path, &snap).map(|()| snap))
-            .await
-            .map_err(|e| {
-                StorageError::from(StorageIOError::write_snapshot(None, AnyError::new(&e)))
-            })?
-            .map_err(snapshot_err)
+        let written = tokio::task::spawn_blocking(move || {
+            write_sealed(SNAPSHOT, &path, &snap).map(|()| snap)
+        })
+        .await
+        .map_err(|e| StorageError::from(StorageIOError::write_snapshot(None, AnyError::new(&e))))?
+        .map_err(snapshot_err)?;
+        *on_disk = last;
+        Ok(written)
     }
 }
 
@@ -213,5 +233,42 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             })),
             None => Ok(None),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openraft::{CommittedLeaderId, Membership};
+
+    fn meta(index: u64) -> SnapshotMeta<NodeId, Member> {
+        SnapshotMeta {
+            last_log_id: Some(LogId::new(CommittedLeaderId::new(1, 0), index)),
+            last_membership: StoredMembership::new(None, Membership::new(vec![], None)),
+            snapshot_id: format!("s{index}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_older_snapshot_never_replaces_a_newer_one() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let sm = StateMachineStore::open(tmp.path()).expect("open");
+        let mut newer = ClusterState::default();
+        newer.next_event = 9;
+        sm.store(StoredSnapshot {
+            meta: meta(9),
+            state: newer.clone(),
+        })
+        .await
+        .expect("store");
+        sm.store(StoredSnapshot {
+            meta: meta(5),
+            state: ClusterState::default(),
+        })
+        .await
+        .expect("store");
+        let reopened = StateMachineStore::open(tmp.path()).expect("reopen");
+        assert_eq!(reopened.last_applied().await.map(|l| l.index), Some(9));
+        assert_eq!(reopened.read(|s| s.clone()).await, newer);
     }
 }
