@@ -253,8 +253,10 @@ mod tests {
     async fn an_older_snapshot_never_replaces_a_newer_one() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let sm = StateMachineStore::open(tmp.path()).expect("open");
-        let mut newer = ClusterState::default();
-        newer.next_event = 9;
+        let newer = ClusterState {
+            next_event: 9,
+            ..Default::default()
+        };
         sm.store(StoredSnapshot {
             meta: meta(9),
             state: newer.clone(),
