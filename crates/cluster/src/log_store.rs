@@ -104,6 +104,59 @@ fn segment_no(name: &str) -> Option<u64> {
         .ok()
 }
 
+/// The records of a segment and the length of its good part.
+struct Scanned {
+    records: Vec<LogRecord>,
+    good_len: usize,
+}
+
+/// Reads a segment's records. A record cut short or damaged at the very end
+/// (and followed by no valid record) is a torn last write: the good part
+/// ends before it. Any other damage is an error with its offset.
+fn scan(buf: &[u8]) -> Result<Scanned, (usize, CodecError)> {
+    let mut records = Vec::new();
+    let mut pos = 0usize;
+    while pos < buf.len() {
+        let rest = &buf[pos..];
+        let err = match codec::open_prefix::<LogRecord>(LOG_RECORD, rest) {
+            Ok((record, used)) => {
+                records.push(record);
+                pos += used;
+                continue;
+            }
+            Err(e) => e,
+        };
+        let torn = match &err {
+            CodecError::Truncated { .. } => true,
+            // A damaged record that ends exactly at the end of the file is
+            // the last write, cut short by a crash.
+            CodecError::BadChecksum { .. } | CodecError::Malformed { .. } => {
+                codec::payload_len(LOG_RECORD, rest)
+                    .map(|len| HEADER_LEN + len == rest.len())
+                    .unwrap_or(false)
+            }
+            _ => false,
+        } && !holds_a_record(&rest[1..]);
+        if !torn {
+            return Err((pos, err));
+        }
+        break;
+    }
+    Ok(Scanned {
+        records,
+        good_len: pos,
+    })
+}
+
+/// Checks a segment's bytes as opening the log would: the number of
+/// records and the length of the good part, or what is damaged where.
+/// For tools and fuzzing; never panics.
+pub fn check_segment(buf: &[u8]) -> Result<(usize, usize), String> {
+    scan(buf)
+        .map(|s| (s.records.len(), s.good_len))
+        .map_err(|(offset, e)| format!("damaged record at offset {offset}: {e}"))
+}
+
 /// Whether a complete, valid record starts anywhere in `buf`: then a
 /// damaged record before it is not a torn last write.
 fn holds_a_record(buf: &[u8]) -> bool {
@@ -165,50 +218,26 @@ impl LogFiles {
     fn replay(&mut self, path: &Path, f: &mut File) -> Result<u64, LogError> {
         let mut buf = Vec::new();
         std::io::Read::read_to_end(f, &mut buf).map_err(io_err("cannot read", path))?;
-        let mut pos = 0usize;
-        while pos < buf.len() {
-            let rest = &buf[pos..];
-            let torn = match codec::open_prefix::<LogRecord>(LOG_RECORD, rest) {
-                Ok((record, used)) => {
-                    self.apply(record);
-                    pos += used;
-                    continue;
-                }
-                Err(CodecError::Truncated { .. }) => true,
-                // A damaged record that ends exactly at the end of the file
-                // is the last write, cut short by a crash.
-                Err(CodecError::BadChecksum { .. }) | Err(CodecError::Malformed { .. }) => {
-                    codec::payload_len(LOG_RECORD, rest)
-                        .map(|len| HEADER_LEN + len == rest.len())
-                        .unwrap_or(false)
-                }
-                Err(_) => false,
-            } && !holds_a_record(&rest[1..]);
-            if !torn {
-                let source = codec::open_prefix::<LogRecord>(LOG_RECORD, rest)
-                    .err()
-                    .unwrap_or(CodecError::Truncated {
-                        kind: LOG_RECORD.name,
-                        have: 0,
-                        need: 0,
-                    });
-                return Err(LogError::Corrupt {
-                    path: path.to_path_buf(),
-                    offset: pos as u64,
-                    source,
-                });
-            }
+        let scanned = scan(&buf).map_err(|(offset, source)| LogError::Corrupt {
+            path: path.to_path_buf(),
+            offset: offset as u64,
+            source,
+        })?;
+        if scanned.good_len < buf.len() {
             tracing::warn!(
-                "{}: cutting off an unfinished record at offset {pos} ({} bytes)",
+                "{}: cutting off an unfinished record at offset {} ({} bytes)",
                 path.display(),
-                rest.len()
+                scanned.good_len,
+                buf.len() - scanned.good_len
             );
-            f.set_len(pos as u64)
+            f.set_len(scanned.good_len as u64)
                 .and_then(|()| f.sync_all())
                 .map_err(io_err("cannot cut off the unfinished record of", path))?;
-            break;
         }
-        Ok(pos as u64)
+        for r in scanned.records {
+            self.apply(r);
+        }
+        Ok(scanned.good_len as u64)
     }
 
     fn apply(&mut self, record: LogRecord) {
@@ -525,6 +554,19 @@ mod tests {
         std::fs::write(&path, &bad).expect("write");
         let err = LogFiles::open(tmp.path()).err().expect("damage refused");
         assert!(err.to_string().contains("offset"), "{err}");
+    }
+
+    #[test]
+    fn reads_the_version_1_format() {
+        // Three entries, a truncation and a purge, as version 1 writes them
+        // (made independently of this code: see fuzz/seeds/cluster_records).
+        let seg = include_bytes!("../testdata/segment-v1");
+        assert_eq!(check_segment(seg), Ok((5, seg.len())));
+        let tmp = tempfile::tempdir().expect("tempdir");
+        std::fs::write(segment_path(tmp.path(), 1), seg).expect("write");
+        let f = LogFiles::open(tmp.path()).expect("open");
+        assert_eq!(f.entries.keys().copied().collect::<Vec<_>>(), vec![2]);
+        assert_eq!(f.last_purged.map(|l| l.index), Some(1));
     }
 
     #[test]
