@@ -209,4 +209,29 @@ fn create_join_status_and_restart_through_the_cli() {
         s["status"]["last_applied"].as_u64().expect("applied") >= applied,
         "the log goes on: {s}"
     );
+
+    // Node 2 leaves; node 1 goes on alone, and node 2's certificate is
+    // refused from then on.
+    let out = ok(ferry()
+        .args(["--json", "cluster", "leave", "--config"])
+        .arg(&c2));
+    let left: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(left["left"], 2, "{left}");
+    let s = status(&c1);
+    assert_eq!(
+        s["status"]["voters"].as_object().expect("voters").len(),
+        1,
+        "{s}"
+    );
+    assert!(s["state"]["hosts"].get("node2").is_none(), "{s}");
+    let out = ferry()
+        .args(["cluster", "status", "--config"])
+        .arg(&c2)
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("403"),
+        "{out:?}"
+    );
 }

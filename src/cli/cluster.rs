@@ -41,6 +41,16 @@ pub enum ClusterCmd {
         #[arg(long)]
         ca_cert: Option<PathBuf>,
     },
+    /// Remove a member from the cluster (this host's, by default); its
+    /// certificate is revoked. Refused while its host owns VMs.
+    Leave {
+        /// Member configuration (TOML) of a member host.
+        #[arg(long)]
+        config: PathBuf,
+        /// The Raft id of the member to remove [default: this host's].
+        #[arg(long)]
+        member: Option<u64>,
+    },
     /// Members, leader, hosts and VMs, read linearizably.
     Status {
         /// On a member host: its configuration (the CLI uses its identity).
@@ -128,6 +138,26 @@ pub async fn run(cmd: ClusterCmd, json: bool) -> anyhow::Result<ExitCode> {
                         println!("{} joined as member {}", config.name, config.id);
                         print_status(&status, None);
                     }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        ClusterCmd::Leave { config, member } => {
+            let config = MemberConfig::load(&config)?;
+            let id = member.unwrap_or(config.id);
+            let status = setup::member_client(&config)?
+                .leave(&by_addr(config.listen), id)
+                .await?;
+            if json {
+                println!("{}", serde_json::json!({"left": id, "status": status}));
+            } else {
+                println!("member {id} left the cluster");
+                print_status(&status, None);
+                if id == config.id {
+                    println!(
+                        "this host is no longer a member: stop its daemon; to join again, remove {} first",
+                        config.data_dir.display()
+                    );
                 }
             }
             Ok(ExitCode::SUCCESS)

@@ -114,6 +114,14 @@ impl Peers {
     /// certificate must carry the name; one without (the CLI given only an
     /// address) must have the address in its certificate.
     pub fn client_for(&self, member: &Member) -> Result<(reqwest::Client, String), ClientError> {
+        self.client_with(member, false)
+    }
+
+    fn client_with(
+        &self,
+        member: &Member,
+        tls_info: bool,
+    ) -> Result<(reqwest::Client, String), ClientError> {
         let addr: SocketAddr = member
             .addr
             .parse()
@@ -129,6 +137,7 @@ impl Peers {
             format!("https://{}:{}", member.name, addr.port())
         };
         let client = builder
+            .tls_info(tls_info)
             .connect_timeout(Duration::from_secs(3))
             .timeout(self.timeout)
             .build()
@@ -262,6 +271,36 @@ impl ApiClient {
             member: new.clone(),
         };
         self.call(via, "/v1/cluster/join", Some(&req), false).await
+    }
+
+    /// The SHA-256 (hex) of the certificate `member` serves with (the same
+    /// it authenticates with as a client).
+    pub async fn peer_cert_sha256(&self, member: &Member) -> Result<String, ClientError> {
+        let (client, base) = self.peers.client_with(member, true)?;
+        let resp = client
+            .get(format!("{base}/v1/cluster/status"))
+            .send()
+            .await
+            .map_err(|source| ClientError::Http {
+                member: member.to_string(),
+                source,
+            })?;
+        resp.extensions()
+            .get::<reqwest::tls::TlsInfo>()
+            .and_then(|i| i.peer_certificate())
+            .map(crate::api::auth::sha256_hex)
+            .ok_or_else(|| ClientError::Api {
+                member: member.to_string(),
+                status: 0,
+                message: "no server certificate seen".into(),
+            })
+    }
+
+    /// Asks the cluster, through `via`, to remove member `id` (it may be
+    /// `via` itself, or the leader).
+    pub async fn leave(&self, via: &Member, id: NodeId) -> Result<Status, ClientError> {
+        let req = crate::api::types::LeaveRequest { id };
+        self.call(via, "/v1/cluster/leave", Some(&req), false).await
     }
 
     /// The Raft status of `member` as it sees it.

@@ -103,6 +103,7 @@ impl Node {
             raft,
             state,
             client: ApiClient::from_peers(peers),
+            cert_sha256: identity.cert_sha256(),
             ca_dir: config
                 .ca_dir
                 .filter(|d| d.join("ca-cert.pem").exists() && d.join("ca-key.pem").exists()),

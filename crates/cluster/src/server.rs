@@ -16,11 +16,12 @@ use tokio_rustls::TlsAcceptor;
 
 /// Who is calling, as the TLS handshake established; every request of a
 /// connection carries it as an extension.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
-    /// The client presented a certificate that the cluster CA signed:
-    /// a member (certificates of the cluster CA go to members only).
-    pub member: bool,
+    /// The SHA-256 (hex) of the client's certificate, if it presented one
+    /// (then the cluster CA signed it: certificates of the cluster CA go to
+    /// members only).
+    pub cert_sha256: Option<String>,
 }
 
 /// How long a client gets to finish its TLS handshake.
@@ -88,11 +89,12 @@ async fn serve(acceptor: TlsAcceptor, tcp: TcpStream, peer: SocketAddr, router: 
         }
     };
     let caller = Caller {
-        member: stream
+        cert_sha256: stream
             .get_ref()
             .1
             .peer_certificates()
-            .is_some_and(|c| !c.is_empty()),
+            .and_then(|c| c.first())
+            .map(|c| crate::api::auth::sha256_hex(c.as_ref())),
     };
     let service = TowerToHyperService::new(router.layer(axum::Extension(caller)));
     if let Err(e) = hyper::server::conn::http1::Builder::new()

@@ -7,7 +7,7 @@
 //! [`Response`]; it is still a committed log entry and changes nothing.
 
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::IpAddr;
 
 /// How many events the state keeps; older ones are dropped.
@@ -49,6 +49,10 @@ pub struct Host {
     pub cpu_profile: serde_json::Value,
     /// Its state.
     pub state: HostState,
+    /// The SHA-256 (hex) of the certificate it joined with, revoked when it
+    /// leaves.
+    #[serde(default)]
+    pub cert_sha256: Option<String>,
 }
 
 /// A VM the cluster knows.
@@ -89,7 +93,8 @@ pub enum Command {
         /// Its new state.
         state: HostState,
     },
-    /// Removes a host; refused while it owns VMs.
+    /// Removes a host (it left the cluster) and revokes the certificate it
+    /// joined with; refused while it owns VMs.
     RemoveHost {
         /// The host.
         name: String,
@@ -170,6 +175,9 @@ pub struct ClusterState {
     /// The SHA-256 (hex) of the API token, once the cluster has one.
     #[serde(default)]
     pub api_token_sha256: Option<String>,
+    /// Certificates (SHA-256, hex) of members that left: refused.
+    #[serde(default)]
+    pub revoked_certs: BTreeSet<String>,
 }
 
 impl ClusterState {
@@ -219,9 +227,13 @@ impl ClusterState {
                 if let Some(vm) = self.vms.values().find(|v| v.owner.as_ref() == Some(name)) {
                     return Err(format!("host {name} still owns VM {}", vm.name));
                 }
-                self.hosts
+                let host = self
+                    .hosts
                     .remove(name)
                     .ok_or_else(|| format!("no host {name}"))?;
+                if let Some(cert) = host.cert_sha256 {
+                    self.revoked_certs.insert(cert);
+                }
                 Ok(format!("host {name} removed"))
             }
             Command::PutVm { vm } => {
@@ -282,6 +294,7 @@ mod tests {
             networks: BTreeMap::new(),
             cpu_profile: serde_json::Value::Null,
             state: HostState::Joining,
+            cert_sha256: Some(format!("cert-of-{name}")),
         }
     }
 
@@ -315,6 +328,10 @@ mod tests {
         assert_eq!(s.hosts["h1"].state, HostState::Up);
         assert_eq!(s.events.len(), 3);
         assert_eq!(s.events[2].message, "host h1: joining -> up");
+        s.apply(&r(Command::RemoveVm { name: "web".into() }));
+        s.apply(&r(Command::RemoveHost { name: "h1".into() }));
+        assert!(s.hosts.is_empty());
+        assert!(s.revoked_certs.contains("cert-of-h1"));
     }
 
     #[test]

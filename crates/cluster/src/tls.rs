@@ -97,6 +97,13 @@ impl Identity {
         })
     }
 
+    /// The SHA-256 (hex) of this member's certificate.
+    pub fn cert_sha256(&self) -> Option<String> {
+        self.chain
+            .first()
+            .map(|c| crate::api::auth::sha256_hex(c.as_ref()))
+    }
+
     /// The server side: this member's certificate. A client certificate, if
     /// presented, must come from the cluster CA (or the handshake fails);
     /// a client without one reaches only what a bearer token opens (see

@@ -315,6 +315,49 @@ async fn scenario() {
     .await;
     assert!(after > 20, "the log goes on where it was: index {after}");
 
+    // The leader leaves (its host owns no VM once the VM moves): two
+    // members go on, and its certificate opens nothing any more.
+    let leader = wait_leader(&client, &all, None).await;
+    let leaving = member(&lab, leader);
+    let stay: Vec<Member> = all.iter().filter(|m| **m != leaving).cloned().collect();
+    write(
+        &client,
+        &all,
+        Command::SetVmOwner {
+            name: "web".into(),
+            owner: Some(stay[0].name.clone()),
+        },
+    )
+    .await;
+    let status = client.leave(&stay[0], leader).await.expect("leave");
+    assert!(!status.voters.contains_key(&leader), "{status:?}");
+    let new = wait_leader(&client, &stay, Some(leader)).await;
+    assert_ne!(new, leader);
+    write(
+        &client,
+        &stay,
+        Command::Note {
+            message: "after leave".into(),
+        },
+    )
+    .await;
+    let state = read(&client, &stay).await;
+    assert!(
+        !state.hosts.contains_key(&leaving.name),
+        "{:?}",
+        state.hosts
+    );
+    assert_eq!(state.revoked_certs.len(), 1);
+    let left = ApiClient::new(
+        &Identity::load(&tmp.path().join(format!("tls{leader}"))).expect("identity"),
+    )
+    .expect("client");
+    let err = left.status(&stay[0]).await.expect_err("revoked");
+    assert!(
+        matches!(err, ClientError::Api { status: 403, .. }),
+        "{err:#}"
+    );
+
     for n in nodes.iter_mut() {
         if let Some(n) = n.take() {
             n.shutdown().await;

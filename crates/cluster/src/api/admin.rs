@@ -1,9 +1,11 @@
 //! Membership administration: create the cluster, take members in, status.
 
-use super::types::{CertificateRequest, Credentials, JoinRequest, Status};
+use super::types::{
+    CertificateRequest, Credentials, JoinRequest, LeaveRequest, Status, WriteResult,
+};
 use super::{ApiError, App};
 use crate::client::FORWARDED;
-use crate::state::{Command, Host, HostState, Request};
+use crate::state::{Command, Host, HostState, Request, Response};
 use crate::{Member, NodeId};
 use axum::extract::State;
 use axum::http::HeaderMap;
@@ -31,6 +33,21 @@ pub(crate) fn leader_for(
         .ok_or_else(|| ApiError::unavailable("no leader is known yet"))
 }
 
+/// `None` if this member leads; otherwise the leader to forward to.
+fn forward_to(app: &App, headers: &HeaderMap) -> Result<Option<Member>, ApiError> {
+    let metrics = app.raft.metrics().borrow().clone();
+    if metrics.current_leader == Some(app.id) {
+        return Ok(None);
+    }
+    let f = ForwardToLeader {
+        leader_id: metrics.current_leader,
+        leader_node: metrics
+            .current_leader
+            .and_then(|l| metrics.membership_config.membership().get_node(&l).cloned()),
+    };
+    leader_for(headers, &f).map(Some)
+}
+
 /// This member's Raft status.
 pub(crate) fn status_of(app: &App) -> Status {
     let m = app.raft.metrics().borrow().clone();
@@ -56,7 +73,7 @@ pub(crate) fn status_of(app: &App) -> Status {
     }
 }
 
-fn host_record(member: &Member, state: HostState) -> Host {
+fn host_record(member: &Member, state: HostState, cert_sha256: Option<String>) -> Host {
     let ip = member.addr.parse::<SocketAddr>().map(|a| a.ip());
     Host {
         name: member.name.clone(),
@@ -66,6 +83,7 @@ fn host_record(member: &Member, state: HostState) -> Host {
             .collect(),
         cpu_profile: serde_json::Value::Null,
         state,
+        cert_sha256,
     }
 }
 
@@ -96,7 +114,7 @@ pub(crate) async fn create(app: &App) -> Result<Status, ApiError> {
     commit(
         app,
         Command::PutHost {
-            host: host_record(&app.member, HostState::Up),
+            host: host_record(&app.member, HostState::Up, app.cert_sha256.clone()),
         },
     )
     .await
@@ -128,22 +146,25 @@ pub async fn join(
     if req.member.name.is_empty() {
         return Err(ApiError::bad_request("a member needs a name"));
     }
-    let joining = Command::PutHost {
-        host: host_record(&req.member, HostState::Joining),
-    };
-    match commit(&app, joining).await {
-        Ok(()) => {}
-        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-            let leader = leader_for(&headers, &f)?;
-            return app
-                .client
-                .call(&leader, "/v1/cluster/join", Some(&req), true)
-                .await
-                .map(Json)
-                .map_err(ApiError::upstream);
-        }
-        Err(e) => return Err(ApiError::unavailable(e)),
+    if let Some(leader) = forward_to(&app, &headers)? {
+        return app
+            .client
+            .call(&leader, "/v1/cluster/join", Some(&req), true)
+            .await
+            .map(Json)
+            .map_err(ApiError::upstream);
     }
+    // The certificate the joiner serves with, which is also the one it
+    // authenticates with: recorded so that it is revoked when it leaves.
+    let cert = app
+        .client
+        .peer_cert_sha256(&req.member)
+        .await
+        .map_err(|e| ApiError::bad_request(format!("cannot reach the joining member: {e:#}")))?;
+    let joining = Command::PutHost {
+        host: host_record(&req.member, HostState::Joining, Some(cert)),
+    };
+    commit(&app, joining).await.map_err(ApiError::unavailable)?;
     app.raft
         .add_learner(req.id, req.member.clone(), true)
         .await
@@ -162,6 +183,107 @@ pub async fn join(
     .await
     .map_err(ApiError::unavailable)?;
     tracing::info!("member {} joined as {}", req.member, req.id);
+    Ok(Json(status_of(&app)))
+}
+
+/// Commits `command` through whichever member leads, retrying for a while:
+/// for steps that follow a membership change, after which the leader may
+/// have changed (or this member stepped down).
+async fn commit_anywhere(app: &App, command: Command) -> Result<Response, ApiError> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let err = match app.raft.client_write(Request::now(command.clone())).await {
+            Ok(r) => return Ok(r.data),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => match f.leader_node {
+                Some(leader) => match app
+                    .client
+                    .call::<_, WriteResult>(&leader, "/v1/commands", Some(&command), true)
+                    .await
+                {
+                    Ok(r) => return Ok(r.response),
+                    Err(e) => e.to_string(),
+                },
+                None => "no leader yet".to_string(),
+            },
+            Err(e) => e.to_string(),
+        };
+        if tokio::time::Instant::now() >= deadline {
+            return Err(ApiError::unavailable(format!(
+                "{command:?} did not commit: {err}"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// `POST /v1/cluster/leave`: removes a member (voter or learner), then its
+/// host record, which revokes the certificate it joined with. Refused
+/// while its host owns VMs.
+pub async fn leave(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Json(req): Json<LeaveRequest>,
+) -> Result<Json<Status>, ApiError> {
+    if let Some(leader) = forward_to(&app, &headers)? {
+        return app
+            .client
+            .call(&leader, "/v1/cluster/leave", Some(&req), true)
+            .await
+            .map(Json)
+            .map_err(ApiError::upstream);
+    }
+    let metrics = app.raft.metrics().borrow().clone();
+    let membership = metrics.membership_config.membership();
+    let Some(member) = membership.get_node(&req.id).cloned() else {
+        return Err(ApiError {
+            status: axum::http::StatusCode::NOT_FOUND,
+            message: format!("no member {}", req.id),
+        });
+    };
+    let voter = membership.voter_ids().any(|v| v == req.id);
+    if voter && membership.voter_ids().count() == 1 {
+        return Err(ApiError::bad_request("the last voter cannot leave"));
+    }
+    if let Some(vm) = app
+        .state
+        .read(|s| {
+            s.vms
+                .values()
+                .find(|v| v.owner.as_deref() == Some(member.name.as_str()))
+                .map(|v| v.name.clone())
+        })
+        .await
+    {
+        return Err(ApiError {
+            status: axum::http::StatusCode::CONFLICT,
+            message: format!(
+                "host {} still owns VM {vm}: move or remove its VMs first",
+                member.name
+            ),
+        });
+    }
+    let change = if voter {
+        ChangeMembers::RemoveVoters(BTreeSet::from([req.id]))
+    } else {
+        ChangeMembers::RemoveNodes(BTreeSet::from([req.id]))
+    };
+    app.raft
+        .change_membership(change, false)
+        .await
+        .map_err(ApiError::unavailable)?;
+    // The certificate is revoked only now: had it been revoked first, a
+    // leaving leader could no longer replicate its own removal.
+    let removed = commit_anywhere(
+        &app,
+        Command::RemoveHost {
+            name: member.name.clone(),
+        },
+    )
+    .await?;
+    if let Some(why) = removed.refused {
+        tracing::warn!("member {} left but its host record stays: {why}", req.id);
+    }
+    tracing::info!("member {member} ({}) left the cluster", req.id);
     Ok(Json(status_of(&app)))
 }
 
@@ -201,6 +323,11 @@ pub async fn certificate(
     let issued = tokio::task::spawn_blocking(move || -> Result<Credentials, ApiError> {
         let ca = ferry_pki::Ca::open_or_create(&ca_dir).map_err(ApiError::unavailable)?;
         let dir = ca_dir.join("issued").join(&req.name);
+        // A new key and certificate every time: one issued before may have
+        // been revoked when its host left.
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).map_err(ApiError::unavailable)?;
+        }
         ca.ensure_host(&req.name, &req.addresses, &dir)
             .map_err(ApiError::bad_request)?;
         let read = |f: &str| std::fs::read_to_string(dir.join(f)).map_err(ApiError::unavailable);

@@ -4,6 +4,8 @@
 //! - `/v1/...`: members, or a client without a certificate that presents
 //!   the cluster's API token (`Authorization: Bearer <token>`; the cluster
 //!   state keeps only its SHA-256).
+//! - A certificate of a member that left (its SHA-256 is in the state's
+//!   revoked set) opens nothing.
 //!
 //! A client certificate of another CA never gets this far: the TLS
 //! handshake fails.
@@ -17,12 +19,17 @@ use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 
-/// The SHA-256 of a token, lowercase hex, as the state keeps it.
-pub fn token_sha256(token: &str) -> String {
-    Sha256::digest(token.as_bytes())
+/// The SHA-256 of some bytes, lowercase hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
+}
+
+/// The SHA-256 of a token, lowercase hex, as the state keeps it.
+pub fn token_sha256(token: &str) -> String {
+    sha256_hex(token.as_bytes())
 }
 
 fn refuse(status: StatusCode, message: &str) -> Response {
@@ -35,8 +42,17 @@ fn refuse(status: StatusCode, message: &str) -> Response {
 
 /// The middleware that enforces the rules above.
 pub async fn require(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
-    let member = req.extensions().get::<Caller>().is_some_and(|c| c.member);
-    if member {
+    let cert = req
+        .extensions()
+        .get::<Caller>()
+        .and_then(|c| c.cert_sha256.clone());
+    if let Some(cert) = cert {
+        if app.state.read(|s| s.revoked_certs.contains(&cert)).await {
+            return refuse(
+                StatusCode::FORBIDDEN,
+                "this certificate belongs to a member that left the cluster",
+            );
+        }
         return next.run(req).await;
     }
     if req.uri().path().starts_with("/raft/") {

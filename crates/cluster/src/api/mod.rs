@@ -40,6 +40,8 @@ pub struct App {
     /// The cluster CA, on the member that holds its key (where the cluster
     /// was created): it issues certificates to joining hosts.
     pub ca_dir: Option<std::path::PathBuf>,
+    /// The SHA-256 of this member's own certificate.
+    pub cert_sha256: Option<String>,
 }
 
 impl std::fmt::Debug for App {
@@ -119,6 +121,7 @@ pub fn router(app: Arc<App>) -> Router {
     let api_routes = Router::new()
         .route("/v1/cluster/init", post(admin::init))
         .route("/v1/cluster/join", post(admin::join))
+        .route("/v1/cluster/leave", post(admin::leave))
         .route("/v1/cluster/status", get(admin::status))
         .route("/v1/cluster/certificates", post(admin::certificate))
         .route("/v1/commands", post(app::write))

@@ -25,6 +25,13 @@ pub struct JoinRequest {
     pub member: Member,
 }
 
+/// Remove a member.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LeaveRequest {
+    /// Its Raft id.
+    pub id: NodeId,
+}
+
 /// A committed command.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct WriteResult {
