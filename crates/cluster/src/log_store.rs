@@ -35,7 +35,7 @@ use std::fs::File;
 use std::io::Write;
 use std::ops::RangeBounds;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 /// A segment is rewritten at a purge once it is larger than this.
 const COMPACT_BYTES: u64 = 4 << 20;
@@ -80,6 +80,57 @@ enum LogRecord {
 const VOTE: &str = "vote";
 const COMMITTED: &str = "committed";
 
+/// What the log holds, in memory: readers take only this lock, never the
+/// files' (held across an fsync). It changes only after the disk has.
+#[derive(Default)]
+struct Mem {
+    entries: BTreeMap<u64, Entry<TypeConfig>>,
+    last_purged: Option<LogId<NodeId>>,
+    vote: Option<Vote<NodeId>>,
+    committed: Option<LogId<NodeId>>,
+}
+
+impl Mem {
+    fn apply(&mut self, record: LogRecord) {
+        match record {
+            LogRecord::Entry(e) => {
+                self.entries.insert(e.log_id.index, e);
+            }
+            LogRecord::Truncate { since } => {
+                self.entries.split_off(&since);
+            }
+            LogRecord::Purge { upto } => {
+                self.entries = self.entries.split_off(&(upto.index + 1));
+                self.last_purged = Some(upto);
+            }
+        }
+    }
+
+    fn log_state(&self) -> LogState<TypeConfig> {
+        let last = self
+            .entries
+            .values()
+            .next_back()
+            .map(|e| *e.get_log_id())
+            .or(self.last_purged);
+        LogState {
+            last_purged_log_id: self.last_purged,
+            last_log_id: last,
+        }
+    }
+}
+
+type Shared<T> = Arc<RwLock<T>>;
+
+fn read_mem(mem: &Shared<Mem>) -> Result<RwLockReadGuard<'_, Mem>, LogError> {
+    mem.read().map_err(|_| LogError::Poisoned)
+}
+
+fn write_mem(mem: &Shared<Mem>) -> Result<RwLockWriteGuard<'_, Mem>, LogError> {
+    mem.write().map_err(|_| LogError::Poisoned)
+}
+
+/// The segment files; one writer at a time.
 struct LogFiles {
     /// Held while the log is open.
     _lock: nix::fcntl::Flock<File>,
@@ -87,10 +138,7 @@ struct LogFiles {
     segment_no: u64,
     segment: File,
     segment_len: u64,
-    entries: BTreeMap<u64, Entry<TypeConfig>>,
-    last_purged: Option<LogId<NodeId>>,
-    vote: Option<Vote<NodeId>>,
-    committed: Option<LogId<NodeId>>,
+    mem: Shared<Mem>,
 }
 
 fn segment_path(dir: &Path, n: u64) -> PathBuf {
@@ -197,16 +245,18 @@ impl LogFiles {
         if segments.is_empty() {
             sync_dir(dir)?;
         }
+        let mem = Mem {
+            vote: read_sealed(META, &dir.join(VOTE))?,
+            committed: read_sealed(META, &dir.join(COMMITTED))?,
+            ..Mem::default()
+        };
         let mut files = LogFiles {
             _lock: lock,
             dir: dir.to_path_buf(),
             segment_no,
             segment_len: 0,
             segment: segment.try_clone().map_err(io_err("cannot open", &path))?,
-            entries: BTreeMap::new(),
-            last_purged: None,
-            vote: read_sealed(META, &dir.join(VOTE))?,
-            committed: read_sealed(META, &dir.join(COMMITTED))?,
+            mem: Arc::new(RwLock::new(mem)),
         };
         let good = files.replay(&path, &mut segment)?;
         files.segment_len = good;
@@ -234,25 +284,11 @@ impl LogFiles {
                 .and_then(|()| f.sync_all())
                 .map_err(io_err("cannot cut off the unfinished record of", path))?;
         }
+        let mut mem = write_mem(&self.mem)?;
         for r in scanned.records {
-            self.apply(r);
+            mem.apply(r);
         }
         Ok(scanned.good_len as u64)
-    }
-
-    fn apply(&mut self, record: LogRecord) {
-        match record {
-            LogRecord::Entry(e) => {
-                self.entries.insert(e.log_id.index, e);
-            }
-            LogRecord::Truncate { since } => {
-                self.entries.split_off(&since);
-            }
-            LogRecord::Purge { upto } => {
-                self.entries = self.entries.split_off(&(upto.index + 1));
-                self.last_purged = Some(upto);
-            }
-        }
     }
 
     fn path(&self) -> PathBuf {
@@ -281,8 +317,9 @@ impl LogFiles {
             return Err(io_err("cannot append to", &path)(e).into());
         }
         self.segment_len += bytes.len() as u64;
+        let mut mem = write_mem(&self.mem)?;
         for r in records {
-            self.apply(r);
+            mem.apply(r);
         }
         Ok(())
     }
@@ -299,11 +336,14 @@ impl LogFiles {
                 source,
             })
         };
-        if let Some(upto) = self.last_purged {
-            bytes.extend(seal(&LogRecord::Purge { upto })?);
-        }
-        for e in self.entries.values() {
-            bytes.extend(seal(&LogRecord::Entry(e.clone()))?);
+        {
+            let mem = read_mem(&self.mem)?;
+            if let Some(upto) = mem.last_purged {
+                bytes.extend(seal(&LogRecord::Purge { upto })?);
+            }
+            for e in mem.entries.values() {
+                bytes.extend(seal(&LogRecord::Entry(e.clone()))?);
+            }
         }
         let mut f = File::create(&tmp).map_err(io_err("cannot create", &tmp))?;
         f.write_all(&bytes)
@@ -322,25 +362,13 @@ impl LogFiles {
         tracing::debug!("compacted the log into {}", final_path.display());
         Ok(())
     }
-
-    fn log_state(&self) -> LogState<TypeConfig> {
-        let last = self
-            .entries
-            .values()
-            .next_back()
-            .map(|e| *e.get_log_id())
-            .or(self.last_purged);
-        LogState {
-            last_purged_log_id: self.last_purged,
-            last_log_id: last,
-        }
-    }
 }
 
 /// The on-disk Raft log of one node; clones share it.
 #[derive(Clone)]
 pub struct LogStore {
     files: Arc<Mutex<LogFiles>>,
+    mem: Shared<Mem>,
 }
 
 impl Debug for LogStore {
@@ -356,13 +384,15 @@ fn storage_err(e: LogError) -> StorageError<NodeId> {
 impl LogStore {
     /// Opens (or creates) the log in `dir`, replaying it into memory.
     pub fn open(dir: &Path) -> Result<Self, LogError> {
+        let files = LogFiles::open(dir)?;
         Ok(LogStore {
-            files: Arc::new(Mutex::new(LogFiles::open(dir)?)),
+            mem: files.mem.clone(),
+            files: Arc::new(Mutex::new(files)),
         })
     }
 
-    fn lock(&self) -> Result<MutexGuard<'_, LogFiles>, LogError> {
-        self.files.lock().map_err(|_| LogError::Poisoned)
+    fn mem(&self) -> Result<RwLockReadGuard<'_, Mem>, StorageError<NodeId>> {
+        read_mem(&self.mem).map_err(storage_err)
     }
 
     /// Runs blocking file work off the async runtime's threads.
@@ -387,8 +417,8 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry<TypeConfig>>, StorageError<NodeId>> {
-        let files = self.lock().map_err(storage_err)?;
-        Ok(files.entries.range(range).map(|(_, e)| e.clone()).collect())
+        let mem = self.mem()?;
+        Ok(mem.entries.range(range).map(|(_, e)| e.clone()).collect())
     }
 }
 
@@ -396,7 +426,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = Self;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError<NodeId>> {
-        Ok(self.lock().map_err(storage_err)?.log_state())
+        Ok(self.mem()?.log_state())
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -407,14 +437,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let vote = *vote;
         self.blocking(move |f| {
             write_sealed(META, &f.dir.join(VOTE), &vote)?;
-            f.vote = Some(vote);
+            write_mem(&f.mem)?.vote = Some(vote);
             Ok(())
         })
         .await
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError<NodeId>> {
-        Ok(self.lock().map_err(storage_err)?.vote)
+        Ok(self.mem()?.vote)
     }
 
     async fn save_committed(
@@ -423,14 +453,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     ) -> Result<(), StorageError<NodeId>> {
         self.blocking(move |f| {
             write_sealed(META, &f.dir.join(COMMITTED), &committed)?;
-            f.committed = committed;
+            write_mem(&f.mem)?.committed = committed;
             Ok(())
         })
         .await
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>, StorageError<NodeId>> {
-        Ok(self.lock().map_err(storage_err)?.committed)
+        Ok(self.mem()?.committed)
     }
 
     async fn append<I>(
@@ -489,9 +519,16 @@ mod tests {
         }
     }
 
+    fn keys(f: &LogFiles) -> Vec<u64> {
+        f.mem.read().expect("mem").entries.keys().copied().collect()
+    }
+
+    fn purged(f: &LogFiles) -> Option<u64> {
+        f.mem.read().expect("mem").last_purged.map(|l| l.index)
+    }
+
     fn indexes(dir: &Path) -> Vec<u64> {
-        let f = LogFiles::open(dir).expect("open");
-        f.entries.keys().copied().collect()
+        keys(&LogFiles::open(dir).expect("open"))
     }
 
     #[test]
@@ -510,16 +547,13 @@ mod tests {
         assert_eq!(indexes(tmp.path()), vec![4, 5, 6, 7]);
 
         let mut f = LogFiles::open(tmp.path()).expect("open");
-        assert_eq!(f.last_purged.map(|l| l.index), Some(3));
+        assert_eq!(purged(&f), Some(3));
         f.compact().expect("compact");
         drop(f);
         let f = LogFiles::open(tmp.path()).expect("reopen");
         assert_eq!(f.segment_no, 2);
-        assert_eq!(f.last_purged.map(|l| l.index), Some(3));
-        assert_eq!(
-            f.entries.keys().copied().collect::<Vec<_>>(),
-            vec![4, 5, 6, 7]
-        );
+        assert_eq!(purged(&f), Some(3));
+        assert_eq!(keys(&f), vec![4, 5, 6, 7]);
         assert!(!segment_path(tmp.path(), 1).exists());
     }
 
@@ -565,8 +599,8 @@ mod tests {
         let tmp = tempfile::tempdir().expect("tempdir");
         std::fs::write(segment_path(tmp.path(), 1), seg).expect("write");
         let f = LogFiles::open(tmp.path()).expect("open");
-        assert_eq!(f.entries.keys().copied().collect::<Vec<_>>(), vec![2]);
-        assert_eq!(f.last_purged.map(|l| l.index), Some(1));
+        assert_eq!(keys(&f), vec![2]);
+        assert_eq!(purged(&f), Some(1));
     }
 
     #[test]
