@@ -391,8 +391,8 @@ impl LogStore {
         })
     }
 
-    fn mem(&self) -> Result<RwLockReadGuard<'_, Mem>, StorageError<NodeId>> {
-        read_mem(&self.mem).map_err(storage_err)
+    fn mem(&self) -> Result<RwLockReadGuard<'_, Mem>, LogError> {
+        read_mem(&self.mem)
     }
 
     /// Runs blocking file work off the async runtime's threads.
@@ -417,7 +417,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry<TypeConfig>>, StorageError<NodeId>> {
-        let mem = self.mem()?;
+        let mem = self.mem().map_err(storage_err)?;
         Ok(mem.entries.range(range).map(|(_, e)| e.clone()).collect())
     }
 }
@@ -426,7 +426,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = Self;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError<NodeId>> {
-        Ok(self.mem()?.log_state())
+        Ok(self.mem().map_err(storage_err)?.log_state())
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -444,7 +444,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError<NodeId>> {
-        Ok(self.mem()?.vote)
+        Ok(self.mem().map_err(storage_err)?.vote)
     }
 
     async fn save_committed(
@@ -460,7 +460,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>, StorageError<NodeId>> {
-        Ok(self.mem()?.committed)
+        Ok(self.mem().map_err(storage_err)?.committed)
     }
 
     async fn append<I>(
