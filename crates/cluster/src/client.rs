@@ -259,16 +259,19 @@ impl ApiClient {
             .await
     }
 
-    /// Asks the cluster, through `via`, to take `new` in as voter `id`.
+    /// Asks the cluster, through `via`, to take `new` in as voter `id`, with
+    /// its addresses on the cluster networks (empty: its endpoint's).
     pub async fn join(
         &self,
         via: &Member,
         id: NodeId,
         new: &Member,
+        networks: &std::collections::BTreeMap<String, Vec<std::net::IpAddr>>,
     ) -> Result<Status, ClientError> {
         let req = JoinRequest {
             id,
             member: new.clone(),
+            networks: networks.clone(),
         };
         self.call(via, "/v1/cluster/join", Some(&req), false).await
     }

@@ -51,6 +51,12 @@ pub const SNAPSHOT: Kind = Kind {
     max_len: 256 << 20,
     name: "snapshot",
 };
+/// A heartbeat datagram.
+pub const HEARTBEAT: Kind = Kind {
+    magic: *b"FHBT",
+    max_len: 1024,
+    name: "heartbeat",
+};
 /// A Raft RPC request or response body.
 pub const RPC: Kind = Kind {
     magic: *b"FRPC",

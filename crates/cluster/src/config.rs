@@ -10,17 +10,28 @@
 //! [raft]                      # optional
 //! heartbeat_ms = 250
 //! election_timeout_ms = [1000, 2000]
+//!
+//! [networks]                  # optional: this host on each cluster network
+//! internal = "10.0.0.1"       # [default: cluster = the listen address]
+//! external = "10.1.0.1"
+//!
+//! [heartbeat]                 # optional, on every network above
+//! delay_ms = 1000             # Hyper-V's defaults: 1 s,
+//! threshold = 10              # 10 missed
 //! ```
 //!
 //! The data directory holds `raft/` (log and snapshot), `tls/` (this
 //! member's credentials), and on the member where the cluster was created
 //! `ca/` (the cluster CA) and `api-token` (the CLI's token, mode 0600).
 
+use crate::heartbeat::HeartbeatConfig;
 use crate::node::NodeConfig;
 use crate::{Member, NodeId};
 use serde::{Deserialize, Serialize};
-use std::net::SocketAddr;
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// The largest configuration file read.
 const MAX_CONFIG: u64 = 1 << 20;
@@ -80,6 +91,25 @@ impl Default for RaftTimings {
     }
 }
 
+/// Heartbeat settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeartbeatSettings {
+    /// Time between two heartbeats.
+    pub delay_ms: u64,
+    /// Heartbeats missed before a network, or a host, is lost.
+    pub threshold: u32,
+}
+
+impl Default for HeartbeatSettings {
+    fn default() -> Self {
+        HeartbeatSettings {
+            delay_ms: 1000,
+            threshold: 10,
+        }
+    }
+}
+
 /// A member's configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -98,6 +128,12 @@ pub struct MemberConfig {
     /// Raft timings.
     #[serde(default)]
     pub raft: RaftTimings,
+    /// This host's address on each cluster network.
+    #[serde(default)]
+    pub networks: BTreeMap<String, IpAddr>,
+    /// Heartbeat settings.
+    #[serde(default)]
+    pub heartbeat: HeartbeatSettings,
 }
 
 impl MemberConfig {
@@ -132,6 +168,14 @@ impl MemberConfig {
         if self.name.is_empty() {
             return Err("name is empty".into());
         }
+        if self.heartbeat.delay_ms == 0 || self.heartbeat.threshold == 0 {
+            return Err("heartbeat: delay_ms and threshold must be positive".into());
+        }
+        if let Some((n, ip)) = self.networks.iter().find(|(_, ip)| ip.is_unspecified()) {
+            return Err(format!(
+                "networks.{n} = {ip}: give this host's address on it"
+            ));
+        }
         let [lo, hi] = self.raft.election_timeout_ms;
         if self.raft.heartbeat_ms == 0 || lo <= self.raft.heartbeat_ms || hi <= lo {
             return Err(
@@ -165,6 +209,16 @@ impl MemberConfig {
         self.data_dir.join("api-token")
     }
 
+    /// This host's address on each cluster network (by default the listen
+    /// address, on a network called `cluster`).
+    pub fn network_addresses(&self) -> BTreeMap<String, IpAddr> {
+        if self.networks.is_empty() {
+            BTreeMap::from([("cluster".to_string(), self.listen.ip())])
+        } else {
+            self.networks.clone()
+        }
+    }
+
     /// How to run the node.
     pub fn node_config(&self) -> NodeConfig {
         let [lo, hi] = self.raft.election_timeout_ms;
@@ -180,6 +234,11 @@ impl MemberConfig {
                 election_timeout_max: hi,
                 ..NodeConfig::default_raft()
             },
+            heartbeat: Some(HeartbeatConfig {
+                delay: Duration::from_millis(self.heartbeat.delay_ms),
+                threshold: self.heartbeat.threshold,
+                networks: self.network_addresses(),
+            }),
         }
     }
 }
@@ -209,6 +268,28 @@ mod tests {
         .expect("write");
         let err = MemberConfig::load(&path).expect_err("unspecified");
         assert!(err.to_string().contains("listen"), "{err}");
+        std::fs::write(
+            &path,
+            "id = 1\nname = \"n\"\nlisten = \"10.0.0.1:7441\"\ndata_dir = \"/x\"\n[networks]\ninternal = \"10.0.0.1\"\nexternal = \"10.1.0.1\"\n[heartbeat]\ndelay_ms = 500\nthreshold = 4\n",
+        )
+        .expect("write");
+        let c = MemberConfig::load(&path).expect("load");
+        let hb = c.node_config().heartbeat.expect("heartbeat");
+        assert_eq!(hb.delay, Duration::from_millis(500));
+        assert_eq!(hb.threshold, 4);
+        assert_eq!(
+            hb.networks.keys().collect::<Vec<_>>(),
+            ["external", "internal"]
+        );
+        let c = MemberConfig {
+            networks: BTreeMap::new(),
+            ..c
+        };
+        assert_eq!(
+            c.network_addresses(),
+            BTreeMap::from([("cluster".to_string(), c.listen.ip())]),
+            "by default, one network: the listen address"
+        );
         std::fs::write(&path, "id = 2\nnmae = \"n\"\n").expect("write");
         let err = MemberConfig::load(&path).expect_err("typo");
         assert!(format!("{err:?}").contains("nmae"), "{err:?}");

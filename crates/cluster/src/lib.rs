@@ -15,6 +15,7 @@ pub mod codec;
 pub mod config;
 pub mod daemon;
 pub mod fsutil;
+pub mod heartbeat;
 pub mod log_store;
 pub mod network;
 pub mod node;

@@ -3,6 +3,7 @@
 
 use crate::api::{self, App};
 use crate::client::{ApiClient, Peers};
+use crate::heartbeat::{self, HeartbeatConfig, Heartbeats};
 use crate::log_store::{LogError, LogStore};
 use crate::network::Network;
 use crate::server::Server;
@@ -53,6 +54,9 @@ pub struct NodeConfig {
     pub ca_dir: Option<PathBuf>,
     /// Raft timings.
     pub raft: openraft::Config,
+    /// Heartbeats on the cluster networks (none if `None`); they also name
+    /// the networks this host's record lists.
+    pub heartbeat: Option<HeartbeatConfig>,
 }
 
 impl NodeConfig {
@@ -74,6 +78,7 @@ impl NodeConfig {
 pub struct Node {
     app: Arc<App>,
     server: Server,
+    heartbeats: Option<Heartbeats>,
 }
 
 impl Node {
@@ -104,22 +109,41 @@ impl Node {
             state,
             client: ApiClient::from_peers(peers),
             cert_sha256: identity.cert_sha256(),
+            networks: config
+                .heartbeat
+                .as_ref()
+                .map(|h| {
+                    h.networks
+                        .iter()
+                        .map(|(n, ip)| (n.clone(), vec![*ip]))
+                        .collect()
+                })
+                .unwrap_or_default(),
             ca_dir: config
                 .ca_dir
                 .filter(|d| d.join("ca-cert.pem").exists() && d.join("ca-key.pem").exists()),
         });
+        let port = listener.local_addr()?.port();
         let server = Server::spawn(
             listener,
             identity.server_config()?,
             api::router(app.clone()),
         )?;
+        let heartbeats = match config.heartbeat.clone() {
+            Some(h) => Some(heartbeat::spawn(app.clone(), h, port).await?),
+            None => None,
+        };
         tracing::info!(
             "member {} ({}) serving on {}",
             config.id,
             config.name,
             server.addr()
         );
-        Ok(Node { app, server })
+        Ok(Node {
+            app,
+            server,
+            heartbeats,
+        })
     }
 
     /// Its id.
@@ -161,6 +185,7 @@ impl Node {
 
     /// Stops serving and stops Raft; the directory keeps everything.
     pub async fn shutdown(self) {
+        drop(self.heartbeats);
         drop(self.server);
         if let Err(e) = self.app.raft.shutdown().await {
             tracing::warn!("Raft shutdown of member {}: {e}", self.app.id);

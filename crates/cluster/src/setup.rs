@@ -197,8 +197,14 @@ pub async fn join(
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    let networks = config
+        .network_addresses()
+        .into_iter()
+        .map(|(n, ip)| (n, vec![ip]))
+        .collect();
     Ok(Joined::Member(
-        me.join(&via, config.id, &config.member()).await?,
+        me.join(&via, config.id, &config.member(), &networks)
+            .await?,
     ))
 }
 

@@ -5,11 +5,13 @@
 
 use ferry_cluster::api::auth::token_sha256;
 use ferry_cluster::client::{ApiClient, ClientError, Peers};
+use ferry_cluster::heartbeat::HeartbeatConfig;
 use ferry_cluster::node::{Node, NodeConfig};
 use ferry_cluster::state::{ClusterState, Command, HostState, VmDef};
 use ferry_cluster::tls::Identity;
 use ferry_cluster::{Member, NodeId};
 use ferry_pki::Ca;
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -52,6 +54,11 @@ impl Lab {
             tls_dir: self.root.join(format!("tls{id}")),
             ca_dir: None,
             raft: raft_timings(),
+            heartbeat: Some(HeartbeatConfig {
+                delay: Duration::from_millis(100),
+                threshold: 5,
+                networks: BTreeMap::from([("cluster".to_string(), LOCALHOST)]),
+            }),
         }
     }
 
@@ -142,6 +149,28 @@ async fn read(client: &ApiClient, via: &[Member]) -> ClusterState {
     }
 }
 
+/// Reads until `pred` holds.
+async fn wait_state(
+    client: &ApiClient,
+    via: &[Member],
+    what: &str,
+    pred: impl Fn(&ClusterState) -> bool,
+) -> ClusterState {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let s = read(client, via).await;
+        if pred(&s) {
+            return s;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never {what}: {:?}",
+            s.hosts
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 fn issue(ca: &Ca, name: &str, dir: &Path) {
     ca.ensure_host(name, &[LOCALHOST], dir)
         .expect("issue certificate");
@@ -203,7 +232,10 @@ async fn scenario() {
     )
     .with_token("token");
     drop(node1);
-    client.join(&all[0], 2, &all[1]).await.expect("join node2");
+    client
+        .join(&all[0], 2, &all[1], &BTreeMap::new())
+        .await
+        .expect("join node2");
     // Enough entries that the leader snapshots and purges its log...
     for i in 0..15 {
         write(
@@ -217,7 +249,7 @@ async fn scenario() {
     }
     // ...so node 3, joining through a follower, is sent a snapshot.
     let status = client
-        .join(&all[1], 3, &all[2])
+        .join(&all[1], 3, &all[2], &BTreeMap::new())
         .await
         .expect("join node3 via node2");
     assert_eq!(status.voters.len(), 3, "{status:?}");
@@ -286,6 +318,18 @@ async fn scenario() {
         read(&client, &survivors).await.vms["web"].owner.as_deref(),
         Some("node2")
     );
+    // Its heartbeats stopped: the new leader marks its host down.
+    let gone = format!("node{old}");
+    let state = wait_state(&client, &survivors, "the stopped host down", |s| {
+        s.hosts[&gone].state == HostState::Down
+    })
+    .await;
+    let lost = format!("host {gone}: network cluster lost (5 heartbeats missed)");
+    assert!(
+        state.events.iter().any(|e| e.message == lost),
+        "{:?}",
+        state.events
+    );
 
     // Stop everyone; start everyone from their directories.
     for n in nodes.iter_mut() {
@@ -297,7 +341,18 @@ async fn scenario() {
         nodes[id as usize - 1] = Some(lab.start(id).await);
     }
     wait_leader(&client, &all, None).await;
+    // Heard again: every host is up.
+    wait_state(&client, &all, "every host up", |s| {
+        s.hosts.values().all(|h| h.state == HostState::Up)
+    })
+    .await;
     let state = read(&client, &all).await;
+    let back = format!("host {gone}: down -> up");
+    assert!(
+        state.events.iter().any(|e| e.message == back),
+        "{:?}",
+        state.events
+    );
     assert_eq!(state.vms["web"].owner.as_deref(), Some("node2"));
     assert_eq!(state.vms["web"].spec, vm.spec);
     assert_eq!(state.hosts.len(), 3);
@@ -393,6 +448,7 @@ async fn access_control() {
         tls_dir: tmp.path().join("tls1"),
         ca_dir: Some(ca_dir.clone()),
         raft: raft_timings(),
+        heartbeat: None,
     };
     let node = Node::start(config, listener).await.expect("start");
     let member_client =

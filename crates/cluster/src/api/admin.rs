@@ -13,7 +13,7 @@ use axum::Json;
 use openraft::error::{ClientWriteError, ForwardToLeader, RaftError};
 use openraft::{ChangeMembers, ServerState};
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -73,14 +73,23 @@ pub(crate) fn status_of(app: &App) -> Status {
     }
 }
 
-fn host_record(member: &Member, state: HostState, cert_sha256: Option<String>) -> Host {
-    let ip = member.addr.parse::<SocketAddr>().map(|a| a.ip());
+fn host_record(
+    member: &Member,
+    state: HostState,
+    cert_sha256: Option<String>,
+    networks: &BTreeMap<String, Vec<IpAddr>>,
+) -> Host {
+    let networks = if networks.is_empty() {
+        let ip = member.addr.parse::<SocketAddr>().map(|a| a.ip());
+        ip.into_iter()
+            .map(|ip| ("cluster".to_string(), vec![ip]))
+            .collect()
+    } else {
+        networks.clone()
+    };
     Host {
         name: member.name.clone(),
-        networks: ip
-            .into_iter()
-            .map(|ip| ("cluster".to_string(), vec![ip]))
-            .collect(),
+        networks,
         cpu_profile: serde_json::Value::Null,
         state,
         cert_sha256,
@@ -114,7 +123,12 @@ pub(crate) async fn create(app: &App) -> Result<Status, ApiError> {
     commit(
         app,
         Command::PutHost {
-            host: host_record(&app.member, HostState::Up, app.cert_sha256.clone()),
+            host: host_record(
+                &app.member,
+                HostState::Up,
+                app.cert_sha256.clone(),
+                &app.networks,
+            ),
         },
     )
     .await
@@ -162,7 +176,7 @@ pub async fn join(
         .await
         .map_err(|e| ApiError::bad_request(format!("cannot reach the joining member: {e:#}")))?;
     let joining = Command::PutHost {
-        host: host_record(&req.member, HostState::Joining, Some(cert)),
+        host: host_record(&req.member, HostState::Joining, Some(cert), &req.networks),
     };
     commit(&app, joining).await.map_err(ApiError::unavailable)?;
     app.raft

@@ -22,6 +22,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use types::ErrorBody;
 
@@ -42,6 +43,9 @@ pub struct App {
     pub ca_dir: Option<std::path::PathBuf>,
     /// The SHA-256 of this member's own certificate.
     pub cert_sha256: Option<String>,
+    /// This host's addresses on each cluster network (empty: its endpoint's
+    /// address on a network called `cluster`).
+    pub networks: BTreeMap<String, Vec<std::net::IpAddr>>,
 }
 
 impl std::fmt::Debug for App {

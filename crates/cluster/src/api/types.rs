@@ -23,6 +23,10 @@ pub struct JoinRequest {
     pub id: NodeId,
     /// Its name and address.
     pub member: Member,
+    /// Its addresses on each cluster network (empty: its endpoint's address
+    /// on a network called `cluster`).
+    #[serde(default)]
+    pub networks: BTreeMap<String, Vec<IpAddr>>,
 }
 
 /// Remove a member.
