@@ -248,6 +248,15 @@ async fn scenario() {
         .await;
     }
     // ...so node 3, joining through a follower, is sent a snapshot.
+    // An id that is taken is refused.
+    let err = client
+        .join(&all[0], 2, &all[2], &BTreeMap::new())
+        .await
+        .expect_err("id 2 is node2's");
+    assert!(
+        matches!(err, ClientError::Api { status: 409, .. }),
+        "{err:#}"
+    );
     let status = client
         .join(&all[1], 3, &all[2], &BTreeMap::new())
         .await

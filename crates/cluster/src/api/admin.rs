@@ -168,6 +168,24 @@ pub async fn join(
             .map(Json)
             .map_err(ApiError::upstream);
     }
+    // An id or a name already in use by another member is refused: taking
+    // it would replace that member.
+    {
+        let metrics = app.raft.metrics().borrow().clone();
+        let membership = metrics.membership_config.membership();
+        for (id, m) in membership.nodes() {
+            let same_id = *id == req.id;
+            let same_name = m.name == req.member.name;
+            if same_id != same_name || (same_id && m.addr != req.member.addr) {
+                return Err(ApiError {
+                    status: axum::http::StatusCode::CONFLICT,
+                    message: format!(
+                        "member {id} is {m}: a joining member needs an id and a name of its own"
+                    ),
+                });
+            }
+        }
+    }
     // The certificate the joiner serves with, which is also the one it
     // authenticates with: recorded so that it is revoked when it leaves.
     let cert = app
