@@ -210,7 +210,7 @@ fn print_status(status: &Status, state: Option<&ClusterState>) {
     if let Some(state) = state {
         println!("hosts");
         for h in state.hosts.values() {
-            println!("  {:<16} {}", h.name, h.state);
+            println!("  {:<16} {:<8} {}", h.name, h.state, h.role);
         }
         println!("VMs");
         for v in state.vms.values() {

@@ -259,21 +259,9 @@ impl ApiClient {
             .await
     }
 
-    /// Asks the cluster, through `via`, to take `new` in as voter `id`, with
-    /// its addresses on the cluster networks (empty: its endpoint's).
-    pub async fn join(
-        &self,
-        via: &Member,
-        id: NodeId,
-        new: &Member,
-        networks: &std::collections::BTreeMap<String, Vec<std::net::IpAddr>>,
-    ) -> Result<Status, ClientError> {
-        let req = JoinRequest {
-            id,
-            member: new.clone(),
-            networks: networks.clone(),
-        };
-        self.call(via, "/v1/cluster/join", Some(&req), false).await
+    /// Asks the cluster, through `via`, to take a member in as a voter.
+    pub async fn join(&self, via: &Member, req: &JoinRequest) -> Result<Status, ClientError> {
+        self.call(via, "/v1/cluster/join", Some(req), false).await
     }
 
     /// The SHA-256 (hex) of the certificate `member` serves with (the same

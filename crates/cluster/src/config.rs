@@ -6,6 +6,7 @@
 //! listen = "10.0.0.1:7441"    # the cluster endpoint (a specific address)
 //! data_dir = "/var/lib/ferry/cluster"
 //! peers = ["10.0.0.2:7441"]   # members to ask when joining (optional)
+//! role = "hypervisor"         # or "witness": votes, runs no VMs
 //!
 //! [raft]                      # optional
 //! heartbeat_ms = 250
@@ -26,6 +27,7 @@
 
 use crate::heartbeat::HeartbeatConfig;
 use crate::node::NodeConfig;
+use crate::state::HostRole;
 use crate::{Member, NodeId};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -134,6 +136,9 @@ pub struct MemberConfig {
     /// Heartbeat settings.
     #[serde(default)]
     pub heartbeat: HeartbeatSettings,
+    /// What this host is for.
+    #[serde(default)]
+    pub role: HostRole,
 }
 
 impl MemberConfig {
@@ -239,6 +244,7 @@ impl MemberConfig {
                 threshold: self.heartbeat.threshold,
                 networks: self.network_addresses(),
             }),
+            role: self.role,
         }
     }
 }
@@ -277,6 +283,7 @@ mod tests {
         let hb = c.node_config().heartbeat.expect("heartbeat");
         assert_eq!(hb.delay, Duration::from_millis(500));
         assert_eq!(hb.threshold, 4);
+        assert_eq!(c.role, HostRole::Hypervisor);
         assert_eq!(
             hb.networks.keys().collect::<Vec<_>>(),
             ["external", "internal"]

@@ -189,22 +189,20 @@ async fn send(app: Arc<App>, delay: Duration, sockets: BTreeMap<String, Arc<UdpS
 /// While this member leads: records lost and restored networks and hosts.
 async fn judge(app: Arc<App>, config: HeartbeatConfig, heard: Heard) {
     let mut tick = tokio::time::interval(config.delay);
-    // Networks the leader has reported lost, and since when it leads.
+    // Networks this leader has reported lost, and since when it has been
+    // watching each host: a host is judged only a full threshold after
+    // that (a new leader, a host that has just joined).
     let mut lost: BTreeSet<(String, String)> = BTreeSet::new();
-    let mut leading_since: Option<Instant> = None;
+    let mut watching: HashMap<String, Instant> = HashMap::new();
     loop {
         tick.tick().await;
         let leader = app.raft.metrics().borrow().current_leader == Some(app.id);
         if !leader {
-            leading_since = None;
+            watching.clear();
             lost.clear();
             continue;
         }
         let now = Instant::now();
-        let since = *leading_since.get_or_insert(now);
-        if now.duration_since(since) < config.lost_after() {
-            continue;
-        }
         let hosts = app.state.read(|s| s.hosts.clone()).await;
         let heard_now = heard.lock().map(|h| h.clone()).unwrap_or_default();
         let fresh = |host: &str, net: &str| {
@@ -217,6 +215,10 @@ async fn judge(app: Arc<App>, config: HeartbeatConfig, heard: Heard) {
             .values()
             .filter(|h| h.name != app.member.name && h.state != HostState::Joining);
         for host in judged {
+            let since = *watching.entry(host.name.clone()).or_insert(now);
+            if now.duration_since(since) < config.lost_after() {
+                continue;
+            }
             let mut any = false;
             for network in host.networks.keys() {
                 let key = (host.name.clone(), network.clone());

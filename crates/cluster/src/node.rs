@@ -7,6 +7,7 @@ use crate::heartbeat::{self, HeartbeatConfig, Heartbeats};
 use crate::log_store::{LogError, LogStore};
 use crate::network::Network;
 use crate::server::Server;
+use crate::state::HostRole;
 use crate::state::{Command, Request, Response};
 use crate::state_machine::StateMachineStore;
 use crate::tls::{Identity, TlsError};
@@ -57,6 +58,8 @@ pub struct NodeConfig {
     /// Heartbeats on the cluster networks (none if `None`); they also name
     /// the networks this host's record lists.
     pub heartbeat: Option<HeartbeatConfig>,
+    /// What this host is for.
+    pub role: HostRole,
 }
 
 impl NodeConfig {
@@ -119,6 +122,7 @@ impl Node {
                         .collect()
                 })
                 .unwrap_or_default(),
+            role: config.role,
             ca_dir: config
                 .ca_dir
                 .filter(|d| d.join("ca-cert.pem").exists() && d.join("ca-key.pem").exists()),

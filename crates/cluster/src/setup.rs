@@ -12,7 +12,7 @@
 //! cluster to take this member in (learner, then voter).
 
 use crate::api::auth::token_sha256;
-use crate::api::types::Status;
+use crate::api::types::{JoinRequest, Status};
 use crate::client::{ApiClient, ClientError, Peers};
 use crate::config::MemberConfig;
 use crate::node::{Node, NodeError};
@@ -203,8 +203,16 @@ pub async fn join(
         .map(|(n, ip)| (n, vec![ip]))
         .collect();
     Ok(Joined::Member(
-        me.join(&via, config.id, &config.member(), &networks)
-            .await?,
+        me.join(
+            &via,
+            &JoinRequest {
+                id: config.id,
+                member: config.member(),
+                networks,
+                role: config.role,
+            },
+        )
+        .await?,
     ))
 }
 

@@ -38,6 +38,27 @@ impl std::fmt::Display for HostState {
     }
 }
 
+/// What a host is for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HostRole {
+    /// Runs VMs.
+    #[default]
+    Hypervisor,
+    /// Votes, so that two hypervisors keep quorum when one dies, but runs
+    /// no VMs (the storage host's witness).
+    Witness,
+}
+
+impl std::fmt::Display for HostRole {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            HostRole::Hypervisor => "hypervisor",
+            HostRole::Witness => "witness",
+        })
+    }
+}
+
 /// A host of the cluster.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Host {
@@ -49,6 +70,9 @@ pub struct Host {
     pub cpu_profile: serde_json::Value,
     /// Its state.
     pub state: HostState,
+    /// What it is for.
+    #[serde(default)]
+    pub role: HostRole,
     /// The SHA-256 (hex) of the certificate it joined with, revoked when it
     /// leaves.
     #[serde(default)]
@@ -277,9 +301,15 @@ impl ClusterState {
     }
 
     fn check_owner(&self, owner: &Option<String>) -> Result<(), String> {
-        match owner {
-            Some(h) if !self.hosts.contains_key(h) => Err(format!("no host {h} to own the VM")),
-            _ => Ok(()),
+        let Some(name) = owner else {
+            return Ok(());
+        };
+        match self.hosts.get(name) {
+            None => Err(format!("no host {name} to own the VM")),
+            Some(h) if h.role == HostRole::Witness => {
+                Err(format!("host {name} is a witness: it runs no VMs"))
+            }
+            Some(_) => Ok(()),
         }
     }
 }
@@ -294,6 +324,7 @@ mod tests {
             networks: BTreeMap::new(),
             cpu_profile: serde_json::Value::Null,
             state: HostState::Joining,
+            role: HostRole::Hypervisor,
             cert_sha256: Some(format!("cert-of-{name}")),
         }
     }
@@ -332,6 +363,20 @@ mod tests {
         s.apply(&r(Command::RemoveHost { name: "h1".into() }));
         assert!(s.hosts.is_empty());
         assert!(s.revoked_certs.contains("cert-of-h1"));
+
+        let witness = Host {
+            role: HostRole::Witness,
+            ..host("w")
+        };
+        s.apply(&r(Command::PutHost { host: witness }));
+        let refused = s.apply(&r(Command::PutVm {
+            vm: VmDef {
+                name: "db".into(),
+                spec: serde_json::Value::Null,
+                owner: Some("w".into()),
+            },
+        }));
+        assert!(refused.refused.expect("refused").contains("witness"));
     }
 
     #[test]

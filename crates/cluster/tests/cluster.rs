@@ -4,10 +4,11 @@
 //! restart everyone from disk, and refuse a stranger's certificate.
 
 use ferry_cluster::api::auth::token_sha256;
+use ferry_cluster::api::types::JoinRequest;
 use ferry_cluster::client::{ApiClient, ClientError, Peers};
 use ferry_cluster::heartbeat::HeartbeatConfig;
 use ferry_cluster::node::{Node, NodeConfig};
-use ferry_cluster::state::{ClusterState, Command, HostState, VmDef};
+use ferry_cluster::state::{ClusterState, Command, HostRole, HostState, VmDef};
 use ferry_cluster::tls::Identity;
 use ferry_cluster::{Member, NodeId};
 use ferry_pki::Ca;
@@ -54,9 +55,10 @@ impl Lab {
             tls_dir: self.root.join(format!("tls{id}")),
             ca_dir: None,
             raft: raft_timings(),
+            role: HostRole::Hypervisor,
             heartbeat: Some(HeartbeatConfig {
                 delay: Duration::from_millis(100),
-                threshold: 5,
+                threshold: 10,
                 networks: BTreeMap::from([("cluster".to_string(), LOCALHOST)]),
             }),
         }
@@ -171,6 +173,15 @@ async fn wait_state(
     }
 }
 
+fn joining(id: NodeId, member: &Member) -> JoinRequest {
+    JoinRequest {
+        id,
+        member: member.clone(),
+        networks: BTreeMap::new(),
+        role: HostRole::Hypervisor,
+    }
+}
+
 fn issue(ca: &Ca, name: &str, dir: &Path) {
     ca.ensure_host(name, &[LOCALHOST], dir)
         .expect("issue certificate");
@@ -233,7 +244,7 @@ async fn scenario() {
     .with_token("token");
     drop(node1);
     client
-        .join(&all[0], 2, &all[1], &BTreeMap::new())
+        .join(&all[0], &joining(2, &all[1]))
         .await
         .expect("join node2");
     // Enough entries that the leader snapshots and purges its log...
@@ -250,7 +261,7 @@ async fn scenario() {
     // ...so node 3, joining through a follower, is sent a snapshot.
     // An id that is taken is refused.
     let err = client
-        .join(&all[0], 2, &all[2], &BTreeMap::new())
+        .join(&all[0], &joining(2, &all[2]))
         .await
         .expect_err("id 2 is node2's");
     assert!(
@@ -258,7 +269,7 @@ async fn scenario() {
         "{err:#}"
     );
     let status = client
-        .join(&all[1], 3, &all[2], &BTreeMap::new())
+        .join(&all[1], &joining(3, &all[2]))
         .await
         .expect("join node3 via node2");
     assert_eq!(status.voters.len(), 3, "{status:?}");
@@ -273,11 +284,10 @@ async fn scenario() {
     let state = read(&client, &all[1..2]).await;
     assert_eq!(state.vms.get("web"), Some(&vm));
     assert_eq!(state.hosts.len(), 3);
-    assert!(
-        state.hosts.values().all(|h| h.state == HostState::Up),
-        "{:?}",
-        state.hosts
-    );
+    wait_state(&client, &all, "every host up after the joins", |s| {
+        s.hosts.values().all(|h| h.state == HostState::Up)
+    })
+    .await;
     // Node 3 holds the snapshot's state too (its local copy, eventually).
     let n3 = nodes[2].as_ref().expect("node3");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -333,7 +343,7 @@ async fn scenario() {
         s.hosts[&gone].state == HostState::Down
     })
     .await;
-    let lost = format!("host {gone}: network cluster lost (5 heartbeats missed)");
+    let lost = format!("host {gone}: network cluster lost (10 heartbeats missed)");
     assert!(
         state.events.iter().any(|e| e.message == lost),
         "{:?}",
@@ -458,6 +468,7 @@ async fn access_control() {
         ca_dir: Some(ca_dir.clone()),
         raft: raft_timings(),
         heartbeat: None,
+        role: HostRole::Hypervisor,
     };
     let node = Node::start(config, listener).await.expect("start");
     let member_client =

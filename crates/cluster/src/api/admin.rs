@@ -5,7 +5,7 @@ use super::types::{
 };
 use super::{ApiError, App};
 use crate::client::FORWARDED;
-use crate::state::{Command, Host, HostState, Request, Response};
+use crate::state::{Command, Host, HostRole, HostState, Request, Response};
 use crate::{Member, NodeId};
 use axum::extract::State;
 use axum::http::HeaderMap;
@@ -78,6 +78,7 @@ fn host_record(
     state: HostState,
     cert_sha256: Option<String>,
     networks: &BTreeMap<String, Vec<IpAddr>>,
+    role: HostRole,
 ) -> Host {
     let networks = if networks.is_empty() {
         let ip = member.addr.parse::<SocketAddr>().map(|a| a.ip());
@@ -92,6 +93,7 @@ fn host_record(
         networks,
         cpu_profile: serde_json::Value::Null,
         state,
+        role,
         cert_sha256,
     }
 }
@@ -128,6 +130,7 @@ pub(crate) async fn create(app: &App) -> Result<Status, ApiError> {
                 HostState::Up,
                 app.cert_sha256.clone(),
                 &app.networks,
+                app.role,
             ),
         },
     )
@@ -194,7 +197,13 @@ pub async fn join(
         .await
         .map_err(|e| ApiError::bad_request(format!("cannot reach the joining member: {e:#}")))?;
     let joining = Command::PutHost {
-        host: host_record(&req.member, HostState::Joining, Some(cert), &req.networks),
+        host: host_record(
+            &req.member,
+            HostState::Joining,
+            Some(cert),
+            &req.networks,
+            req.role,
+        ),
     };
     commit(&app, joining).await.map_err(ApiError::unavailable)?;
     app.raft

@@ -46,6 +46,8 @@ pub struct App {
     /// This host's addresses on each cluster network (empty: its endpoint's
     /// address on a network called `cluster`).
     pub networks: BTreeMap<String, Vec<std::net::IpAddr>>,
+    /// What this host is for.
+    pub role: crate::state::HostRole,
 }
 
 impl std::fmt::Debug for App {

@@ -27,6 +27,9 @@ pub struct JoinRequest {
     /// on a network called `cluster`).
     #[serde(default)]
     pub networks: BTreeMap<String, Vec<IpAddr>>,
+    /// What it is for.
+    #[serde(default)]
+    pub role: crate::state::HostRole,
 }
 
 /// Remove a member.
