@@ -191,6 +191,25 @@ fn create_join_status_and_restart_through_the_cli() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("node1") && text.contains("node2"), "{text}");
 
+    let out = ok(ferry()
+        .args(["--json", "cluster", "events", "--since", "1", "--config"])
+        .arg(&c1));
+    let events: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let messages: Vec<&str> = events["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter_map(|e| e["message"].as_str())
+        .collect();
+    assert!(
+        messages.contains(&"host node2 added (joining)"),
+        "{messages:?}"
+    );
+    assert!(
+        !messages.contains(&"host node1 added (up)"),
+        "since 1: {messages:?}"
+    );
+
     // Both daemons are killed and start again from their directories.
     let applied = s["status"]["last_applied"].as_u64().expect("applied");
     drop(d1.take());

@@ -1,7 +1,7 @@
 //! `ferry cluster ...`: make a cluster, join one, see its state.
 
 use anyhow::{bail, Context};
-use clap::Subcommand;
+use clap::{Args, Subcommand};
 use ferry_cluster::api::types::Status;
 use ferry_cluster::client::{ApiClient, Peers};
 use ferry_cluster::config::MemberConfig;
@@ -53,19 +53,47 @@ pub enum ClusterCmd {
     },
     /// Members, leader, hosts and VMs, read linearizably.
     Status {
-        /// On a member host: its configuration (the CLI uses its identity).
-        #[arg(long, conflicts_with_all = ["server", "ca_cert"])]
-        config: Option<PathBuf>,
-        /// Otherwise: a member's address...
-        #[arg(long, requires = "ca_cert")]
-        server: Option<SocketAddr>,
-        /// ...the cluster CA's certificate...
-        #[arg(long)]
-        ca_cert: Option<PathBuf>,
-        /// ...and the API token [default: $FERRY_TOKEN].
-        #[arg(long)]
-        token: Option<String>,
+        #[command(flatten)]
+        target: Target,
     },
+    /// The cluster's events, oldest first.
+    Events {
+        #[command(flatten)]
+        target: Target,
+        /// Only events from this sequence number on.
+        #[arg(long, default_value_t = 0)]
+        since: u64,
+    },
+}
+
+/// Which member to ask, and how to authenticate.
+#[derive(Args)]
+pub struct Target {
+    /// On a member host: its configuration (the CLI uses its identity).
+    #[arg(long, conflicts_with_all = ["server", "ca_cert"])]
+    config: Option<PathBuf>,
+    /// Otherwise: a member's address...
+    #[arg(long, requires = "ca_cert")]
+    server: Option<SocketAddr>,
+    /// ...the cluster CA's certificate...
+    #[arg(long)]
+    ca_cert: Option<PathBuf>,
+    /// ...and the API token [default: $FERRY_TOKEN].
+    #[arg(long)]
+    token: Option<String>,
+}
+
+impl Target {
+    fn client(self) -> anyhow::Result<(ApiClient, Member)> {
+        Ok(match (self.config, self.server, self.ca_cert) {
+            (Some(c), _, _) => {
+                let c = MemberConfig::load(&c)?;
+                (setup::member_client(&c)?, by_addr(c.listen))
+            }
+            (None, Some(s), Some(ca)) => (cli_client(&ca, token(self.token)?)?, by_addr(s)),
+            _ => bail!("give --config (on a member) or --server, --ca-cert and a token"),
+        })
+    }
 }
 
 fn token(arg: Option<String>) -> anyhow::Result<String> {
@@ -162,20 +190,20 @@ pub async fn run(cmd: ClusterCmd, json: bool) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        ClusterCmd::Status {
-            config,
-            server,
-            ca_cert,
-            token: t,
-        } => {
-            let (client, target) = match (config, server, ca_cert) {
-                (Some(c), _, _) => {
-                    let c = MemberConfig::load(&c)?;
-                    (setup::member_client(&c)?, by_addr(c.listen))
+        ClusterCmd::Events { target, since } => {
+            let (client, target) = target.client()?;
+            let events = client.events(&target, since).await?;
+            if json {
+                println!("{}", serde_json::json!({ "events": events }));
+            } else {
+                for e in &events {
+                    println!("{:>6}  {}  {}", e.seq, e.at_ms, e.message);
                 }
-                (None, Some(s), Some(ca)) => (cli_client(&ca, token(t)?)?, by_addr(s)),
-                _ => bail!("give --config (on a member) or --server, --ca-cert and a token"),
-            };
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        ClusterCmd::Status { target } => {
+            let (client, target) = target.client()?;
             let status = client.status(&target).await?;
             let state = client.state(&target).await?;
             if json {

@@ -320,6 +320,22 @@ impl ApiClient {
             .await
     }
 
+    /// Reads one VM definition linearizably through `via`.
+    pub async fn vm(&self, via: &Member, name: &str) -> Result<crate::state::VmDef, ClientError> {
+        self.call::<(), _>(via, &format!("/v1/vms/{name}"), None, false)
+            .await
+    }
+
+    /// Reads the events from sequence number `since` linearizably.
+    pub async fn events(
+        &self,
+        via: &Member,
+        since: u64,
+    ) -> Result<Vec<crate::state::Event>, ClientError> {
+        self.call::<(), _>(via, &format!("/v1/events?since={since}"), None, false)
+            .await
+    }
+
     /// Reads the whole state linearizably through `via`.
     pub async fn state(&self, via: &Member) -> Result<ClusterState, ClientError> {
         self.call::<(), _>(via, "/v1/state", None, false).await

@@ -283,6 +283,16 @@ async fn scenario() {
     write(&client, &all[2..3], Command::PutVm { vm: vm.clone() }).await;
     let state = read(&client, &all[1..2]).await;
     assert_eq!(state.vms.get("web"), Some(&vm));
+    assert_eq!(client.vm(&all[2], "web").await.expect("vm"), vm);
+    let err = client.vm(&all[2], "nope").await.expect_err("no such VM");
+    assert!(
+        matches!(err, ClientError::Api { status: 404, .. }),
+        "{err:#}"
+    );
+    let last = state.events.back().expect("events").seq;
+    let events = client.events(&all[1], last).await.expect("events");
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].message, "VM web defined");
     assert_eq!(state.hosts.len(), 3);
     wait_state(&client, &all, "every host up after the joins", |s| {
         s.hosts.values().all(|h| h.state == HostState::Up)

@@ -2,7 +2,8 @@
 //!
 //! - [`raft`]: Raft RPCs between members (`/raft/v1/...`, sealed bodies);
 //! - [`admin`]: cluster membership (`/v1/cluster/...`, JSON);
-//! - [`app`]: commands and linearizable reads (`/v1/commands`, `/v1/state`).
+//! - [`app`]: commands and linearizable reads (`/v1/commands`, `/v1/state`,
+//!   `/v1/hosts`, `/v1/vms`, `/v1/vms/{name}`, `/v1/events?since=N`).
 //!
 //! Every caller has passed mutual TLS with the cluster CA before a handler
 //! runs. A member that is not the leader forwards admin and app requests to
@@ -132,6 +133,10 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/cluster/certificates", post(admin::certificate))
         .route("/v1/commands", post(app::write))
         .route("/v1/state", get(app::read))
+        .route("/v1/hosts", get(app::hosts))
+        .route("/v1/vms", get(app::vms))
+        .route("/v1/vms/{name}", get(app::vm))
+        .route("/v1/events", get(app::events))
         .layer(DefaultBodyLimit::max(types::MAX_REQUEST));
     raft_routes
         .merge(api_routes)
