@@ -210,6 +210,43 @@ fn create_join_status_and_restart_through_the_cli() {
         "since 1: {messages:?}"
     );
 
+    // A new token; the old one is refused.
+    let out = ok(ferry()
+        .args(["--json", "cluster", "rotate-token", "--config"])
+        .arg(&c1));
+    let new_token = serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("json")
+        ["token"]
+        .as_str()
+        .expect("token")
+        .to_string();
+    assert_ne!(new_token, token);
+    assert_eq!(
+        std::fs::read_to_string(tmp.path().join("data1/api-token"))
+            .expect("token file")
+            .trim(),
+        new_token
+    );
+    let by_token = |t: &str| {
+        ferry()
+            .args([
+                "cluster",
+                "status",
+                "--server",
+                &format!("127.0.0.1:{p1}"),
+                "--ca-cert",
+            ])
+            .arg(&ca_cert)
+            .env("FERRY_TOKEN", t)
+            .output()
+            .expect("run")
+    };
+    let old = by_token(&token);
+    assert!(
+        !old.status.success() && String::from_utf8_lossy(&old.stderr).contains("401"),
+        "{old:?}"
+    );
+    assert!(by_token(&new_token).status.success());
+
     // Both daemons are killed and start again from their directories.
     let applied = s["status"]["last_applied"].as_u64().expect("applied");
     drop(d1.take());

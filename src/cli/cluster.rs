@@ -56,6 +56,12 @@ pub enum ClusterCmd {
         #[command(flatten)]
         target: Target,
     },
+    /// Replace the CLI's API token with a new one (printed); the old one
+    /// stops working.
+    RotateToken {
+        #[command(flatten)]
+        target: Target,
+    },
     /// The cluster's events, oldest first.
     Events {
         #[command(flatten)]
@@ -186,6 +192,29 @@ pub async fn run(cmd: ClusterCmd, json: bool) -> anyhow::Result<ExitCode> {
                         "this host is no longer a member: stop its daemon; to join again, remove {} first",
                         config.data_dir.display()
                     );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        ClusterCmd::RotateToken { target } => {
+            let config = match &target.config {
+                Some(c) => Some(MemberConfig::load(c)?),
+                None => None,
+            };
+            let (client, via) = target.client()?;
+            let token = setup::rotate_token(&client, &via).await?;
+            let saved = match &config {
+                Some(c) => setup::save_token(c, &token)?,
+                None => false,
+            };
+            if json {
+                println!("{}", serde_json::json!({ "token": token }));
+            } else {
+                println!("API token  {token}");
+                if saved {
+                    if let Some(c) = &config {
+                        println!("saved in   {}", c.token_path().display());
+                    }
                 }
             }
             Ok(ExitCode::SUCCESS)

@@ -216,6 +216,34 @@ pub async fn join(
     ))
 }
 
+/// Replaces the cluster's API token with a new one, through `via`, and
+/// returns it; the old one stops working once the change is applied.
+pub async fn rotate_token(client: &ApiClient, via: &Member) -> Result<String, SetupError> {
+    let token = new_token()?;
+    let r = client
+        .write(
+            via,
+            &Command::SetApiToken {
+                sha256: token_sha256(&token),
+            },
+        )
+        .await?;
+    match r.response.refused {
+        Some(why) => Err(SetupError::Refused(why)),
+        None => Ok(token),
+    }
+}
+
+/// Keeps `token` in a member's `api-token` file (if it has one: the member
+/// where the cluster was created).
+pub fn save_token(config: &MemberConfig, token: &str) -> Result<bool, SetupError> {
+    if !config.token_path().exists() {
+        return Ok(false);
+    }
+    write_private(&config.token_path(), &format!("{token}\n"))?;
+    Ok(true)
+}
+
 /// A client for the CLI on a member host: the member's own identity.
 pub fn member_client(config: &MemberConfig) -> Result<ApiClient, SetupError> {
     Ok(ApiClient::new(&Identity::load(&config.tls_dir())?)?)
