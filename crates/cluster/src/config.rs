@@ -254,6 +254,13 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_example_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/member.toml");
+        let c = MemberConfig::load(&path).expect("examples/member.toml");
+        assert_eq!(c.network_addresses().len(), 2);
+    }
+
+    #[test]
     fn reads_a_config_and_refuses_bad_ones() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let path = tmp.path().join("c.toml");
