@@ -60,6 +60,9 @@ pub enum ClientError {
         #[source]
         source: serde_json::Error,
     },
+    /// The TLS session showed no server certificate.
+    #[error("no certificate seen from {0}")]
+    NoPeerCertificate(String),
     /// The member answered with an error.
     #[error("{member} answered {status}: {message}")]
     Api {
@@ -280,11 +283,7 @@ impl ApiClient {
             .get::<reqwest::tls::TlsInfo>()
             .and_then(|i| i.peer_certificate())
             .map(crate::api::auth::sha256_hex)
-            .ok_or_else(|| ClientError::Api {
-                member: member.to_string(),
-                status: 0,
-                message: "no server certificate seen".into(),
-            })
+            .ok_or_else(|| ClientError::NoPeerCertificate(member.to_string()))
     }
 
     /// Asks the cluster, through `via`, to remove member `id` (it may be
