@@ -507,6 +507,44 @@ async fn access_control() {
         .await
         .expect_err("stranger cannot write");
 
+    // A whole member with the stranger's credentials cannot be taken in:
+    // the leader does not trust its certificate.
+    let listener = TcpListener::bind((LOCALHOST, 0)).await.expect("bind");
+    issue(&other, "node9", &tmp.path().join("stranger9"));
+    let strange = Member {
+        name: "node9".into(),
+        addr: listener.local_addr().expect("addr").to_string(),
+    };
+    let stranger_node = Node::start(
+        NodeConfig {
+            id: 9,
+            name: "node9".into(),
+            data_dir: tmp.path().join("data9"),
+            tls_dir: tmp.path().join("stranger9"),
+            ca_dir: None,
+            raft: raft_timings(),
+            heartbeat: None,
+            role: HostRole::Hypervisor,
+        },
+        listener,
+    )
+    .await
+    .expect("start the stranger");
+    let err = member_client
+        .join(&m, &joining(9, &strange))
+        .await
+        .expect_err("a stranger cannot join");
+    assert!(
+        matches!(&err, ClientError::Api { status: 400, message, .. }
+            if message.contains("cannot reach the joining member")),
+        "{err:#}"
+    );
+    assert!(
+        member_client.status(&m).await.expect("status").voters.len() == 1,
+        "the membership is unchanged"
+    );
+    stranger_node.shutdown().await;
+
     // The CLI has no certificate: it needs the token, which the cluster
     // keeps only as a hash.
     let by_addr = Member {
