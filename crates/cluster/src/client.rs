@@ -267,9 +267,9 @@ impl ApiClient {
         self.call(via, "/v1/cluster/join", Some(req), false).await
     }
 
-    /// The SHA-256 (hex) of the certificate `member` serves with (the same
-    /// it authenticates with as a client).
-    pub async fn peer_cert_sha256(&self, member: &Member) -> Result<String, ClientError> {
+    /// The certificate (DER) `member` serves with (the same it
+    /// authenticates with as a client).
+    pub async fn peer_certificate(&self, member: &Member) -> Result<Vec<u8>, ClientError> {
         let (client, base) = self.peers.client_with(member, true)?;
         let resp = client
             .get(format!("{base}/v1/cluster/status"))
@@ -282,7 +282,7 @@ impl ApiClient {
         resp.extensions()
             .get::<reqwest::tls::TlsInfo>()
             .and_then(|i| i.peer_certificate())
-            .map(crate::api::auth::sha256_hex)
+            .map(<[u8]>::to_vec)
             .ok_or_else(|| ClientError::NoPeerCertificate(member.to_string()))
     }
 

@@ -54,7 +54,7 @@ pub const SNAPSHOT: Kind = Kind {
 /// A heartbeat datagram.
 pub const HEARTBEAT: Kind = Kind {
     magic: *b"FHBT",
-    max_len: 1024,
+    max_len: 4096,
     name: "heartbeat",
 };
 /// A Raft RPC request or response body.

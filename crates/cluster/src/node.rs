@@ -34,6 +34,9 @@ pub enum NodeError {
     /// Raft could not start.
     #[error("Raft start: {0}")]
     Raft(String),
+    /// Heartbeats cannot be signed with this member's key.
+    #[error(transparent)]
+    Heartbeat(#[from] heartbeat::HeartbeatError),
     /// The listener is unusable.
     #[error("listener")]
     Io(#[from] std::io::Error),
@@ -111,7 +114,7 @@ impl Node {
             raft,
             state,
             client: ApiClient::from_peers(peers),
-            cert_sha256: identity.cert_sha256(),
+            cert_der: identity.cert_der().map(<[u8]>::to_vec),
             networks: config
                 .heartbeat
                 .as_ref()
@@ -134,7 +137,10 @@ impl Node {
             api::router(app.clone()),
         )?;
         let heartbeats = match config.heartbeat.clone() {
-            Some(h) => Some(heartbeat::spawn(app.clone(), h, port).await?),
+            Some(h) => {
+                let signer = heartbeat::Signer::new(&identity)?;
+                Some(heartbeat::spawn(app.clone(), h, port, signer).await?)
+            }
             None => None,
         };
         tracing::info!(

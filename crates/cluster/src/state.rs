@@ -77,6 +77,9 @@ pub struct Host {
     /// leaves.
     #[serde(default)]
     pub cert_sha256: Option<String>,
+    /// That certificate (DER, hex): its key signs the host's heartbeats.
+    #[serde(default)]
+    pub cert_der_hex: Option<String>,
 }
 
 /// A VM the cluster knows.
@@ -326,6 +329,7 @@ mod tests {
             state: HostState::Joining,
             role: HostRole::Hypervisor,
             cert_sha256: Some(format!("cert-of-{name}")),
+            cert_der_hex: None,
         }
     }
 

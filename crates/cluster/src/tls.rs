@@ -97,6 +97,16 @@ impl Identity {
         })
     }
 
+    /// This member's certificate (DER).
+    pub fn cert_der(&self) -> Option<&[u8]> {
+        self.chain.first().map(|c| c.as_ref())
+    }
+
+    /// This member's private key (PKCS#8 DER, as `ferry_pki` writes it).
+    pub(crate) fn key_der(&self) -> &[u8] {
+        self.key.secret_der()
+    }
+
     /// The SHA-256 (hex) of this member's certificate.
     pub fn cert_sha256(&self) -> Option<String> {
         self.chain

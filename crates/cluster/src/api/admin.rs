@@ -76,7 +76,7 @@ pub(crate) fn status_of(app: &App) -> Status {
 fn host_record(
     member: &Member,
     state: HostState,
-    cert_sha256: Option<String>,
+    cert_der: Option<&[u8]>,
     networks: &BTreeMap<String, Vec<IpAddr>>,
     role: HostRole,
 ) -> Host {
@@ -94,7 +94,8 @@ fn host_record(
         cpu_profile: serde_json::Value::Null,
         state,
         role,
-        cert_sha256,
+        cert_sha256: cert_der.map(super::auth::sha256_hex),
+        cert_der_hex: cert_der.map(crate::heartbeat::hex),
     }
 }
 
@@ -128,7 +129,7 @@ pub(crate) async fn create(app: &App) -> Result<Status, ApiError> {
             host: host_record(
                 &app.member,
                 HostState::Up,
-                app.cert_sha256.clone(),
+                app.cert_der.as_deref(),
                 &app.networks,
                 app.role,
             ),
@@ -193,14 +194,14 @@ pub async fn join(
     // authenticates with: recorded so that it is revoked when it leaves.
     let cert = app
         .client
-        .peer_cert_sha256(&req.member)
+        .peer_certificate(&req.member)
         .await
         .map_err(|e| ApiError::bad_request(format!("cannot reach the joining member: {e:#}")))?;
     let joining = Command::PutHost {
         host: host_record(
             &req.member,
             HostState::Joining,
-            Some(cert),
+            Some(&cert),
             &req.networks,
             req.role,
         ),

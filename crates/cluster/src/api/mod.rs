@@ -42,8 +42,8 @@ pub struct App {
     /// The cluster CA, on the member that holds its key (where the cluster
     /// was created): it issues certificates to joining hosts.
     pub ca_dir: Option<std::path::PathBuf>,
-    /// The SHA-256 of this member's own certificate.
-    pub cert_sha256: Option<String>,
+    /// This member's own certificate (DER).
+    pub cert_der: Option<Vec<u8>>,
     /// This host's addresses on each cluster network (empty: its endpoint's
     /// address on a network called `cluster`).
     pub networks: BTreeMap<String, Vec<std::net::IpAddr>>,
