@@ -1,5 +1,5 @@
 //! The cluster database's decoders: any bytes as a log segment, a Raft RPC
-//! body, a snapshot or a command become records or an error, never a panic;
+//! body, a snapshot, a heartbeat or a command become records or an error, never a panic;
 //! a command that decodes applies to a state without panicking.
 #![no_main]
 use ferry_cluster::codec::{self, RPC, SNAPSHOT};
@@ -12,6 +12,7 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     let _ = codec::open::<AppendEntriesRequest<TypeConfig>>(RPC, data);
     let _ = codec::open::<InstallSnapshotRequest<TypeConfig>>(RPC, data);
     let _ = codec::open::<ClusterState>(SNAPSHOT, data);
+    let _ = ferry_cluster::heartbeat::open(data, |_| Some(data.to_vec()), 0, |_| None);
     if let Ok(req) = serde_json::from_slice::<Request>(data) {
         let mut state = ClusterState::default();
         let _ = state.apply(&req);
