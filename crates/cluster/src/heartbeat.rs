@@ -234,6 +234,16 @@ pub struct Heartbeats {
     tasks: Vec<JoinHandle<()>>,
 }
 
+impl Heartbeats {
+    /// Stops the tasks and waits until they are gone (their sockets closed).
+    pub async fn stop(mut self) {
+        for t in std::mem::take(&mut self.tasks) {
+            t.abort();
+            let _ = t.await;
+        }
+    }
+}
+
 impl Drop for Heartbeats {
     fn drop(&mut self) {
         for t in &self.tasks {

@@ -195,8 +195,10 @@ impl Node {
 
     /// Stops serving and stops Raft; the directory keeps everything.
     pub async fn shutdown(self) {
-        drop(self.heartbeats);
-        drop(self.server);
+        if let Some(h) = self.heartbeats {
+            h.stop().await;
+        }
+        self.server.stop().await;
         if let Err(e) = self.app.raft.shutdown().await {
             tracing::warn!("Raft shutdown of member {}: {e}", self.app.id);
         }

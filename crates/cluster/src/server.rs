@@ -52,6 +52,15 @@ impl Server {
     }
 }
 
+impl Server {
+    /// Stops serving and waits until the listener and every connection are
+    /// closed.
+    pub async fn stop(mut self) {
+        self.task.abort();
+        let _ = (&mut self.task).await;
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         self.task.abort();
