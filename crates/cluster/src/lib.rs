@@ -8,6 +8,12 @@
 //! (commands and linearizable reads) — served over HTTPS with mutual TLS
 //! ([`tls`]). Unlike the example, a log append is fsynced before it is
 //! reported done, and reads wait for `ensure_linearizable`.
+//!
+//! Around it: [`node`] runs one member (Raft, its endpoint, [`heartbeat`]s
+//! that mark hosts up and down); [`config`], [`setup`] and [`daemon`] are
+//! what `ferry daemon` and `ferry cluster create|join|leave` do; [`client`]
+//! speaks the `/v1` API; [`codec`] is the versioned, checksummed envelope
+//! of everything persisted or sent.
 
 pub mod api;
 pub mod client;
