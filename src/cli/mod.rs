@@ -1,7 +1,9 @@
 //! Command-line interface: parsing (clap) apart from the code that acts.
 
 mod block;
+mod cluster;
 mod console;
+mod daemon;
 mod guest;
 mod host;
 mod lab;
@@ -43,6 +45,11 @@ enum Command {
     /// the demo that walks through it.
     #[command(subcommand)]
     Lab(lab::LabCmd),
+    /// The cluster: create, join, status.
+    #[command(subcommand)]
+    Cluster(cluster::ClusterCmd),
+    /// Run this host's node agent (the cluster member) in the foreground.
+    Daemon(daemon::DaemonArgs),
 }
 
 /// Runs the CLI and turns errors into a one-line message and exit code 1.
@@ -56,6 +63,8 @@ pub fn main() -> ExitCode {
         Command::Lab(cmd) => lab::run(cmd, cli.json),
         Command::Vm(cmd) => block_on(false, vm::run(cmd, cli.json)),
         Command::Block(cmd) => block::run(cmd),
+        Command::Cluster(cmd) => block_on(false, cluster::run(cmd, cli.json)),
+        Command::Daemon(args) => block_on(true, daemon::run(args)),
     };
     match result {
         Ok(code) => code,
@@ -86,7 +95,7 @@ fn block_on(
 
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -1,0 +1,29 @@
+//! `ferry daemon`: run this host's member until told to stop.
+//!
+//! For now the daemon serves the cluster database (Raft, the `/v1` API);
+//! supervising VMs and block services comes with the VM roles.
+
+use crate::config::MemberConfig;
+use crate::node::Node;
+use crate::setup::SetupError;
+use std::future::Future;
+use tokio::net::TcpListener;
+
+/// Runs the member until `stop` completes, then shuts it down.
+pub async fn run(config: &MemberConfig, stop: impl Future<Output = ()>) -> Result<(), SetupError> {
+    let tls = config.tls_dir();
+    if !tls.join("server-key.pem").exists() {
+        return Err(SetupError::Refused(format!(
+            "no credentials in {}: run `ferry cluster create` (first host) or `ferry cluster join` first",
+            tls.display()
+        )));
+    }
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| SetupError::Refused(format!("cannot listen on {}: {e}", config.listen)))?;
+    let node = Node::start(config.node_config(), listener).await?;
+    stop.await;
+    tracing::info!("stopping member {}", config.name);
+    node.shutdown().await;
+    Ok(())
+}

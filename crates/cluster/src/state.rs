@@ -1,0 +1,401 @@
+//! The replicated cluster state and the commands that change it.
+//!
+//! Applying a command is deterministic: it reads nothing but the state and
+//! the command (the proposer stamps the time), so every member that applies
+//! the same log holds the same state. A command that makes no sense for the
+//! current state (a VM owned by an unknown host) is refused in its
+//! [`Response`]; it is still a committed log entry and changes nothing.
+
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::IpAddr;
+
+/// How many events the state keeps; older ones are dropped.
+pub const MAX_EVENTS: usize = 1000;
+
+/// A host's state in the cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HostState {
+    /// Member in service.
+    Up,
+    /// Missed its heartbeats.
+    Down,
+    /// Drained: a member that takes no VMs.
+    Paused,
+    /// Being added to the cluster.
+    Joining,
+}
+
+impl std::fmt::Display for HostState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            HostState::Up => "up",
+            HostState::Down => "down",
+            HostState::Paused => "paused",
+            HostState::Joining => "joining",
+        })
+    }
+}
+
+/// What a host is for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HostRole {
+    /// Runs VMs.
+    #[default]
+    Hypervisor,
+    /// Votes, so that two hypervisors keep quorum when one dies, but runs
+    /// no VMs (the storage host's witness).
+    Witness,
+}
+
+impl std::fmt::Display for HostRole {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            HostRole::Hypervisor => "hypervisor",
+            HostRole::Witness => "witness",
+        })
+    }
+}
+
+/// A host of the cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Host {
+    /// The host's name (also the name in its certificate).
+    pub name: String,
+    /// Its addresses on each cluster network, by network name.
+    pub networks: BTreeMap<String, Vec<IpAddr>>,
+    /// Its CPU profile (`ferry --json host cpu`), kept opaque here.
+    pub cpu_profile: serde_json::Value,
+    /// Its state.
+    pub state: HostState,
+    /// What it is for.
+    #[serde(default)]
+    pub role: HostRole,
+    /// The SHA-256 (hex) of the certificate it joined with, revoked when it
+    /// leaves.
+    #[serde(default)]
+    pub cert_sha256: Option<String>,
+    /// That certificate (DER, hex): its key signs the host's heartbeats.
+    #[serde(default)]
+    pub cert_der_hex: Option<String>,
+}
+
+/// A VM the cluster knows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmDef {
+    /// The VM's name.
+    pub name: String,
+    /// Its spec (the engine's VM spec), kept opaque here.
+    pub spec: serde_json::Value,
+    /// The host that runs it, if any.
+    pub owner: Option<String>,
+}
+
+/// Something that happened, for `ferry cluster events`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// Sequence number, counting every event ever recorded.
+    pub seq: u64,
+    /// When, in milliseconds since the Unix epoch (the proposer's clock).
+    pub at_ms: u64,
+    /// What happened.
+    pub message: String,
+}
+
+/// A change to the cluster state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Command {
+    /// Adds a host or replaces its record.
+    PutHost {
+        /// The host.
+        host: Host,
+    },
+    /// Changes a host's state.
+    SetHostState {
+        /// The host.
+        name: String,
+        /// Its new state.
+        state: HostState,
+    },
+    /// Removes a host (it left the cluster) and revokes the certificate it
+    /// joined with; refused while it owns VMs.
+    RemoveHost {
+        /// The host.
+        name: String,
+    },
+    /// Defines a VM or replaces its definition.
+    PutVm {
+        /// The VM.
+        vm: VmDef,
+    },
+    /// Moves a VM to another owner (or none).
+    SetVmOwner {
+        /// The VM.
+        name: String,
+        /// Its new owner.
+        owner: Option<String>,
+    },
+    /// Removes a VM definition.
+    RemoveVm {
+        /// The VM.
+        name: String,
+    },
+    /// Sets the SHA-256 (hex) of the token the CLI presents to the API.
+    SetApiToken {
+        /// The token's SHA-256, lowercase hex.
+        sha256: String,
+    },
+    /// Records an event with no other change.
+    Note {
+        /// What to record.
+        message: String,
+    },
+}
+
+/// A command as proposed to the log: the command and the proposer's time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    /// When it was proposed, in milliseconds since the Unix epoch.
+    pub at_ms: u64,
+    /// The change.
+    pub command: Command,
+}
+
+impl Request {
+    /// `command`, stamped with the current time.
+    pub fn now(command: Command) -> Self {
+        let at_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        Request { at_ms, command }
+    }
+}
+
+impl std::fmt::Display for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.command)
+    }
+}
+
+/// The outcome of applying one log entry.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Response {
+    /// Why the command was refused, if it was.
+    pub refused: Option<String>,
+}
+
+/// Everything the cluster database holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterState {
+    /// Hosts by name.
+    pub hosts: BTreeMap<String, Host>,
+    /// VM definitions by name.
+    pub vms: BTreeMap<String, VmDef>,
+    /// The latest events, oldest first, at most [`MAX_EVENTS`].
+    pub events: VecDeque<Event>,
+    /// The sequence number the next event gets.
+    pub next_event: u64,
+    /// The SHA-256 (hex) of the API token, once the cluster has one.
+    #[serde(default)]
+    pub api_token_sha256: Option<String>,
+    /// Certificates (SHA-256, hex) of members that left: refused.
+    #[serde(default)]
+    pub revoked_certs: BTreeSet<String>,
+}
+
+impl ClusterState {
+    fn event(&mut self, at_ms: u64, message: String) {
+        self.events.push_back(Event {
+            seq: self.next_event,
+            at_ms,
+            message,
+        });
+        self.next_event += 1;
+        while self.events.len() > MAX_EVENTS {
+            self.events.pop_front();
+        }
+    }
+
+    /// Applies one request; every accepted change records an event.
+    pub fn apply(&mut self, req: &Request) -> Response {
+        match self.change(&req.command) {
+            Ok(message) => {
+                self.event(req.at_ms, message);
+                Response::default()
+            }
+            Err(why) => Response { refused: Some(why) },
+        }
+    }
+
+    fn change(&mut self, command: &Command) -> Result<String, String> {
+        match command {
+            Command::PutHost { host } => {
+                let verb = if self.hosts.contains_key(&host.name) {
+                    "updated"
+                } else {
+                    "added"
+                };
+                self.hosts.insert(host.name.clone(), host.clone());
+                Ok(format!("host {} {verb} ({})", host.name, host.state))
+            }
+            Command::SetHostState { name, state } => {
+                let host = self
+                    .hosts
+                    .get_mut(name)
+                    .ok_or_else(|| format!("no host {name}"))?;
+                let old = std::mem::replace(&mut host.state, *state);
+                Ok(format!("host {name}: {old} -> {state}"))
+            }
+            Command::RemoveHost { name } => {
+                if let Some(vm) = self.vms.values().find(|v| v.owner.as_ref() == Some(name)) {
+                    return Err(format!("host {name} still owns VM {}", vm.name));
+                }
+                let host = self
+                    .hosts
+                    .remove(name)
+                    .ok_or_else(|| format!("no host {name}"))?;
+                if let Some(cert) = host.cert_sha256 {
+                    self.revoked_certs.insert(cert);
+                }
+                Ok(format!("host {name} removed"))
+            }
+            Command::PutVm { vm } => {
+                self.check_owner(&vm.owner)?;
+                let verb = if self.vms.contains_key(&vm.name) {
+                    "redefined"
+                } else {
+                    "defined"
+                };
+                self.vms.insert(vm.name.clone(), vm.clone());
+                Ok(format!("VM {} {verb}", vm.name))
+            }
+            Command::SetVmOwner { name, owner } => {
+                self.check_owner(owner)?;
+                let vm = self
+                    .vms
+                    .get_mut(name)
+                    .ok_or_else(|| format!("no VM {name}"))?;
+                let old = std::mem::replace(&mut vm.owner, owner.clone());
+                Ok(format!(
+                    "VM {name} owner {} -> {}",
+                    old.as_deref().unwrap_or("none"),
+                    owner.as_deref().unwrap_or("none")
+                ))
+            }
+            Command::RemoveVm { name } => {
+                self.vms
+                    .remove(name)
+                    .ok_or_else(|| format!("no VM {name}"))?;
+                Ok(format!("VM {name} removed"))
+            }
+            Command::SetApiToken { sha256 } => {
+                if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return Err("an API token hash is 64 hex digits".into());
+                }
+                self.api_token_sha256 = Some(sha256.to_ascii_lowercase());
+                Ok("API token set".into())
+            }
+            Command::Note { message } => Ok(message.clone()),
+        }
+    }
+
+    fn check_owner(&self, owner: &Option<String>) -> Result<(), String> {
+        let Some(name) = owner else {
+            return Ok(());
+        };
+        match self.hosts.get(name) {
+            None => Err(format!("no host {name} to own the VM")),
+            Some(h) if h.role == HostRole::Witness => {
+                Err(format!("host {name} is a witness: it runs no VMs"))
+            }
+            Some(_) => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host(name: &str) -> Host {
+        Host {
+            name: name.into(),
+            networks: BTreeMap::new(),
+            cpu_profile: serde_json::Value::Null,
+            state: HostState::Joining,
+            role: HostRole::Hypervisor,
+            cert_sha256: Some(format!("cert-of-{name}")),
+            cert_der_hex: None,
+        }
+    }
+
+    #[test]
+    fn commands_change_state_and_record_events() {
+        let mut s = ClusterState::default();
+        let r = |command| Request { at_ms: 5, command };
+        assert_eq!(
+            s.apply(&r(Command::PutHost { host: host("h1") })),
+            Response::default()
+        );
+        let vm = VmDef {
+            name: "web".into(),
+            spec: serde_json::json!({"memory_mib": 256}),
+            owner: Some("h2".into()),
+        };
+        let refused = s.apply(&r(Command::PutVm { vm: vm.clone() }));
+        assert!(refused.refused.expect("refused").contains("no host h2"));
+        s.apply(&r(Command::PutVm {
+            vm: VmDef {
+                owner: Some("h1".into()),
+                ..vm
+            },
+        }));
+        let refused = s.apply(&r(Command::RemoveHost { name: "h1".into() }));
+        assert!(refused.refused.expect("refused").contains("owns VM web"));
+        s.apply(&r(Command::SetHostState {
+            name: "h1".into(),
+            state: HostState::Up,
+        }));
+        assert_eq!(s.hosts["h1"].state, HostState::Up);
+        assert_eq!(s.events.len(), 3);
+        assert_eq!(s.events[2].message, "host h1: joining -> up");
+        s.apply(&r(Command::RemoveVm { name: "web".into() }));
+        s.apply(&r(Command::RemoveHost { name: "h1".into() }));
+        assert!(s.hosts.is_empty());
+        assert!(s.revoked_certs.contains("cert-of-h1"));
+
+        let witness = Host {
+            role: HostRole::Witness,
+            ..host("w")
+        };
+        s.apply(&r(Command::PutHost { host: witness }));
+        let refused = s.apply(&r(Command::PutVm {
+            vm: VmDef {
+                name: "db".into(),
+                spec: serde_json::Value::Null,
+                owner: Some("w".into()),
+            },
+        }));
+        assert!(refused.refused.expect("refused").contains("witness"));
+    }
+
+    #[test]
+    fn events_are_bounded() {
+        let mut s = ClusterState::default();
+        for i in 0..MAX_EVENTS + 10 {
+            s.apply(&Request {
+                at_ms: 0,
+                command: Command::Note {
+                    message: i.to_string(),
+                },
+            });
+        }
+        assert_eq!(s.events.len(), MAX_EVENTS);
+        assert_eq!(s.events[0].seq, 10);
+        assert_eq!(s.next_event, (MAX_EVENTS + 10) as u64);
+    }
+}
