@@ -136,8 +136,8 @@ impl LaunchConfig<'_> {
         // Disks served by Ferry's block service run their virtio queues in a
         // QEMU I/O thread of their own, off the vCPU and main-loop threads:
         // under TCG that raised in-guest sequential writes by a third.
-        let ferry_disks = self.block_socket.is_some()
-            && spec.disks.iter().any(|d| d.via == DiskPath::Ferry);
+        let ferry_disks =
+            self.block_socket.is_some() && spec.disks.iter().any(|d| d.via == DiskPath::Ferry);
         if ferry_disks {
             push("-object", format!("iothread,id={DISK_IOTHREAD}"));
         }
