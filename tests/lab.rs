@@ -33,6 +33,13 @@ fn the_demo_walks_through_and_leaves_nothing_behind() {
         .map(|m| m["kind"].as_str().unwrap())
         .collect();
     assert_eq!(kinds, ["live", "quick"]);
+    let cluster = r["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["title"].as_str().unwrap().starts_with("Create the cluster"))
+        .expect("cluster step");
+    assert_eq!(cluster["status"], "ok", "{cluster}");
     let i = &r["integrity"];
     assert!(
         i["memory_ok"] == true && i["counter_ok"] == true && i["disk_ok"] == true,

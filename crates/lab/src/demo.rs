@@ -216,11 +216,11 @@ impl Demo<'_> {
             "Validate the configuration",
             "`ferry cluster validate` has not landed yet (issue 8)",
         );
-        self.skip(
+        self.step(
             say,
-            "Create the cluster (server001, server002, witness on dc)",
-            "the cluster service has not landed yet (issue 8); hosts come from a hosts file",
-        );
+            "Create the cluster: server001 first, server002 joins, dc joins as the witness",
+            |d| d.create_cluster(),
+        )?;
         let profiles = lab.dir().join("profiles");
         self.step(
             say,
@@ -276,6 +276,133 @@ impl Demo<'_> {
             |d| d.verify(&image),
         )?;
         Ok(())
+    }
+
+    /// A member's configuration file for `machine` (cluster id `id`).
+    fn member_config(&self, machine: &str, id: u64) -> Result<PathBuf, String> {
+        let dir = self.lab.dir().join("cluster");
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let (ext, int) = match machine {
+            "dc" => ("10.30.0.1", "10.20.0.1"),
+            server => crate::seed::server_addrs(server),
+        };
+        let role = if machine == "dc" {
+            "witness"
+        } else {
+            "hypervisor"
+        };
+        let path = dir.join(format!("{machine}.toml"));
+        std::fs::write(
+            &path,
+            format!(
+                "id = {id}\nname = \"{machine}\"\nlisten = \"{int}:7441\"\ndata_dir = \"{}\"\n\
+                 peers = [\"10.20.0.11:7441\"]\nrole = \"{role}\"\n[networks]\ninternal = \"{int}\"\nexternal = \"{ext}\"\n",
+                dir.join(machine).display()
+            ),
+        )
+        .map_err(|e| e.to_string())?;
+        Ok(path)
+    }
+
+    /// Starts `ferry daemon` on `machine`, detached: it runs until the lab
+    /// goes down, like a host's agent.
+    fn start_daemon(&self, machine: &str, config: &Path) -> Result<(), String> {
+        let log = std::fs::File::create(
+            self.lab
+                .dir()
+                .join("cluster")
+                .join(format!("{machine}.log")),
+        )
+        .map_err(|e| e.to_string())?;
+        let mut c = Command::new("setsid");
+        c.args(["ip", "netns", "exec", &self.lab.netns(machine)])
+            .arg(&self.opts.ferry)
+            .args(["daemon", "--config"])
+            .arg(config)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().map_err(|e| e.to_string())?)
+            .stderr(log);
+        c.spawn()
+            .map_err(|e| format!("cannot start the daemon on {machine}: {e}"))?;
+        Ok(())
+    }
+
+    /// Waits until `ferry cluster status` on `machine` answers; its JSON.
+    fn cluster_status(&self, machine: &str, config: &Path) -> Result<serde_json::Value, String> {
+        let cfg = config.display().to_string();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match self.run_ferry(machine, &["--json", "cluster", "status", "--config", &cfg]) {
+                Ok(out) => return serde_json::from_str(&out).map_err(|e| e.to_string()),
+                Err(e) if Instant::now() > deadline => return Err(e),
+                Err(_) => std::thread::sleep(Duration::from_millis(200)),
+            }
+        }
+    }
+
+    fn create_cluster(&mut self) -> StepResult {
+        let first = self.member_config("server001", 1)?;
+        let first_arg = first.display().to_string();
+        let made = self.run_ferry(
+            "server001",
+            &["--json", "cluster", "create", "--config", &first_arg],
+        )?;
+        let made: serde_json::Value = serde_json::from_str(&made).map_err(|e| e.to_string())?;
+        let token = made["token"]
+            .as_str()
+            .ok_or("no token from cluster create")?
+            .to_string();
+        let ca_cert = made["ca_cert"]
+            .as_str()
+            .ok_or("no CA certificate from cluster create")?
+            .to_string();
+        self.start_daemon("server001", &first)?;
+        self.cluster_status("server001", &first)?;
+        for (machine, id) in [("server002", 2), ("dc", 3)] {
+            let config = self.member_config(machine, id)?;
+            let cfg = config.display().to_string();
+            let join = [
+                "--json",
+                "cluster",
+                "join",
+                "--config",
+                &cfg,
+                "--token",
+                &token,
+                "--ca-cert",
+                &ca_cert,
+            ];
+            // First pass: this host's certificate; then, its agent running,
+            // membership.
+            self.run_ferry(machine, &join)?;
+            self.start_daemon(machine, &config)?;
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                match self.run_ferry(machine, &join) {
+                    Ok(_) => break,
+                    Err(e) if Instant::now() > deadline => {
+                        return Err(format!("{machine} could not join: {e}"))
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(300)),
+                }
+            }
+        }
+        let status = self.cluster_status("server001", &first)?;
+        let voters = status["status"]["voters"]
+            .as_object()
+            .map_or(0, |v| v.len());
+        let leader = status["status"]["leader"].clone();
+        if voters != 3 {
+            return Err(format!(
+                "expected 3 voting members, the cluster has {voters}: {status}"
+            ));
+        }
+        self.report.cluster_token_file = first
+            .with_file_name("server001")
+            .join("api-token")
+            .display()
+            .to_string();
+        Ok(format!("3 voting members (server001, server002, witness dc), leader id {leader}; agents' logs in {}", self.lab.dir().join("cluster").display()))
     }
 
     fn write_spec(&mut self, spec: &Path, image: &Path, profiles: &Path) -> StepResult {

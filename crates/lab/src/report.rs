@@ -107,6 +107,9 @@ pub struct DemoReport {
     pub finished_unix_ms: f64,
     /// Where the report files are.
     pub report_dir: String,
+    /// The cluster's API token file, once the cluster exists.
+    #[serde(default)]
+    pub cluster_token_file: String,
 }
 
 /// Largest gap between replies within `[from, to]` (ms since probe start).
