@@ -37,7 +37,12 @@ fn the_demo_walks_through_and_leaves_nothing_behind() {
         .as_array()
         .unwrap()
         .iter()
-        .find(|s| s["title"].as_str().unwrap().starts_with("Create the cluster"))
+        .find(|s| {
+            s["title"]
+                .as_str()
+                .unwrap()
+                .starts_with("Create the cluster")
+        })
         .expect("cluster step");
     assert_eq!(cluster["status"], "ok", "{cluster}");
     let i = &r["integrity"];

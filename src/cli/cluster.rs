@@ -70,6 +70,20 @@ pub enum ClusterCmd {
         #[arg(long, default_value_t = 0)]
         since: u64,
     },
+    /// Validate hosts for a cluster, before or after it is made: the
+    /// accelerator on each, CPUs and the compatible baseline, every pair of
+    /// hosts on every network (latency, MTU), clocks, versions. Pass, warn or
+    /// fail per test with the reason; exits non-zero on any failure.
+    Validate {
+        /// Hosts (names in the hosts file) [default: every host in it].
+        hosts: Vec<String>,
+        /// Hosts file [default: $FERRY_HOSTS or /etc/ferry/hosts.toml].
+        #[arg(long)]
+        hosts_file: Option<PathBuf>,
+        /// Also write the report as an HTML page here.
+        #[arg(long)]
+        html: Option<PathBuf>,
+    },
 }
 
 /// Which member to ask, and how to authenticate.
@@ -119,6 +133,11 @@ fn by_addr(addr: impl ToString) -> Member {
 /// Runs a cluster verb.
 pub async fn run(cmd: ClusterCmd, json: bool) -> anyhow::Result<ExitCode> {
     match cmd {
+        ClusterCmd::Validate {
+            hosts,
+            hosts_file,
+            html,
+        } => validate(hosts, hosts_file, html, json),
         ClusterCmd::Create { config } => {
             let config = MemberConfig::load(&config)?;
             let made = setup::create(&config).await?;
@@ -278,4 +297,47 @@ fn print_status(status: &Status, state: Option<&ClusterState>) {
             );
         }
     }
+}
+
+fn validate(
+    names: Vec<String>,
+    hosts_file: Option<PathBuf>,
+    html: Option<PathBuf>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let path = super::migrate::hosts_path(hosts_file);
+    let file = ferry_migrate::HostsFile::load(&path)?;
+    let names = if names.is_empty() {
+        file.hosts.keys().cloned().collect()
+    } else {
+        names
+    };
+    let targets = names
+        .iter()
+        .map(|n| {
+            Ok(ferry_validate::Target {
+                name: n.clone(),
+                host: file.get(n, &path)?.clone(),
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let exe = std::env::current_exe().context("cannot find the ferry binary")?;
+    let report = ferry_validate::validate(&targets, &exe);
+    if let Some(page) = &html {
+        std::fs::write(page, report.html())
+            .with_context(|| format!("writing {}", page.display()))?;
+    }
+    if json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print!("{}", report.text());
+        if let Some(page) = &html {
+            println!("HTML report: {}", page.display());
+        }
+    }
+    Ok(if report.verdict() == ferry_validate::Outcome::Fail {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }

@@ -70,7 +70,8 @@ pub struct MigrateArgs {
     pub(super) cancel: bool,
 }
 
-fn hosts_path(arg: Option<PathBuf>) -> PathBuf {
+/// The hosts file: the argument, `$FERRY_HOSTS`, or /etc/ferry/hosts.toml.
+pub(super) fn hosts_path(arg: Option<PathBuf>) -> PathBuf {
     arg.or_else(|| std::env::var_os("FERRY_HOSTS").map(PathBuf::from))
         .unwrap_or_else(|| "/etc/ferry/hosts.toml".into())
 }

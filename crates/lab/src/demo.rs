@@ -211,11 +211,11 @@ impl Demo<'_> {
             "Connect both hosts to the SAN",
             "Ferry's iSCSI initiator has not landed yet (issue 6)",
         );
-        self.skip(
+        self.step(
             say,
-            "Validate the configuration",
-            "`ferry cluster validate` has not landed yet (issue 8)",
-        );
+            "Validate the configuration: virtualization, CPUs, both networks, clocks, versions",
+            |d| d.validate(),
+        )?;
         self.step(
             say,
             "Create the cluster: server001 first, server002 joins, dc joins as the witness",
@@ -276,6 +276,41 @@ impl Demo<'_> {
             |d| d.verify(&image),
         )?;
         Ok(())
+    }
+
+    fn validate(&mut self) -> StepResult {
+        let page = self.lab.dir().join("report").join("validation.html");
+        std::fs::create_dir_all(self.lab.dir().join("report")).map_err(|e| e.to_string())?;
+        let page_arg = page.display().to_string();
+        let out = self
+            .ferry("server001")
+            .args(["--json", "cluster", "validate", "--html", &page_arg])
+            .output()
+            .map_err(|e| format!("cannot run ferry: {e}"))?;
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .map_err(|e| format!("unreadable validation report: {e}"))?;
+        let results = v["results"].as_array().cloned().unwrap_or_default();
+        let count = |o: &str| results.iter().filter(|r| r["outcome"] == o).count();
+        let failed: Vec<String> = results
+            .iter()
+            .filter(|r| r["outcome"] == "fail")
+            .map(|r| {
+                format!(
+                    "{}: {}",
+                    r["test"].as_str().unwrap_or("?"),
+                    r["reason"].as_str().unwrap_or("?")
+                )
+            })
+            .collect();
+        if !out.status.success() || !failed.is_empty() {
+            return Err(format!("validation failed: {}", failed.join("; ")));
+        }
+        Ok(format!(
+            "{} passed, {} warnings (TCG here, no shared LUNs yet), 0 failed; {}",
+            count("pass"),
+            count("warn"),
+            page.display()
+        ))
     }
 
     /// A member's configuration file for `machine` (cluster id `id`).

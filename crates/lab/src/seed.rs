@@ -167,10 +167,11 @@ impl SeedLab {
                     "# Host configuration of this lab server.\n# [cpu]\n# withhold = [\"avx2\"]   # emulate an older CPU\n",
                 )?;
             }
+            let (ext, int) = server_addrs(server);
             hosts.push_str(&format!(
-                "[hosts.{server}]\nrun_dir = \"{}\"\nmigration_address = \"{}\"\nnetns = \"{}\"\nconfig = \"{}\"\n",
+                "[hosts.{server}]\nrun_dir = \"{}\"\nmigration_address = \"{int}\"\nnetns = \"{}\"\nconfig = \"{}\"\n\
+                 networks = {{ internal = \"{int}\", external = \"{ext}\" }}\n",
                 self.run_dir(server).display(),
-                server_addrs(server).1,
                 self.netns(server),
                 config.display()
             ));

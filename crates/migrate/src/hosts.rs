@@ -22,6 +22,10 @@ pub struct Host {
     /// Network namespace the host's processes run in (lab only).
     #[serde(default)]
     pub netns: Option<String>,
+    /// The host's address on each cluster network, by network name (e.g.
+    /// `internal`, `external`), for validation and heartbeats.
+    #[serde(default)]
+    pub networks: BTreeMap<String, String>,
     /// The host's configuration file (its `FERRY_HOST_CONFIG`: CPU mask,
     /// ...) [default: the host's own /etc/ferry/host.toml].
     #[serde(default)]
