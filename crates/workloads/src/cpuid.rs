@@ -39,20 +39,34 @@ pub fn feature_words() -> String {
     "none".into()
 }
 
+/// Flags per console line: short lines, each one write, so other writers
+/// on the serial console cannot land in the middle of one.
+const FLAGS_PER_LINE: usize = 12;
+
 /// Prints the kernel's flags, then the CPUID words every `interval`.
 pub fn run(interval: Duration) -> ! {
-    println!("{FLAGS_TAG} {}", kernel_flags());
+    let flags = kernel_flags();
+    let words: Vec<&str> = flags.split_whitespace().collect();
+    let chunks: Vec<&[&str]> = words.chunks(FLAGS_PER_LINE).collect();
+    for (i, chunk) in chunks.iter().enumerate() {
+        println!("{FLAGS_TAG} {}/{} {}", i + 1, chunks.len(), chunk.join(" "));
+    }
     loop {
         println!("{TAG} {}", feature_words());
         std::thread::sleep(interval);
     }
 }
 
+/// The text after `tag` on a console line, wherever on the line it starts.
+fn after<'a>(line: &'a str, tag: &str) -> Option<&'a str> {
+    line.find(tag).map(|i| line[i + tag.len()..].trim())
+}
+
 /// Every distinct CPUID line in a console log, in order of appearance.
 pub fn distinct_words(log: &str) -> Vec<String> {
     let mut seen: Vec<String> = Vec::new();
     for l in log.lines() {
-        if let Some(rest) = l.trim().strip_prefix(TAG) {
+        if let Some(rest) = after(l, &format!("{TAG} ")) {
             let w = rest.trim().to_string();
             if !seen.contains(&w) {
                 seen.push(w);
@@ -62,9 +76,40 @@ pub fn distinct_words(log: &str) -> Vec<String> {
     seen
 }
 
-/// The kernel's flags from a console log, if printed.
+/// The kernel's flags from a console log, once every line of them is there.
 pub fn flags_in(log: &str) -> Option<Vec<String>> {
-    log.lines()
-        .find_map(|l| l.trim().strip_prefix(FLAGS_TAG))
-        .map(|f| f.split_whitespace().map(str::to_string).collect())
+    let mut parts: Vec<Option<Vec<String>>> = Vec::new();
+    for l in log.lines() {
+        let Some(rest) = after(l, FLAGS_TAG) else {
+            continue;
+        };
+        let mut w = rest.split_whitespace();
+        let (i, n) = w.next()?.split_once('/')?;
+        let (i, n): (usize, usize) = (i.parse().ok()?, n.parse().ok()?);
+        if i == 0 || i > n {
+            return None;
+        }
+        parts.resize(n, None);
+        parts[i - 1] = Some(w.map(str::to_string).collect());
+    }
+    if parts.is_empty() {
+        return None;
+    }
+    parts
+        .into_iter()
+        .collect::<Option<Vec<_>>>()
+        .map(|p| p.concat())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_come_back_whole_from_chunked_lines_amid_other_output() {
+        let log = "boot\nFERRY-GUEST started FERRY-CPUFLAGS 1/2 fpu vme\nnoise\nFERRY-CPUFLAGS 2/2 sse4_2\nFERRY-CPUID l1=1\n";
+        assert_eq!(flags_in(log).unwrap(), ["fpu", "vme", "sse4_2"]);
+        assert_eq!(flags_in("FERRY-CPUFLAGS 1/2 fpu\n"), None, "incomplete");
+        assert_eq!(distinct_words(log), ["l1=1"]);
+    }
 }
