@@ -2,6 +2,7 @@
 console line appears, a minimal QMP client, medians and the result line."""
 import json
 import os
+import signal
 import socket
 import statistics
 import subprocess
@@ -15,7 +16,15 @@ def log(topic, msg):
     print(f"bench/{topic}: {msg}", file=sys.stderr, flush=True)
 
 
+def _exit_on_term(signum, _frame):
+    # Turn SIGTERM/SIGINT into an exception so every `finally` runs and the
+    # benchmark's VMs, daemons and namespaces are removed.
+    raise SystemExit(128 + signum)
+
+
 def require_root(topic):
+    signal.signal(signal.SIGTERM, _exit_on_term)
+    signal.signal(signal.SIGINT, _exit_on_term)
     if os.geteuid() != 0:
         sys.exit(f"bench/{topic}: run as root (QEMU, TAPs, run directories)")
 
