@@ -6,6 +6,7 @@ mod guest;
 mod host;
 mod migrate;
 mod probe;
+mod san;
 mod vm;
 
 use clap::{Parser, Subcommand};
@@ -38,6 +39,9 @@ enum Command {
     Block(block::BlockCmd),
     /// Probe a guest's UDP echo responder and report lost replies and gaps.
     Probe(probe::ProbeArgs),
+    /// The iSCSI target (SAN) serving LUNs from image files.
+    #[command(subcommand)]
+    San(san::SanCmd),
 }
 
 /// Runs the CLI and turns errors into a one-line message and exit code 1.
@@ -50,6 +54,7 @@ pub fn main() -> ExitCode {
         Command::Probe(args) => probe::run(args, cli.json),
         Command::Vm(cmd) => block_on(false, vm::run(cmd, cli.json)),
         Command::Block(cmd) => block::run(cmd),
+        Command::San(cmd) => san::run(cmd, cli.json),
     };
     match result {
         Ok(code) => code,
