@@ -11,9 +11,9 @@ const REVISION: &[u8; 4] = b"0001";
 /// Largest transfer in blocks (VPD 0xB0), as the I/O commands enforce it.
 pub const MAX_TRANSFER_BLOCKS: u32 = 16384;
 /// Largest WRITE SAME in blocks.
-pub const MAX_WRITE_SAME_BLOCKS: u64 = 1 << 22;
+pub const MAX_WRITE_SAME_BLOCKS: u64 = 65535;
 /// Largest UNMAP in blocks, and descriptors per UNMAP.
-pub const MAX_UNMAP_BLOCKS: u32 = 1 << 22;
+pub const MAX_UNMAP_BLOCKS: u32 = 1 << 20;
 /// Largest number of UNMAP block descriptors.
 pub const MAX_UNMAP_DESCRIPTORS: u32 = 256;
 /// Largest COMPARE AND WRITE in blocks.

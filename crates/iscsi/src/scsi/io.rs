@@ -58,6 +58,15 @@ fn data(data_out: &[u8], need: usize) -> R<&[u8]> {
     })
 }
 
+/// For WRITE and WRITE AND VERIFY: when the initiator's expected transfer
+/// length is shorter than the CDB's, only the whole blocks it sent are
+/// written (RFC 7143 residual overflow semantics).
+fn data_truncated<'a>(lu: &LogicalUnit, data_out: &'a [u8], need: usize) -> &'a [u8] {
+    let bs = lu.block_size() as usize;
+    let n = need.min(data_out.len() / bs * bs);
+    &data_out[..n]
+}
+
 fn io_read(lu: &LogicalUnit, off: u64, buf: &mut [u8]) -> R<()> {
     lu.backend.read_at(off, buf).map_err(|e| {
         warn!(lun = lu.ident.lun, error = %e, "read failed");
@@ -113,7 +122,7 @@ pub fn write(lu: &LogicalUnit, c: &[u8], data_out: &[u8]) -> Response {
         writable(lu)?;
         in_range(lu, rw.lba, rw.blocks)?;
         max_len(&rw)?;
-        let d = data(data_out, need)?;
+        let d = data_truncated(lu, data_out, need);
         io_write(lu, rw.lba * lu.block_size(), d, rw.fua())?;
         Ok(Response::good(Vec::new()))
     })())
@@ -133,7 +142,7 @@ pub fn write_verify(lu: &LogicalUnit, c: &[u8], data_out: &[u8]) -> Response {
         writable(lu)?;
         in_range(lu, rw.lba, rw.blocks)?;
         max_len(&rw)?;
-        let d = data(data_out, need)?;
+        let d = data_truncated(lu, data_out, need);
         io_write(lu, rw.lba * lu.block_size(), d, true)?;
         Ok(Response::good(Vec::new()))
     })())
@@ -199,6 +208,10 @@ pub fn compare_and_write(lu: &LogicalUnit, c: &[u8], data_out: &[u8]) -> Respons
         let lba = cdb::be64(&c[2..]);
         in_range(lu, lba, n)?;
         if n == 0 {
+            if !data_out.is_empty() {
+                // Data for a zero-length compare: the CDB and the transfer disagree.
+                return Err(Response::check(Sense::invalid_field_in_cdb(13)));
+            }
             return Ok(Response::good(Vec::new()));
         }
         let d = data(data_out, need)?;

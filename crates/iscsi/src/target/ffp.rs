@@ -639,8 +639,17 @@ impl Ffp {
         }
     }
 
-    /// Drops every pending command (connection closing).
+    /// Drops every pending command and the RESERVE(6) reservations of this
+    /// I_T nexus (connection closing: nexus loss).
     pub fn abort_all(&mut self) {
         self.pending.clear();
+        if let Some(m) = &self.luns {
+            for lu in m.luns.values() {
+                let mut st = lu.lock();
+                if st.reserved_by.as_ref() == Some(&self.nexus) {
+                    st.reserved_by = None;
+                }
+            }
+        }
     }
 }
