@@ -12,6 +12,7 @@
 //! [`config`] holds the TOML configuration the server and the CLI share.
 
 pub mod config;
+pub mod initiator;
 pub mod login;
 pub mod pdu;
 pub mod scsi;
