@@ -211,6 +211,8 @@ impl LogicalUnit {
         let mut out = vec![0u8; 32];
         out[..8].copy_from_slice(&self.backend.num_blocks().saturating_sub(1).to_be_bytes());
         out[8..12].copy_from_slice(&self.backend.block_size().to_be_bytes());
+        // 4 KiB physical blocks (what a page-cached image file has).
+        out[13] = 3;
         // LBPME and LBPRZ: thin provisioned, unmapped blocks read as zeros.
         out[14] = 0xc0;
         Response::good(super::truncate(out, alloc))

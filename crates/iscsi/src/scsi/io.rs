@@ -214,6 +214,9 @@ pub fn compare_and_write(lu: &LogicalUnit, c: &[u8], data_out: &[u8]) -> Respons
             }
             return Ok(Response::good(Vec::new()));
         }
+        if data_out.len() > need {
+            return Err(Response::check(Sense::invalid_field_in_cdb(13)));
+        }
         let d = data(data_out, need)?;
         let half = need / 2;
         let _g = lu.caw_lock.lock().unwrap_or_else(|e| e.into_inner());
@@ -268,6 +271,10 @@ pub fn write_same(lu: &LogicalUnit, c: &[u8], data_out: &[u8]) -> Response {
             return Err(Response::check(Sense::invalid_field_in_cdb(len_byte)));
         }
         in_range(lu, rw.lba, rw.blocks)?;
+        if data_out.len() > need {
+            // More than the one block WRITE SAME repeats.
+            return Err(Response::check(Sense::invalid_field_in_cdb(len_byte)));
+        }
         let block = if ndob {
             vec![0u8; bytes(lu, 1)]
         } else {

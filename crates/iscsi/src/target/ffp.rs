@@ -525,7 +525,7 @@ impl Ffp {
                     crate::scsi::LogicalUnit::raise_unit_attention(
                         &mut st,
                         Sense::new(key::UNIT_ATTENTION, 0x29, 0x03),
-                        Some(&self.nexus),
+                        None,
                     );
                     0
                 }
@@ -540,7 +540,7 @@ impl Ffp {
                         crate::scsi::LogicalUnit::raise_unit_attention(
                             &mut st,
                             Sense::new(key::UNIT_ATTENTION, 0x29, 0x02),
-                            Some(&self.nexus),
+                            None,
                         );
                     }
                 }
