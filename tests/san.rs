@@ -443,3 +443,54 @@ fn show_lists_config_and_sessions() {
             .args(["san", "target", "delete", "--config", c, TARGET]),
     );
 }
+
+/// QEMU's own iSCSI driver (qemu-block-extra) writes and reads a LUN.
+#[test]
+fn qemu_img_writes_and_reads_a_lun() {
+    need("qemu-img");
+    let san = San::new("san-qemu", &[]);
+    let src = san.env.root.join("src.raw");
+    let back = san.env.root.join("back.raw");
+    let pattern: Vec<u8> = (0..4u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    std::fs::write(&src, &pattern).unwrap();
+    let url = san.url("");
+    let (ok, out) = run_bounded(
+        Command::new("qemu-img").args([
+            "convert",
+            "-n",
+            "-f",
+            "raw",
+            "-O",
+            "raw",
+            src.to_str().unwrap(),
+            &url,
+        ]),
+        Duration::from_secs(60),
+    );
+    assert!(ok, "qemu-img convert onto the LUN (is qemu-block-extra installed? scripts/install-deps): {out}");
+    let (ok, out) = run_bounded(
+        Command::new("qemu-img").args([
+            "convert",
+            "-f",
+            "raw",
+            "-O",
+            "raw",
+            &url,
+            back.to_str().unwrap(),
+        ]),
+        Duration::from_secs(60),
+    );
+    assert!(ok, "qemu-img convert from the LUN: {out}");
+    let got = std::fs::read(&back).unwrap();
+    assert_eq!(got.len(), 64 << 20);
+    assert!(
+        got[..pattern.len()] == pattern[..],
+        "data read back differs"
+    );
+    assert!(
+        got[pattern.len()..].iter().all(|b| *b == 0),
+        "the rest of the sparse LUN is not zero"
+    );
+}
