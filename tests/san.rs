@@ -494,3 +494,60 @@ fn qemu_img_writes_and_reads_a_lun() {
         "the rest of the sparse LUN is not zero"
     );
 }
+
+/// Garbage, an oversized data segment and bad login values each end their
+/// own connection with a log line; the server keeps serving others.
+#[test]
+fn malformed_input_drops_only_that_connection() {
+    use ferry_iscsi::initiator::Session;
+    use std::io::{Read, Write};
+    let san = San::new("san-junk", &[]);
+    let addr = format!("127.0.0.1:{}", san.port);
+    let mut good = Session::login(&addr, INI1, TARGET, [0x80, 0, 0, 0, 0, 3], None).expect("login");
+    let closed = |mut s: TcpStream| {
+        s.set_read_timeout(Some(Duration::from_secs(40))).unwrap();
+        let mut buf = [0u8; 4096];
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    };
+    // Not iSCSI at all.
+    let mut s = TcpStream::connect(&addr).unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n and some more bytes to fill a header")
+        .unwrap();
+    closed(s);
+    // A login header announcing a 16 MiB data segment.
+    let mut s = TcpStream::connect(&addr).unwrap();
+    let mut bhs = [0u8; 48];
+    bhs[0] = 0x43;
+    bhs[5] = 0xff;
+    bhs[6] = 0xff;
+    bhs[7] = 0xff;
+    s.write_all(&bhs).unwrap();
+    closed(s);
+    // Bad login values are refused by status, not by a crash.
+    let err = Session::login(
+        &addr,
+        INI2,
+        "iqn.2026-01.dev.ferry:nope",
+        [0x80, 0, 0, 0, 0, 4],
+        None,
+    )
+    .err()
+    .expect("unknown target refused");
+    assert!(err.to_string().contains("0x02/0x03"), "{err}");
+    // The first session still works, and a new one logs in.
+    let r = good
+        .command_past_ua(0, &[0, 0, 0, 0, 0, 0], &[], 0)
+        .expect("TUR");
+    assert_eq!(r.status, 0);
+    Session::login(&addr, INI2, TARGET, [0x80, 0, 0, 0, 0, 5], None).expect("login after junk");
+    let log = san.log();
+    assert!(
+        log.contains("connection dropped") && log.contains("login refused"),
+        "no log lines:\n{log}"
+    );
+}
