@@ -653,3 +653,222 @@ impl Ffp {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use crate::config::{LunConfig, SanConfig, TargetConfig};
+
+    const T: &str = "iqn.2026-01.dev.ferry:unit";
+
+    fn ffp(name: &str) -> (Ffp, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!("ferry-ffp-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let cfg = SanConfig {
+            targets: vec![TargetConfig {
+                name: T.into(),
+                alias: None,
+                allowed_initiators: vec![],
+                chap: None,
+                mutual_chap: None,
+                luns: vec![LunConfig {
+                    id: 0,
+                    path: dir.join("lun.img"),
+                    size: Some(1 << 20),
+                    read_only: false,
+                }],
+            }],
+            ..Default::default()
+        };
+        let reg = Arc::new(Registry::from_config(&cfg, &dir.join("san.toml")).unwrap());
+        let params = Params {
+            max_burst: 8192,
+            initiator_mrdsl: 4096,
+            ..Params::default()
+        };
+        let f = Ffp::new(
+            params,
+            10,
+            100,
+            "iqn.i".into(),
+            [0x80, 0, 0, 0, 0, 1],
+            Some(T.into()),
+            reg,
+            "127.0.0.1:3260".into(),
+        );
+        (f, dir)
+    }
+
+    fn cmd(cmd_sn: u32, itt: u32, cdb: &[u8], write: bool, edtl: u32, data: Vec<u8>) -> Pdu {
+        let mut c = [0u8; 16];
+        c[..cdb.len()].copy_from_slice(cdb);
+        let h = bhs::ScsiCommand {
+            final_: true,
+            read: !write,
+            write,
+            attr: 1,
+            itt,
+            edtl,
+            cmd_sn,
+            cdb: c,
+            ..Default::default()
+        };
+        Pdu::new(Header::ScsiCommand(h), data)
+    }
+
+    fn tur(f: &mut Ffp, cmd_sn: u32, itt: u32) -> Vec<Pdu> {
+        let mut out = Vec::new();
+        f.handle(cmd(cmd_sn, itt, &[0; 6], false, 0, vec![]), &mut out);
+        out
+    }
+
+    #[test]
+    fn write_by_r2t_then_read_back_in_split_data_in() {
+        let (mut f, dir) = ffp("rw");
+        // The first command sees the power-on unit attention.
+        let out = tur(&mut f, 10, 1);
+        assert!(matches!(&out[0].header, Header::ScsiResponse(r) if r.status == 2));
+        let payload: Vec<u8> = (0..16384u32).map(|i| (i % 253) as u8).collect();
+        let mut out = Vec::new();
+        let wr = [0x2a, 0, 0, 0, 0, 0, 0, 0, 32, 0];
+        f.handle(
+            cmd(11, 2, &wr, true, 16384, payload[..4096].to_vec()),
+            &mut out,
+        );
+        let Header::R2t(r) = &out[0].header else {
+            panic!("no R2T: {out:?}")
+        };
+        assert_eq!((r.buffer_offset, r.desired_len, r.r2t_sn), (4096, 8192, 0));
+        let ttt = r.ttt;
+        let mut out = Vec::new();
+        for (sn, off) in [(0u32, 4096usize), (1, 8192)] {
+            let d = bhs::DataOut {
+                final_: off == 8192,
+                itt: 2,
+                ttt,
+                data_sn: sn,
+                buffer_offset: off as u32,
+                ..Default::default()
+            };
+            f.handle(
+                Pdu::new(Header::DataOut(d), payload[off..off + 4096].to_vec()),
+                &mut out,
+            );
+        }
+        let Header::R2t(r) = &out[0].header else {
+            panic!("no second R2T: {out:?}")
+        };
+        assert_eq!((r.buffer_offset, r.desired_len, r.r2t_sn), (12288, 4096, 1));
+        let d = bhs::DataOut {
+            final_: true,
+            itt: 2,
+            ttt: r.ttt,
+            data_sn: 0,
+            buffer_offset: 12288,
+            ..Default::default()
+        };
+        let mut out = Vec::new();
+        f.handle(
+            Pdu::new(Header::DataOut(d), payload[12288..].to_vec()),
+            &mut out,
+        );
+        assert!(
+            matches!(&out[0].header, Header::ScsiResponse(r) if r.status == 0 && !r.underflow && !r.overflow),
+            "{out:?}"
+        );
+        // Read it back: 4 Data-In PDUs of 4096, status in the last.
+        let mut out = Vec::new();
+        f.handle(
+            cmd(
+                12,
+                3,
+                &[0x28, 0, 0, 0, 0, 0, 0, 0, 32, 0],
+                false,
+                16384,
+                vec![],
+            ),
+            &mut out,
+        );
+        assert_eq!(out.len(), 4);
+        let mut back = Vec::new();
+        for (i, p) in out.iter().enumerate() {
+            let Header::DataIn(d) = &p.header else {
+                panic!("not Data-In")
+            };
+            assert_eq!(d.data_sn, i as u32);
+            assert_eq!(d.has_status, i == 3);
+            assert_eq!(
+                d.final_,
+                i == 1 || i == 3,
+                "F at the end of each 8 KiB burst"
+            );
+            back.extend_from_slice(&p.data);
+        }
+        assert_eq!(back, payload);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn commands_run_in_cmdsn_order_and_outside_the_window_are_dropped() {
+        let (mut f, dir) = ffp("order");
+        tur(&mut f, 10, 1);
+        assert!(tur(&mut f, 12, 3).is_empty(), "CmdSN 12 must wait for 11");
+        let out = tur(&mut f, 11, 2);
+        let itts: Vec<u32> = out
+            .iter()
+            .filter_map(|p| {
+                if let Header::ScsiResponse(r) = &p.header {
+                    Some(r.itt)
+                } else {
+                    None
+                }
+            })
+            .collect();
+        assert_eq!(itts, vec![2, 3]);
+        assert!(tur(&mut f, 5, 4).is_empty(), "an old CmdSN is ignored");
+        assert!(
+            tur(&mut f, 13 + super::super::window::QUEUE_DEPTH, 5).is_empty(),
+            "beyond MaxCmdSN is ignored"
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn bad_data_sn_fails_the_command() {
+        let (mut f, dir) = ffp("datasn");
+        tur(&mut f, 10, 1);
+        let mut out = Vec::new();
+        f.handle(
+            cmd(
+                11,
+                2,
+                &[0x2a, 0, 0, 0, 0, 0, 0, 0, 8, 0],
+                true,
+                4096,
+                vec![],
+            ),
+            &mut out,
+        );
+        let Header::R2t(r) = &out[0].header else {
+            panic!("no R2T")
+        };
+        let d = bhs::DataOut {
+            final_: true,
+            itt: 2,
+            ttt: r.ttt,
+            data_sn: 27,
+            buffer_offset: 0,
+            ..Default::default()
+        };
+        let mut out = Vec::new();
+        f.handle(Pdu::new(Header::DataOut(d), vec![0; 4096]), &mut out);
+        let Header::ScsiResponse(r) = &out[0].header else {
+            panic!("no response")
+        };
+        assert_eq!(r.status, 2);
+        assert_eq!(out[0].data[2 + 2] & 0x0f, key::ABORTED_COMMAND);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
