@@ -284,7 +284,14 @@ fn show(config: &Path, json: bool) -> anyhow::Result<ExitCode> {
         .and_then(|t| serde_json::from_str(&t).ok())
         .unwrap_or_default();
     if json {
-        let v = serde_json::json!({ "portals": cfg.portals(), "targets": cfg.targets, "sessions": sessions });
+        // Secrets stay in the file.
+        let mut targets = cfg.targets.clone();
+        for t in &mut targets {
+            for c in [&mut t.chap, &mut t.mutual_chap].into_iter().flatten() {
+                c.secret = "(hidden)".to_string();
+            }
+        }
+        let v = serde_json::json!({ "portals": cfg.portals(), "targets": targets, "sessions": sessions });
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(ExitCode::SUCCESS);
     }
