@@ -115,7 +115,6 @@ fn device_identification(lu: &LogicalUnit) -> Vec<u8> {
 
 fn block_limits() -> Vec<u8> {
     let mut b = vec![0u8; 0x3c];
-    b[0] = 0x01; // WSNZ
     b[1] = MAX_COMPARE_AND_WRITE;
     b[2..4].copy_from_slice(&1u16.to_be_bytes());
     b[4..8].copy_from_slice(&MAX_TRANSFER_BLOCKS.to_be_bytes());

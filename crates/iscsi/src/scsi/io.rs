@@ -253,7 +253,7 @@ pub fn orwrite(lu: &LogicalUnit, c: &[u8], data_out: &[u8]) -> Response {
     .with_data_out_len(need)
 }
 
-/// WRITE SAME (10/16), with UNMAP (zeros are deallocated) and NDOB.
+/// WRITE SAME (10/16), with UNMAP (the range is deallocated) and NDOB.
 pub fn write_same(lu: &LogicalUnit, c: &[u8], data_out: &[u8]) -> Response {
     let sixteen = c[0] == op::WRITE_SAME_16;
     let ndob = sixteen && c[1] & 0x01 != 0;
@@ -266,11 +266,17 @@ pub fn write_same(lu: &LogicalUnit, c: &[u8], data_out: &[u8]) -> Response {
         }
         writable(lu)?;
         let len_byte = if sixteen { 10 } else { 7 };
-        if rw.blocks == 0 || rw.blocks > MAX_WRITE_SAME_BLOCKS {
-            in_range(lu, rw.lba, 0)?;
+        in_range(lu, rw.lba, 0)?;
+        // WSNZ=0: zero blocks means "to the end of the medium".
+        let blocks = if rw.blocks == 0 {
+            lu.backend.num_blocks() - rw.lba
+        } else {
+            rw.blocks
+        };
+        if blocks > MAX_WRITE_SAME_BLOCKS {
             return Err(Response::check(Sense::invalid_field_in_cdb(len_byte)));
         }
-        in_range(lu, rw.lba, rw.blocks)?;
+        in_range(lu, rw.lba, blocks)?;
         if data_out.len() > need {
             // More than the one block WRITE SAME repeats.
             return Err(Response::check(Sense::invalid_field_in_cdb(len_byte)));
@@ -281,8 +287,10 @@ pub fn write_same(lu: &LogicalUnit, c: &[u8], data_out: &[u8]) -> Response {
             data(data_out, need)?.to_vec()
         };
         let bs = lu.block_size();
-        if c[1] & 0x08 != 0 && block.iter().all(|b| *b == 0) {
-            lu.backend.unmap(rw.lba * bs, rw.blocks * bs).map_err(|e| {
+        // UNMAP bit: deallocate whatever the block holds, as LIO and tgt do
+        // (LBPRZ: the range then reads as zeros).
+        if c[1] & 0x08 != 0 {
+            lu.backend.unmap(rw.lba * bs, blocks * bs).map_err(|e| {
                 warn!(lun = lu.ident.lun, error = %e, "unmap failed");
                 Response::check(Sense::medium_error_write())
             })?;
@@ -296,8 +304,8 @@ pub fn write_same(lu: &LogicalUnit, c: &[u8], data_out: &[u8]) -> Response {
             .take(bytes(lu, per_chunk))
             .collect();
         let mut done_blocks = 0;
-        while done_blocks < rw.blocks {
-            let n = (rw.blocks - done_blocks).min(per_chunk);
+        while done_blocks < blocks {
+            let n = (blocks - done_blocks).min(per_chunk);
             io_write(
                 lu,
                 (rw.lba + done_blocks) * bs,
