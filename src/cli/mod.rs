@@ -9,6 +9,7 @@ mod host;
 mod lab;
 mod migrate;
 mod probe;
+mod san;
 mod vm;
 
 use clap::{Parser, Subcommand};
@@ -50,6 +51,9 @@ enum Command {
     Cluster(cluster::ClusterCmd),
     /// Run this host's node agent (the cluster member) in the foreground.
     Daemon(daemon::DaemonArgs),
+    /// The iSCSI target (SAN) serving LUNs from image files.
+    #[command(subcommand)]
+    San(san::SanCmd),
 }
 
 /// Runs the CLI and turns errors into a one-line message and exit code 1.
@@ -65,6 +69,7 @@ pub fn main() -> ExitCode {
         Command::Block(cmd) => block::run(cmd),
         Command::Cluster(cmd) => block_on(false, cluster::run(cmd, cli.json)),
         Command::Daemon(args) => block_on(true, daemon::run(args)),
+        Command::San(cmd) => san::run(cmd, cli.json),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,293 @@
+//! A small blocking iSCSI initiator: one connection, one command at a
+//! time. Ferry's tests and tools use it to drive a target directly (raw
+//! CDBs such as PERSISTENT RESERVE, FUA writes); it is not a data path.
+
+use crate::login::chap;
+use crate::pdu::bhs::{self, Header};
+use crate::pdu::frame::frame_len;
+use crate::pdu::{text, Digests, Pdu, BHS_LEN};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+/// Why an initiator operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum InitiatorError {
+    /// Socket error.
+    #[error("socket error")]
+    Io(#[from] std::io::Error),
+    /// The target sent a PDU that does not decode.
+    #[error("bad PDU from target")]
+    Frame(#[from] crate::pdu::FrameError),
+    /// The login was refused.
+    #[error("login refused with status {0:#04x}/{1:#04x}")]
+    Login(u8, u8),
+    /// The target answered something unexpected.
+    #[error("unexpected reply: {0}")]
+    Unexpected(String),
+}
+
+/// The result of one SCSI command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandResult {
+    /// SCSI status byte.
+    pub status: u8,
+    /// Data-In bytes.
+    pub data: Vec<u8>,
+    /// Sense data, if any.
+    pub sense: Vec<u8>,
+}
+
+/// A logged-in normal session on one connection.
+pub struct Session {
+    stream: TcpStream,
+    cmd_sn: u32,
+    exp_stat_sn: u32,
+    itt: u32,
+    max_send: usize,
+}
+
+fn read_pdu(s: &mut TcpStream) -> Result<Pdu, InitiatorError> {
+    let mut bhs = [0u8; BHS_LEN];
+    s.read_exact(&mut bhs)?;
+    let n = frame_len(&bhs, Digests::default(), crate::pdu::MAX_DATA_SEGMENT)?;
+    let mut buf = vec![0u8; n];
+    buf[..BHS_LEN].copy_from_slice(&bhs);
+    s.read_exact(&mut buf[BHS_LEN..])?;
+    Ok(Pdu::parse(&buf, Digests::default(), crate::pdu::MAX_DATA_SEGMENT)?.0)
+}
+
+impl Session {
+    /// Connects to `addr` and logs in to `target` as `initiator`, with
+    /// one-way CHAP when `chap` (user, secret) is given.
+    pub fn login(
+        addr: &str,
+        initiator: &str,
+        target: &str,
+        isid: [u8; 6],
+        chap: Option<(&str, &str)>,
+    ) -> Result<Session, InitiatorError> {
+        let stream = TcpStream::connect(addr)?;
+        stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+        stream.set_nodelay(true)?;
+        let mut s = Session {
+            stream,
+            cmd_sn: 1,
+            exp_stat_sn: 0,
+            itt: 1,
+            max_send: 8192,
+        };
+        let mut keys: text::Pairs = vec![
+            ("InitiatorName".into(), initiator.into()),
+            ("TargetName".into(), target.into()),
+            ("SessionType".into(), "Normal".into()),
+        ];
+        if let Some((user, secret)) = chap {
+            keys.push(("AuthMethod".into(), "CHAP".into()));
+            s.login_step(isid, 0, 1, false, &keys)?;
+            let r = s.login_step(isid, 0, 1, false, &[("CHAP_A".into(), "5".into())])?;
+            let get = |k: &str| r.iter().find(|(kk, _)| kk == k).map(|(_, v)| v.clone());
+            let id: u8 = get("CHAP_I")
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(|| InitiatorError::Unexpected("no CHAP_I".into()))?;
+            let c = get("CHAP_C").ok_or_else(|| InitiatorError::Unexpected("no CHAP_C".into()))?;
+            let c =
+                chap::decode_binary(&c).map_err(|e| InitiatorError::Unexpected(e.to_string()))?;
+            let resp = chap::hex(&chap::response(id, secret.as_bytes(), &c));
+            s.login_step(
+                isid,
+                0,
+                1,
+                true,
+                &[("CHAP_N".into(), user.into()), ("CHAP_R".into(), resp)],
+            )?;
+            keys = Vec::new();
+        }
+        keys.push(("MaxRecvDataSegmentLength".into(), "262144".into()));
+        keys.push(("ImmediateData".into(), "Yes".into()));
+        keys.push(("InitialR2T".into(), "Yes".into()));
+        let r = s.login_step(isid, 1, 3, true, &keys)?;
+        if let Some(v) = r
+            .iter()
+            .find(|(k, _)| k == "MaxRecvDataSegmentLength")
+            .and_then(|(_, v)| v.parse::<usize>().ok())
+        {
+            s.max_send = v;
+        }
+        Ok(s)
+    }
+
+    fn login_step(
+        &mut self,
+        isid: [u8; 6],
+        csg: u8,
+        nsg: u8,
+        transit: bool,
+        keys: &[(String, String)],
+    ) -> Result<text::Pairs, InitiatorError> {
+        let h = bhs::LoginReq {
+            transit,
+            cont: false,
+            csg,
+            nsg,
+            version_max: 0,
+            version_min: 0,
+            isid,
+            tsih: 0,
+            itt: 0,
+            cid: 0,
+            cmd_sn: self.cmd_sn,
+            exp_stat_sn: self.exp_stat_sn,
+        };
+        self.stream.write_all(
+            &Pdu::new(Header::LoginReq(h), text::encode(keys)).encode(Digests::default()),
+        )?;
+        let p = read_pdu(&mut self.stream)?;
+        let Header::LoginResp(r) = p.header else {
+            return Err(InitiatorError::Unexpected(format!(
+                "{:?} during login",
+                p.header.opcode()
+            )));
+        };
+        if r.status_class != 0 {
+            return Err(InitiatorError::Login(r.status_class, r.status_detail));
+        }
+        self.exp_stat_sn = r.stat_sn.wrapping_add(1);
+        text::parse(&p.data).map_err(|e| InitiatorError::Unexpected(e.to_string()))
+    }
+
+    /// Runs one command on `lun`: `data_out` is sent (immediate data, then
+    /// R2T by R2T), up to `read_len` bytes are read back.
+    pub fn command(
+        &mut self,
+        lun: u64,
+        cdb: &[u8],
+        data_out: &[u8],
+        read_len: u32,
+    ) -> Result<CommandResult, InitiatorError> {
+        let mut c = [0u8; 16];
+        let n = cdb.len().min(16);
+        c[..n].copy_from_slice(&cdb[..n]);
+        let itt = self.itt;
+        self.itt = self.itt.wrapping_add(1);
+        let lun_field = u64::from_be_bytes(crate::scsi::encode_lun(lun));
+        let immediate = data_out.len().min(self.max_send).min(65536);
+        let h = bhs::ScsiCommand {
+            immediate: false,
+            final_: true,
+            read: read_len > 0,
+            write: !data_out.is_empty(),
+            attr: 1,
+            lun: lun_field,
+            itt,
+            edtl: if data_out.is_empty() {
+                read_len
+            } else {
+                data_out.len() as u32
+            },
+            cmd_sn: self.cmd_sn,
+            exp_stat_sn: self.exp_stat_sn,
+            cdb: c,
+        };
+        self.cmd_sn = self.cmd_sn.wrapping_add(1);
+        self.stream.write_all(
+            &Pdu::new(Header::ScsiCommand(h), data_out[..immediate].to_vec())
+                .encode(Digests::default()),
+        )?;
+        let mut data = Vec::new();
+        loop {
+            let p = read_pdu(&mut self.stream)?;
+            match p.header {
+                Header::R2t(r) => {
+                    let mut off = r.buffer_offset as usize;
+                    let end = (off + r.desired_len as usize).min(data_out.len());
+                    let mut sn = 0;
+                    while off < end {
+                        let m = (end - off).min(self.max_send);
+                        let d = bhs::DataOut {
+                            final_: off + m == end,
+                            lun: lun_field,
+                            itt,
+                            ttt: r.ttt,
+                            exp_stat_sn: self.exp_stat_sn,
+                            data_sn: sn,
+                            buffer_offset: off as u32,
+                        };
+                        self.stream.write_all(
+                            &Pdu::new(Header::DataOut(d), data_out[off..off + m].to_vec())
+                                .encode(Digests::default()),
+                        )?;
+                        sn += 1;
+                        off += m;
+                    }
+                }
+                Header::DataIn(d) => {
+                    data.extend_from_slice(&p.data);
+                    if d.has_status {
+                        self.exp_stat_sn = d.stat_sn.wrapping_add(1);
+                        return Ok(CommandResult {
+                            status: d.status,
+                            data,
+                            sense: Vec::new(),
+                        });
+                    }
+                }
+                Header::ScsiResponse(r) => {
+                    self.exp_stat_sn = r.stat_sn.wrapping_add(1);
+                    let sense = p.data.get(2..).map(<[u8]>::to_vec).unwrap_or_default();
+                    return Ok(CommandResult {
+                        status: r.status,
+                        data,
+                        sense,
+                    });
+                }
+                Header::NopIn(_) | Header::AsyncMsg(_) => {}
+                other => {
+                    return Err(InitiatorError::Unexpected(format!(
+                        "{:?} during a command",
+                        other.opcode()
+                    )))
+                }
+            }
+        }
+    }
+
+    /// Runs a command and retries once past a UNIT ATTENTION.
+    pub fn command_past_ua(
+        &mut self,
+        lun: u64,
+        cdb: &[u8],
+        data_out: &[u8],
+        read_len: u32,
+    ) -> Result<CommandResult, InitiatorError> {
+        let r = self.command(lun, cdb, data_out, read_len)?;
+        if r.status == 2
+            && r.sense.get(2).map(|k| k & 0x0f) == Some(crate::scsi::sense::key::UNIT_ATTENTION)
+        {
+            return self.command(lun, cdb, data_out, read_len);
+        }
+        Ok(r)
+    }
+
+    /// Logs out (close the session).
+    pub fn logout(mut self) -> Result<(), InitiatorError> {
+        let h = bhs::LogoutReq {
+            immediate: true,
+            reason: 0,
+            itt: self.itt,
+            cid: 0,
+            cmd_sn: self.cmd_sn,
+            exp_stat_sn: self.exp_stat_sn,
+        };
+        self.stream
+            .write_all(&Pdu::new(Header::LogoutReq(h), Vec::new()).encode(Digests::default()))?;
+        let p = read_pdu(&mut self.stream)?;
+        match p.header {
+            Header::LogoutResp(_) => Ok(()),
+            other => Err(InitiatorError::Unexpected(format!(
+                "{:?} to a logout",
+                other.opcode()
+            ))),
+        }
+    }
+}

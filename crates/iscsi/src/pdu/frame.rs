@@ -1,0 +1,346 @@
+//! Framing: a PDU is BHS + AHS + [header digest] + data + padding +
+//! [data digest]. [`frame_len`] says how many bytes a PDU needs once its
+//! 48-byte header is in; [`Pdu::parse`] decodes one complete frame and
+//! [`Pdu::encode`] writes one.
+
+use super::bhs::{BhsError, Header};
+use super::digest::{crc32c, crc32c_parts};
+use super::{BHS_LEN, MAX_DATA_SEGMENT};
+
+/// Which digests the connection negotiated (CRC32C or none).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Digests {
+    /// HeaderDigest=CRC32C.
+    pub header: bool,
+    /// DataDigest=CRC32C.
+    pub data: bool,
+}
+
+/// Why a frame was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum FrameError {
+    /// The basic header segment is invalid.
+    #[error("bad basic header segment")]
+    Bhs(#[from] BhsError),
+    /// DataSegmentLength exceeds what this connection accepts.
+    #[error("data segment of {len} bytes exceeds the limit of {max}")]
+    DataTooLong {
+        /// Announced length.
+        len: usize,
+        /// Accepted maximum.
+        max: usize,
+    },
+    /// The buffer ended before the frame did.
+    #[error("frame truncated: need {need} bytes, have {have}")]
+    Truncated {
+        /// Bytes the header announces.
+        need: usize,
+        /// Bytes given.
+        have: usize,
+    },
+    /// The header digest does not match.
+    #[error("header digest mismatch: computed {computed:#010x}, received {received:#010x}")]
+    HeaderDigest {
+        /// Digest computed over the header.
+        computed: u32,
+        /// Digest on the wire.
+        received: u32,
+    },
+    /// The data digest does not match.
+    #[error("data digest mismatch: computed {computed:#010x}, received {received:#010x}")]
+    DataDigest {
+        /// Digest computed over the data.
+        computed: u32,
+        /// Digest on the wire.
+        received: u32,
+    },
+    /// An additional header segment's own length runs past the AHS area.
+    #[error("additional header segment at offset {offset} overruns the AHS area")]
+    AhsOverrun {
+        /// Offset of the bad segment inside the AHS area.
+        offset: usize,
+    },
+}
+
+/// One PDU: typed header, raw AHS bytes, data segment without padding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pdu {
+    /// The decoded basic header segment.
+    pub header: Header,
+    /// Additional header segments, raw (a multiple of 4 bytes).
+    pub ahs: Vec<u8>,
+    /// The data segment, padding removed.
+    pub data: Vec<u8>,
+}
+
+fn pad4(n: usize) -> usize {
+    (4 - n % 4) % 4
+}
+
+/// Lengths announced by a raw header: (AHS bytes, data segment bytes).
+pub fn announced_lengths(bhs: &[u8; BHS_LEN]) -> (usize, usize) {
+    let ahs = usize::from(bhs[4]) * 4;
+    let data = (usize::from(bhs[5]) << 16) | (usize::from(bhs[6]) << 8) | usize::from(bhs[7]);
+    (ahs, data)
+}
+
+/// Total bytes of the frame that starts with `bhs`, or an error when its
+/// data segment is longer than `max_data` (never more than
+/// [`MAX_DATA_SEGMENT`]).
+pub fn frame_len(
+    bhs: &[u8; BHS_LEN],
+    digests: Digests,
+    max_data: usize,
+) -> Result<usize, FrameError> {
+    let (ahs, data) = announced_lengths(bhs);
+    let max = max_data.min(MAX_DATA_SEGMENT);
+    if data > max {
+        return Err(FrameError::DataTooLong { len: data, max });
+    }
+    let mut n = BHS_LEN + ahs;
+    if digests.header {
+        n += 4;
+    }
+    if data > 0 {
+        n += data + pad4(data);
+        if digests.data {
+            n += 4;
+        }
+    }
+    Ok(n)
+}
+
+fn le32(b: &[u8]) -> u32 {
+    let mut w = [0u8; 4];
+    w.copy_from_slice(&b[..4]);
+    u32::from_le_bytes(w)
+}
+
+impl Pdu {
+    /// A PDU with no AHS and the given data segment.
+    pub fn new(header: Header, data: Vec<u8>) -> Pdu {
+        Pdu {
+            header,
+            ahs: Vec::new(),
+            data,
+        }
+    }
+
+    /// Decodes one complete frame from the start of `buf`; returns it and
+    /// the number of bytes it used.
+    pub fn parse(
+        buf: &[u8],
+        digests: Digests,
+        max_data: usize,
+    ) -> Result<(Pdu, usize), FrameError> {
+        let have = buf.len();
+        let bhs: &[u8; BHS_LEN] =
+            buf.get(..BHS_LEN)
+                .and_then(|s| s.try_into().ok())
+                .ok_or(FrameError::Truncated {
+                    need: BHS_LEN,
+                    have,
+                })?;
+        let need = frame_len(bhs, digests, max_data)?;
+        if have < need {
+            return Err(FrameError::Truncated { need, have });
+        }
+        let (ahs_len, data_len) = announced_lengths(bhs);
+        let mut at = BHS_LEN + ahs_len;
+        if digests.header {
+            let computed = crc32c(&buf[..at]);
+            let received = le32(&buf[at..]);
+            if computed != received {
+                return Err(FrameError::HeaderDigest { computed, received });
+            }
+            at += 4;
+        }
+        let header = Header::decode(bhs)?;
+        let ahs = buf[BHS_LEN..BHS_LEN + ahs_len].to_vec();
+        check_ahs(&ahs)?;
+        let mut data = Vec::new();
+        if data_len > 0 {
+            let padded = data_len + pad4(data_len);
+            let seg = &buf[at..at + padded];
+            at += padded;
+            if digests.data {
+                let computed = crc32c(seg);
+                let received = le32(&buf[at..]);
+                if computed != received {
+                    return Err(FrameError::DataDigest { computed, received });
+                }
+                at += 4;
+            }
+            data = seg[..data_len].to_vec();
+        }
+        Ok((Pdu { header, ahs, data }, at))
+    }
+
+    /// Encodes this PDU with the given digests.
+    pub fn encode(&self, digests: Digests) -> Vec<u8> {
+        let mut out = Vec::with_capacity(BHS_LEN + self.ahs.len() + self.data.len() + 12);
+        self.encode_into(digests, &mut out);
+        out
+    }
+
+    /// Appends this PDU's frame to `out`.
+    pub fn encode_into(&self, digests: Digests, out: &mut Vec<u8>) {
+        let start = out.len();
+        let mut bhs = self.header.encode();
+        // A data segment longer than 24 bits cannot be sent; callers split
+        // data by MaxRecvDataSegmentLength long before this.
+        let len = self.data.len().min(0xff_ffff);
+        bhs[4] = u8::try_from(self.ahs.len() / 4).unwrap_or(u8::MAX);
+        bhs[5] = (len >> 16) as u8;
+        bhs[6] = (len >> 8) as u8;
+        bhs[7] = len as u8;
+        out.extend_from_slice(&bhs);
+        out.extend_from_slice(&self.ahs);
+        if digests.header {
+            let d = crc32c(&out[start..]);
+            out.extend_from_slice(&d.to_le_bytes());
+        }
+        if len > 0 {
+            let pad = [0u8; 3];
+            let pad = &pad[..pad4(len)];
+            out.extend_from_slice(&self.data[..len]);
+            out.extend_from_slice(pad);
+            if digests.data {
+                let d = crc32c_parts(&[&self.data[..len], pad]);
+                out.extend_from_slice(&d.to_le_bytes());
+            }
+        }
+    }
+
+    /// The extended CDB bytes from an AHS of type 1, if any (appended after
+    /// the 16 CDB bytes of the header).
+    pub fn extended_cdb(&self) -> Option<&[u8]> {
+        ahs_segments(&self.ahs)
+            .find(|(t, _)| *t == 1)
+            .map(|(_, body)| body)
+    }
+}
+
+/// Iterates (type, body) over well-formed AHS segments.
+fn ahs_segments(ahs: &[u8]) -> impl Iterator<Item = (u8, &[u8])> {
+    let mut at = 0;
+    std::iter::from_fn(move || {
+        let hdr = ahs.get(at..at + 3)?;
+        let len = usize::from(u16::from_be_bytes([hdr[0], hdr[1]]));
+        let kind = hdr[2];
+        // The length counts the body after the type byte, including one
+        // reserved byte.
+        let body = ahs.get(at + 4..at + 3 + len.max(1))?;
+        at += 3 + len + pad4(3 + len);
+        Some((kind, body))
+    })
+}
+
+fn check_ahs(ahs: &[u8]) -> Result<(), FrameError> {
+    let mut at = 0;
+    while at < ahs.len() {
+        let hdr = ahs
+            .get(at..at + 3)
+            .ok_or(FrameError::AhsOverrun { offset: at })?;
+        let len = usize::from(u16::from_be_bytes([hdr[0], hdr[1]]));
+        let end = at + 3 + len;
+        if end > ahs.len() || len == 0 {
+            return Err(FrameError::AhsOverrun { offset: at });
+        }
+        at = end + pad4(end);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pdu::bhs::{NopOut, ScsiCommand};
+
+    fn sample() -> Pdu {
+        Pdu::new(
+            Header::NopOut(NopOut {
+                immediate: true,
+                itt: 5,
+                ttt: 0xffff_ffff,
+                ..Default::default()
+            }),
+            b"hello".to_vec(),
+        )
+    }
+
+    #[test]
+    fn round_trip_with_and_without_digests() {
+        for digests in [
+            Digests::default(),
+            Digests {
+                header: true,
+                data: true,
+            },
+            Digests {
+                header: true,
+                data: false,
+            },
+        ] {
+            let p = sample();
+            let bytes = p.encode(digests);
+            assert_eq!(bytes.len() % 4, 0);
+            let (q, used) = Pdu::parse(&bytes, digests, 8192).expect("parse");
+            assert_eq!(used, bytes.len());
+            assert_eq!(p, q);
+        }
+    }
+
+    #[test]
+    fn digest_mismatch_and_truncation_are_errors() {
+        let d = Digests {
+            header: true,
+            data: true,
+        };
+        let mut bytes = sample().encode(d);
+        let n = bytes.len();
+        assert!(matches!(
+            Pdu::parse(&bytes[..n - 1], d, 8192),
+            Err(FrameError::Truncated { .. })
+        ));
+        bytes[n - 1] ^= 1;
+        assert!(matches!(
+            Pdu::parse(&bytes, d, 8192),
+            Err(FrameError::DataDigest { .. })
+        ));
+        bytes[3] ^= 1;
+        assert!(matches!(
+            Pdu::parse(&bytes, d, 8192),
+            Err(FrameError::HeaderDigest { .. })
+        ));
+    }
+
+    #[test]
+    fn oversized_data_segment_is_refused() {
+        let p = Pdu::new(sample().header, vec![0; 9000]);
+        let bytes = p.encode(Digests::default());
+        assert_eq!(
+            Pdu::parse(&bytes, Digests::default(), 8192).err(),
+            Some(FrameError::DataTooLong {
+                len: 9000,
+                max: 8192
+            })
+        );
+    }
+
+    #[test]
+    fn extended_cdb_ahs() {
+        let mut p = Pdu::new(Header::ScsiCommand(ScsiCommand::default()), vec![]);
+        // length 5 = reserved byte + 4 CDB bytes, type 1.
+        p.ahs = vec![0, 5, 1, 0, 0xaa, 0xbb, 0xcc, 0xdd];
+        let bytes = p.encode(Digests::default());
+        let (q, _) = Pdu::parse(&bytes, Digests::default(), 0).expect("parse");
+        assert_eq!(q.extended_cdb(), Some(&[0xaa, 0xbb, 0xcc, 0xdd][..]));
+        let mut bad = bytes.clone();
+        bad[BHS_LEN + 1] = 200;
+        assert!(matches!(
+            Pdu::parse(&bad, Digests::default(), 0),
+            Err(FrameError::AhsOverrun { offset: 0 })
+        ));
+    }
+}

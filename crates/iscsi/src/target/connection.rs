@@ -1,0 +1,281 @@
+//! One TCP connection: the login phase, then the full feature phase, with
+//! bytes read and written here and every decision made by [`Login`] and
+//! [`Ffp`].
+
+use super::ffp::{reject, Event, Ffp};
+use super::registry::{Registry, SessionInfo};
+use crate::login::{status, Login, Progress, SessionType};
+use crate::pdu::bhs::{self, Header};
+use crate::pdu::frame::{frame_len, FrameError};
+use crate::pdu::{Digests, Pdu, BHS_LEN};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
+use tokio::net::TcpStream;
+use tracing::{debug, info, warn};
+
+/// How long a login may sit idle between PDUs.
+const LOGIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a write may wait for an initiator that does not read.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Largest data segment accepted during login.
+const LOGIN_MAX_DATA: usize = 65536;
+
+/// Why a connection ended abnormally.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnError {
+    /// Socket error.
+    #[error("socket error")]
+    Io(#[from] std::io::Error),
+    /// A frame could not be read.
+    #[error("bad frame")]
+    Frame(#[from] FrameError),
+    /// The peer was idle too long or did not read.
+    #[error("timed out")]
+    Timeout,
+    /// The peer broke the protocol.
+    #[error("protocol error: {0}")]
+    Protocol(&'static str),
+}
+
+type Reader = BufReader<tokio::net::tcp::OwnedReadHalf>;
+type Writer = BufWriter<tokio::net::tcp::OwnedWriteHalf>;
+
+/// Reads one raw frame; `None` at a clean end of stream.
+async fn read_frame(
+    r: &mut Reader,
+    digests: Digests,
+    max_data: usize,
+) -> Result<Option<Vec<u8>>, ConnError> {
+    let mut bhs = [0u8; BHS_LEN];
+    match r.read_exact(&mut bhs).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e.into()),
+    }
+    let n = frame_len(&bhs, digests, max_data)?;
+    let mut buf = vec![0u8; n];
+    buf[..BHS_LEN].copy_from_slice(&bhs);
+    r.read_exact(&mut buf[BHS_LEN..]).await?;
+    Ok(Some(buf))
+}
+
+async fn write_all(w: &mut Writer, bytes: &[u8]) -> Result<(), ConnError> {
+    let fut = async {
+        w.write_all(bytes).await?;
+        w.flush().await
+    };
+    tokio::time::timeout(WRITE_TIMEOUT, fut)
+        .await
+        .map_err(|_| ConnError::Timeout)??;
+    Ok(())
+}
+
+/// Runs a connection to its end, logging why it ended.
+pub async fn run(stream: TcpStream, registry: Arc<Registry>) {
+    let peer = stream
+        .peer_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    let local = stream
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    let _ = stream.set_nodelay(true);
+    let (r, w) = stream.into_split();
+    let mut reader = BufReader::with_capacity(256 * 1024, r);
+    let mut writer = BufWriter::with_capacity(256 * 1024, w);
+    match session(&mut reader, &mut writer, registry, &peer, &local).await {
+        Ok(()) => debug!(%peer, "connection closed"),
+        Err(e) => {
+            info!(%peer, error = %e, source = ?std::error::Error::source(&e).map(|s| s.to_string()), "connection dropped")
+        }
+    }
+    let _ = writer.shutdown().await;
+}
+
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
+async fn session(
+    reader: &mut Reader,
+    writer: &mut Writer,
+    registry: Arc<Registry>,
+    peer: &str,
+    local: &str,
+) -> Result<(), ConnError> {
+    // Login phase.
+    let mut login = Login::new(registry.portal_group);
+    let mut stat_sn: u32 = 1;
+    let mut first: Option<bhs::LoginReq> = None;
+    let (params, cmd_sn, isid, tsih) = loop {
+        let frame = tokio::time::timeout(
+            LOGIN_TIMEOUT,
+            read_frame(reader, Digests::default(), LOGIN_MAX_DATA),
+        )
+        .await
+        .map_err(|_| ConnError::Timeout)??;
+        let Some(frame) = frame else { return Ok(()) };
+        let (pdu, _) = Pdu::parse(&frame, Digests::default(), LOGIN_MAX_DATA)?;
+        let Header::LoginReq(req) = pdu.header else {
+            return Err(ConnError::Protocol("first PDU is not a Login Request"));
+        };
+        let start = first.get_or_insert_with(|| req.clone()).clone();
+        if req.isid != start.isid || req.itt != start.itt && req.cid != start.cid {
+            return Err(ConnError::Protocol("login changed ISID or CID"));
+        }
+        let (mut reply, progress) = if req.tsih != 0 {
+            // Adding a connection to an existing session: MaxConnections=1.
+            let r = crate::login::Reply {
+                transit: false,
+                csg: req.csg,
+                nsg: 0,
+                status: (2, 0x0a),
+                data: Vec::new(),
+            };
+            (r, Progress::Failed)
+        } else {
+            login.step(&req, &pdu.data, registry.as_ref())
+        };
+        let mut tsih = 0;
+        let mut stop = None;
+        if progress == Progress::Complete {
+            let info = SessionInfo {
+                tsih: 0,
+                initiator: login.initiator.clone().unwrap_or_default(),
+                isid: req.isid.iter().map(|b| format!("{b:02x}")).collect(),
+                target: login.target.clone().unwrap_or_default(),
+                peer: peer.to_string(),
+            };
+            let (t, rx) = registry.open_session(info);
+            tsih = t;
+            stop = Some(rx);
+        }
+        if progress == Progress::Failed && reply.status == status::SUCCESS {
+            reply.status = status::INITIATOR_ERROR;
+        }
+        let resp = bhs::LoginResp {
+            transit: reply.transit,
+            cont: false,
+            csg: reply.csg,
+            nsg: reply.nsg,
+            version_max: 0,
+            version_active: 0,
+            isid: req.isid,
+            tsih,
+            itt: req.itt,
+            stat_sn,
+            exp_cmd_sn: req.cmd_sn,
+            max_cmd_sn: req.cmd_sn.wrapping_add(super::window::QUEUE_DEPTH - 1),
+            status_class: reply.status.0,
+            status_detail: reply.status.1,
+        };
+        stat_sn = stat_sn.wrapping_add(1);
+        let bytes = Pdu::new(Header::LoginResp(resp), reply.data).encode(Digests::default());
+        write_all(writer, &bytes).await?;
+        match progress {
+            Progress::Continue => continue,
+            Progress::Failed => {
+                info!(%peer, initiator = ?login.initiator, target = ?login.target, status = ?reply.status, "login refused");
+                return Ok(());
+            }
+            Progress::Complete => {
+                info!(%peer, initiator = ?login.initiator, target = ?login.target, tsih, "login complete");
+                let Some(stop) = stop else { return Ok(()) };
+                break (login.params.clone(), req.cmd_sn, req.isid, (tsih, stop));
+            }
+        }
+    };
+    let (tsih, mut stop) = tsih;
+    let target = if login.session_type == SessionType::Normal {
+        login.target.clone()
+    } else {
+        None
+    };
+    let mut ffp = Ffp::new(
+        params,
+        cmd_sn,
+        stat_sn,
+        login.initiator.clone().unwrap_or_default(),
+        isid,
+        target,
+        registry.clone(),
+        local.to_string(),
+    );
+    let result = full_feature(reader, writer, &mut ffp, &mut stop).await;
+    ffp.abort_all();
+    registry.close_session(tsih);
+    result
+}
+
+async fn full_feature(
+    reader: &mut Reader,
+    writer: &mut Writer,
+    ffp: &mut Ffp,
+    stop: &mut tokio::sync::watch::Receiver<bool>,
+) -> Result<(), ConnError> {
+    let digests = ffp.params().digests;
+    let max_data = ffp.params().target_mrdsl as usize;
+    let mut out = Vec::new();
+    let mut bytes = Vec::with_capacity(1 << 20);
+    loop {
+        let frame = tokio::select! {
+            f = read_frame(reader, digests, max_data) => f,
+            _ = stop.changed() => {
+                info!("session reinstated elsewhere: closing this connection");
+                return Ok(());
+            }
+        };
+        let frame = match frame {
+            Ok(Some(f)) => f,
+            Ok(None) => return Ok(()),
+            Err(ConnError::Frame(e)) => {
+                warn!(error = %e, "unreadable PDU: closing the connection");
+                return Err(ConnError::Frame(e));
+            }
+            Err(e) => return Err(e),
+        };
+        let event = match Pdu::parse(&frame, digests, max_data) {
+            Ok((pdu, _)) => blocking(|| ffp.handle(pdu, &mut out)),
+            Err(FrameError::DataDigest { .. })
+            | Err(FrameError::Bhs(_))
+            | Err(FrameError::AhsOverrun { .. }) => {
+                let reason = match Pdu::parse(
+                    &frame,
+                    Digests {
+                        header: digests.header,
+                        data: false,
+                    },
+                    max_data,
+                ) {
+                    Err(FrameError::Bhs(_)) => reject::PROTOCOL,
+                    Err(_) => reject::INVALID_FIELD,
+                    Ok(_) => reject::DATA_DIGEST,
+                };
+                warn!(reason, "rejecting a PDU");
+                let mut raw = [0u8; BHS_LEN];
+                raw.copy_from_slice(&frame[..BHS_LEN]);
+                let mut r = ffp.reject(reason, &Header::NopIn(bhs::NopIn::default()));
+                r.data = raw.to_vec();
+                out.push(r);
+                Event::Continue
+            }
+            Err(e) => return Err(e.into()),
+        };
+        for p in out.drain(..) {
+            p.encode_into(digests, &mut bytes);
+        }
+        if event == Event::Close || reader.buffer().is_empty() || bytes.len() > (1 << 20) {
+            write_all(writer, &bytes).await?;
+            bytes.clear();
+        }
+        if event == Event::Close {
+            return Ok(());
+        }
+    }
+}

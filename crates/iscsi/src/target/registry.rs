@@ -1,0 +1,182 @@
+//! Targets with their open LUNs, and the live sessions: built from the
+//! configuration, shared by every connection.
+
+use crate::config::SanConfig;
+use crate::login::{Directory, TargetAuth};
+use crate::scsi::{Identity, ImageFile, LogicalUnit, LunError, LunMap};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use tokio::sync::watch;
+
+/// Why the registry could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// A LUN's image could not be opened or created.
+    #[error("target {target} LUN {lun}")]
+    Lun {
+        /// Target name.
+        target: String,
+        /// LUN number.
+        lun: u64,
+        /// What failed.
+        #[source]
+        source: LunError,
+    },
+}
+
+/// One target: who may log in and its LUNs.
+pub struct TargetEntry {
+    /// Login rules.
+    pub auth: TargetAuth,
+    /// The logical units.
+    pub luns: LunMap,
+}
+
+/// A live session, as `ferry san show` reports it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SessionInfo {
+    /// Target-assigned session handle.
+    pub tsih: u16,
+    /// InitiatorName.
+    pub initiator: String,
+    /// ISID in hex.
+    pub isid: String,
+    /// TargetName, or empty for discovery.
+    pub target: String,
+    /// Peer address.
+    pub peer: String,
+}
+
+struct Live {
+    info: SessionInfo,
+    stop: watch::Sender<bool>,
+}
+
+/// Everything the connections share.
+pub struct Registry {
+    /// Targets by name.
+    pub targets: BTreeMap<String, TargetEntry>,
+    /// Portal group tag of every portal.
+    pub portal_group: u16,
+    /// Addresses announced by SendTargets.
+    pub portals: Vec<String>,
+    sessions: Mutex<Vec<Live>>,
+    next_tsih: Mutex<u16>,
+    status_file: Option<PathBuf>,
+}
+
+impl Directory for Registry {
+    fn target(&self, name: &str) -> Option<TargetAuth> {
+        self.targets.get(name).map(|t| t.auth.clone())
+    }
+}
+
+impl Registry {
+    /// Opens every LUN of the configuration (creating sparse images that
+    /// do not exist yet).
+    pub fn from_config(cfg: &SanConfig, config_path: &Path) -> Result<Registry, RegistryError> {
+        let mut targets = BTreeMap::new();
+        for t in &cfg.targets {
+            let mut luns = LunMap::default();
+            for l in &t.luns {
+                let err = |source| RegistryError::Lun {
+                    target: t.name.clone(),
+                    lun: l.id,
+                    source,
+                };
+                let img = ImageFile::open(&l.path, l.size, l.read_only, 512).map_err(err)?;
+                let pr_file = cfg.pr_file(config_path, &t.name, l.id);
+                let lu = LogicalUnit::new(
+                    Box::new(img),
+                    Identity::derive(&t.name, l.id),
+                    Some(pr_file),
+                );
+                luns.luns.insert(l.id, Arc::new(lu));
+            }
+            let auth = TargetAuth {
+                alias: t.alias.clone(),
+                allowed_initiators: t.allowed_initiators.clone(),
+                chap: t.chap.clone(),
+                mutual_chap: t.mutual_chap.clone(),
+            };
+            targets.insert(t.name.clone(), TargetEntry { auth, luns });
+        }
+        let mut status = config_path.as_os_str().to_owned();
+        status.push(".sessions.json");
+        Ok(Registry {
+            targets,
+            portal_group: 1,
+            portals: cfg.portals(),
+            sessions: Mutex::new(Vec::new()),
+            next_tsih: Mutex::new(1),
+            status_file: Some(PathBuf::from(status)),
+        })
+    }
+
+    /// The status file `ferry san show` reads (`<config>.sessions.json`).
+    pub fn status_path(config_path: &Path) -> PathBuf {
+        let mut status = config_path.as_os_str().to_owned();
+        status.push(".sessions.json");
+        PathBuf::from(status)
+    }
+
+    fn sessions(&self) -> std::sync::MutexGuard<'_, Vec<Live>> {
+        self.sessions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Registers a new session; an older session of the same initiator
+    /// port (InitiatorName + ISID) is told to stop (reinstatement).
+    /// Returns the TSIH and the receiver that says when to stop.
+    pub fn open_session(&self, mut info: SessionInfo) -> (u16, watch::Receiver<bool>) {
+        let tsih = {
+            let mut n = self.next_tsih.lock().unwrap_or_else(|e| e.into_inner());
+            let t = *n;
+            *n = if *n == u16::MAX { 1 } else { *n + 1 };
+            t
+        };
+        info.tsih = tsih;
+        let (tx, rx) = watch::channel(false);
+        let mut s = self.sessions();
+        s.retain(|l| {
+            let same = l.info.initiator == info.initiator && l.info.isid == info.isid && l.info.target == info.target;
+            if same {
+                tracing::info!(initiator = %l.info.initiator, isid = %l.info.isid, "session reinstated: closing the old one");
+                let _ = l.stop.send(true);
+            }
+            !same
+        });
+        s.push(Live { info, stop: tx });
+        self.write_status(&s);
+        (tsih, rx)
+    }
+
+    /// Forgets a session.
+    pub fn close_session(&self, tsih: u16) {
+        let mut s = self.sessions();
+        s.retain(|l| l.info.tsih != tsih);
+        self.write_status(&s);
+    }
+
+    /// The live sessions.
+    pub fn session_list(&self) -> Vec<SessionInfo> {
+        self.sessions().iter().map(|l| l.info.clone()).collect()
+    }
+
+    fn write_status(&self, s: &[Live]) {
+        let Some(path) = &self.status_file else {
+            return;
+        };
+        let list: Vec<&SessionInfo> = s.iter().map(|l| &l.info).collect();
+        if let Ok(text) = serde_json::to_string_pretty(&list) {
+            let tmp = path.with_extension("tmp");
+            if std::fs::write(&tmp, text)
+                .and_then(|()| std::fs::rename(&tmp, path))
+                .is_err()
+            {
+                tracing::debug!(path = %path.display(), "cannot write session status");
+            }
+        }
+    }
+}
