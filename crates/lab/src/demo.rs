@@ -2,8 +2,7 @@
 //!
 //! Every step runs the `ferry` command a user would run, in the namespace
 //! of the machine it runs on; nothing here talks to QEMU or the block
-//! service directly. Steps whose capability has not landed yet are reported
-//! as skipped with the reason. The first step that fails stops the demo.
+//! service directly. The first step that fails stops the demo.
 
 use crate::report::{DemoReport, MigrationMark, ProbeSummary, Step, StepStatus};
 use crate::seed::{SeedLab, CLIENT_ADDR, VM_ADDR, VM_BRIDGE};
@@ -14,6 +13,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Name of the demo's VM.
 pub const VM: &str = "demo-vm";
+/// The SAN's target and portal (dc, external network).
+const SAN_TARGET: &str = "iqn.2026-11.dev.ferry:cluster-disks";
+const SAN_PORTAL: &str = "10.30.0.1:3260";
 /// Blocks of the demo VM's data disk the integrity workload writes.
 const DISK_BLOCKS: u64 = 2048;
 
@@ -180,17 +182,6 @@ impl Demo<'_> {
         Ok(())
     }
 
-    fn skip(&mut self, say: &mut impl FnMut(&str), title: &str, why: &str) {
-        let n = self.report.steps.len() + 1;
-        say(&format!("[{n:>2}] {title}\n     skipped: {why}"));
-        self.report.steps.push(Step {
-            title: title.to_string(),
-            status: StepStatus::Skipped,
-            detail: why.to_string(),
-            ms: 0,
-        });
-    }
-
     fn walk(&mut self, say: &mut impl FnMut(&str)) -> Result<(), (String, String)> {
         let lab = self.lab.clone();
         self.step(
@@ -201,16 +192,16 @@ impl Demo<'_> {
                 Ok(format!("namespaces {}-*, files in {}", lab.name, lab.dir().display()))
             },
         )?;
-        self.skip(
+        self.step(
             say,
-            "Create the SAN disks (witness, data, shared volume) on dc",
-            "`ferry san` is not part of this build yet (issue 5); the VM's disk is an image file both hosts see",
-        );
-        self.skip(
+            "Create the SAN disks on dc (witness, data, shared volume) and serve them over iSCSI",
+            |d| d.create_san(),
+        )?;
+        self.step(
             say,
-            "Connect both hosts to the SAN",
-            "Ferry's iSCSI initiator has not landed yet (issue 6)",
-        );
+            "Connect both hosts to the SAN: each discovers the target and its LUNs",
+            |d| d.discover_san(),
+        )?;
         self.step(
             say,
             "Validate the configuration: virtualization, CPUs, both networks, clocks, versions",
@@ -276,6 +267,105 @@ impl Demo<'_> {
             |d| d.verify(&image),
         )?;
         Ok(())
+    }
+
+    fn create_san(&mut self) -> StepResult {
+        let dir = self.lab.dir().join("san");
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let config = dir.join("san.toml");
+        let cfg = config.display().to_string();
+        self.run_ferry(
+            "dc",
+            &[
+                "san",
+                "target",
+                "create",
+                "--config",
+                &cfg,
+                SAN_TARGET,
+                "--alias",
+                "cluster-disks",
+            ],
+        )?;
+        for (id, file, size) in [
+            (0, "witness.img", "64M"),
+            (1, "data.img", "1G"),
+            (2, "csv.img", "2G"),
+        ] {
+            let path = dir.join(file).display().to_string();
+            self.run_ferry(
+                "dc",
+                &[
+                    "san",
+                    "lun",
+                    "create",
+                    "--config",
+                    &cfg,
+                    "--target",
+                    SAN_TARGET,
+                    "--id",
+                    &id.to_string(),
+                    "--path",
+                    &path,
+                    "--size",
+                    size,
+                ],
+            )?;
+        }
+        self.run_ferry("dc", &["san", "portals", "--config", &cfg, SAN_PORTAL])?;
+        let log = std::fs::File::create(dir.join("san.log")).map_err(|e| e.to_string())?;
+        let mut c = Command::new("setsid");
+        c.args(["ip", "netns", "exec", &self.lab.netns("dc")])
+            .arg(&self.opts.ferry)
+            .args(["san", "serve", "--config", &cfg])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().map_err(|e| e.to_string())?)
+            .stderr(log);
+        c.spawn()
+            .map_err(|e| format!("cannot start ferry san: {e}"))?;
+        Ok(format!(
+            "target {SAN_TARGET} on {SAN_PORTAL}: LUN 0 witness 64 MiB, LUN 1 data 1 GiB, LUN 2 shared volume 2 GiB (sparse images in {})",
+            dir.display()
+        ))
+    }
+
+    /// Each server asks the SAN what it offers, with libiscsi's `iscsi-ls`
+    /// (a standard initiator) until Ferry's own lands (issue 6).
+    fn discover_san(&mut self) -> StepResult {
+        let mut seen = Vec::new();
+        for server in crate::seed::SERVERS {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let listing = loop {
+                let out = Command::new("ip")
+                    .args(["netns", "exec", &self.lab.netns(server), "iscsi-ls", "-s"])
+                    .arg(format!("iscsi://{SAN_PORTAL}"))
+                    .output()
+                    .map_err(|e| format!("cannot run iscsi-ls (package libiscsi-bin): {e}"))?;
+                let text = String::from_utf8_lossy(&out.stdout).to_string();
+                if out.status.success() && text.contains(SAN_TARGET) {
+                    break text;
+                }
+                if Instant::now() > deadline {
+                    return Err(format!(
+                        "{server} cannot see the SAN: {}",
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    ));
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            };
+            let luns = listing
+                .lines()
+                .filter(|l| l.trim_start().starts_with("Lun:"))
+                .count();
+            if luns != 3 {
+                return Err(format!("{server} sees {luns} LUNs, not 3:\n{listing}"));
+            }
+            seen.push(format!("{server}: 3 LUNs"));
+        }
+        Ok(format!(
+            "{}; the VM's disk stays an image file both hosts see until Ferry's initiator serves LUNs to VMs (issue 6)",
+            seen.join(", ")
+        ))
     }
 
     fn validate(&mut self) -> StepResult {
