@@ -89,14 +89,3 @@ fn the_demo_walks_through_and_leaves_nothing_behind() {
     assert!(!std::path::Path::new("/run/ferry/lab").join(&name).exists());
     let _ = std::fs::remove_dir_all(dir);
 }
-
-/// Removes the lab even if the test fails midway.
-struct LabGuard(String);
-
-impl Drop for LabGuard {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
-            .args(["lab", "down", "--name", &self.0])
-            .output();
-    }
-}

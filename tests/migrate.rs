@@ -163,6 +163,21 @@ fn guest(env: &TestEnv, img: PathBuf, extra: &str, memory_mib: u64) -> PathBuf {
     )
 }
 
+/// Starts VM "vm" on host 0 with the memory and disk integrity workloads on
+/// a shared image, and waits for the first memory pass; returns the image.
+fn start_integrity_guest(m: &MigLab) -> PathBuf {
+    let img = image(&m.h[0]);
+    let spec = guest(
+        &m.h[0],
+        img.clone(),
+        &format!("ferry.run=memtest:32:16 ferry.run=disktest:/dev/vda:{BLOCKS}:write"),
+        192,
+    );
+    run_ok(m.ferry(0).args(["vm", "start"]).arg(&spec));
+    m.h[0].wait_console("vm", "FERRY-MEMTEST ok", Duration::from_secs(60));
+    img
+}
+
 fn image(env: &TestEnv) -> PathBuf {
     let p = env.root.join("shared.img");
     std::fs::write(&p, vec![0u8; BLOCKS as usize * disktest::BLOCK]).unwrap();
@@ -184,16 +199,8 @@ fn assert_counter_monotonic(history: &str) {
 #[test]
 fn vm_moves_back_and_forth_with_workloads_and_a_client_probing() {
     let m = MigLab::new("migrt");
-    let img = image(&m.h[0]);
-    let spec = guest(
-        &m.h[0],
-        img.clone(),
-        &format!("ferry.run=memtest:32:16 ferry.run=disktest:/dev/vda:{BLOCKS}:write"),
-        192,
-    );
-    run_ok(m.ferry(0).args(["vm", "start"]).arg(&spec));
+    let img = start_integrity_guest(&m);
     m.h[0].wait_console("vm", "FERRY-ECHO listening", Duration::from_secs(60));
-    m.h[0].wait_console("vm", "FERRY-MEMTEST ok", Duration::from_secs(60));
     let probe = m.probe(40);
     let mut history = String::new();
     let started = Instant::now();
@@ -406,15 +413,7 @@ fn guest_dirtying_256_mib_flat_out_still_arrives_alive() {
 #[test]
 fn quick_migration_round_trip_keeps_memory_counter_and_disk() {
     let m = MigLab::new("migquick");
-    let img = image(&m.h[0]);
-    let spec = guest(
-        &m.h[0],
-        img.clone(),
-        &format!("ferry.run=memtest:32:16 ferry.run=disktest:/dev/vda:{BLOCKS}:write"),
-        192,
-    );
-    run_ok(m.ferry(0).args(["vm", "start"]).arg(&spec));
-    m.h[0].wait_console("vm", "FERRY-MEMTEST ok", Duration::from_secs(60));
+    let img = start_integrity_guest(&m);
     let mut history = String::new();
     // The last quick migration follows a live one (over TLS): the VM must
     // not carry that migration's settings into the state file.

@@ -4,15 +4,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+use common::LabGuard;
 use std::process::Command;
-
-struct LabGuard(String);
-
-impl Drop for LabGuard {
-    fn drop(&mut self) {
-        let _ = ferry().args(["lab", "down", "--name", &self.0]).output();
-    }
-}
 
 fn ferry() -> Command {
     Command::new(env!("CARGO_BIN_EXE_ferry"))

@@ -132,7 +132,7 @@ pub async fn run(args: MigrateArgs, json: bool) -> anyhow::Result<ExitCode> {
         port: args.port,
         ferry_exe: std::env::current_exe().context("cannot find the ferry binary")?,
         tls: (!args.plain).then(|| ferry_migrate::TlsPlan {
-            ca_dir: hosts.ca_dir.clone().unwrap_or_else(|| "ca".into()),
+            ca_dir: hosts.ca_dir.clone(),
             source: from.clone(),
             destination: to.to_string(),
         }),

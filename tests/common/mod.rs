@@ -236,3 +236,14 @@ impl Drop for ChildGuard {
         let _ = self.0.wait();
     }
 }
+
+/// Removes a `ferry lab` lab when dropped, even if the test failed midway.
+pub struct LabGuard(pub String);
+
+impl Drop for LabGuard {
+    fn drop(&mut self) {
+        let _ = Command::new(env!("CARGO_BIN_EXE_ferry"))
+            .args(["lab", "down", "--name", &self.0])
+            .output();
+    }
+}

@@ -313,16 +313,11 @@ impl Demo<'_> {
             )?;
         }
         self.run_ferry("dc", &["san", "portals", "--config", &cfg, SAN_PORTAL])?;
-        let log = std::fs::File::create(dir.join("san.log")).map_err(|e| e.to_string())?;
-        let mut c = Command::new("setsid");
-        c.args(["ip", "netns", "exec", &self.lab.netns("dc")])
-            .arg(&self.opts.ferry)
-            .args(["san", "serve", "--config", &cfg])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().map_err(|e| e.to_string())?)
-            .stderr(log);
-        c.spawn()
-            .map_err(|e| format!("cannot start ferry san: {e}"))?;
+        self.spawn_detached(
+            "dc",
+            &["san", "serve", "--config", &cfg],
+            &dir.join("san.log"),
+        )?;
         Ok(format!(
             "target {SAN_TARGET} on {SAN_PORTAL}: LUN 0 witness 64 MiB, LUN 1 data 1 GiB, LUN 2 shared volume 2 GiB (sparse images in {})",
             dir.display()
@@ -429,27 +424,32 @@ impl Demo<'_> {
         Ok(path)
     }
 
-    /// Starts `ferry daemon` on `machine`, detached: it runs until the lab
-    /// goes down, like a host's agent.
-    fn start_daemon(&self, machine: &str, config: &Path) -> Result<(), String> {
-        let log = std::fs::File::create(
-            self.lab
-                .dir()
-                .join("cluster")
-                .join(format!("{machine}.log")),
-        )
-        .map_err(|e| e.to_string())?;
-        let mut c = Command::new("setsid");
-        c.args(["ip", "netns", "exec", &self.lab.netns(machine)])
+    /// Starts `ferry ARGS` on `machine`, detached, output to `log`: it runs
+    /// until the lab goes down, like a host's service.
+    fn spawn_detached(&self, machine: &str, args: &[&str], log: &Path) -> Result<(), String> {
+        let out = std::fs::File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
+        let err = out.try_clone().map_err(|e| e.to_string())?;
+        Command::new("setsid")
+            .args(["ip", "netns", "exec", &self.lab.netns(machine)])
             .arg(&self.opts.ferry)
-            .args(["daemon", "--config"])
-            .arg(config)
+            .args(args)
             .stdin(Stdio::null())
-            .stdout(log.try_clone().map_err(|e| e.to_string())?)
-            .stderr(log);
-        c.spawn()
-            .map_err(|e| format!("cannot start the daemon on {machine}: {e}"))?;
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .map_err(|e| format!("cannot start `ferry {}` on {machine}: {e}", args.join(" ")))?;
         Ok(())
+    }
+
+    /// Starts `ferry daemon` on `machine`.
+    fn start_daemon(&self, machine: &str, config: &Path) -> Result<(), String> {
+        let cfg = config.display().to_string();
+        let log = self
+            .lab
+            .dir()
+            .join("cluster")
+            .join(format!("{machine}.log"));
+        self.spawn_detached(machine, &["daemon", "--config", &cfg], &log)
     }
 
     /// Waits until `ferry cluster status` on `machine` answers; its JSON.

@@ -127,15 +127,20 @@ impl Netns {
 
     /// Pids of processes running in the namespace.
     pub fn pids(&self) -> Vec<i32> {
-        ip(&["netns", "pids", &self.name])
-            .map(|o| {
-                String::from_utf8_lossy(&o.stdout)
-                    .split_whitespace()
-                    .filter_map(|p| p.parse().ok())
-                    .collect()
-            })
-            .unwrap_or_default()
+        pids_in(&self.name)
     }
+}
+
+/// Pids of processes running in namespace `name`.
+pub fn pids_in(name: &str) -> Vec<i32> {
+    ip(&["netns", "pids", name])
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 impl Netns {

@@ -197,11 +197,7 @@ impl SeedLab {
             .map(|m| {
                 let netns = self.netns(m);
                 let up = Netns::exists(&netns);
-                let processes = if up {
-                    Netns::adopt(&netns).keep_pids()
-                } else {
-                    0
-                };
+                let processes = if up { crate::pids_in(&netns).len() } else { 0 };
                 MachineStatus {
                     machine: m.to_string(),
                     netns,
@@ -210,14 +206,5 @@ impl SeedLab {
                 }
             })
             .collect()
-    }
-}
-
-impl Netns {
-    /// How many processes run inside, without removing the namespace.
-    fn keep_pids(self) -> usize {
-        let n = self.pids().len();
-        self.keep();
-        n
     }
 }

@@ -39,7 +39,7 @@ pub struct HostsFile {
     /// Directory of Ferry's certificate authority, which signs each host's
     /// migration certificate [default: `ca` beside the hosts file].
     #[serde(default)]
-    pub ca_dir: Option<PathBuf>,
+    pub ca_dir: PathBuf,
     /// Hosts by name.
     pub hosts: BTreeMap<String, Host>,
 }
@@ -98,9 +98,8 @@ impl HostsFile {
                 });
             }
         }
-        if file.ca_dir.is_none() {
-            let beside = path.parent().unwrap_or(Path::new("."));
-            file.ca_dir = Some(beside.join("ca"));
+        if file.ca_dir.as_os_str().is_empty() {
+            file.ca_dir = path.parent().unwrap_or(Path::new(".")).join("ca");
         }
         Ok(file)
     }

@@ -401,9 +401,7 @@ async fn drive(
             () = tick => {}
             () = cancel.recv() => {
                 tracing::info!("cancel requested");
-                let _ = s.execute("migrate_cancel", None).await;
-                wait_not_active(&s).await;
-                return Err(MigrateError::Cancelled);
+                return Err(cancel_on(&s, MigrateError::Cancelled).await);
             }
             ev = s_events.recv() => {
                 if ev.is_none() {
@@ -438,11 +436,10 @@ async fn drive(
         if moved != last_moved {
             (last_moved, moved_at) = (moved, Instant::now());
         } else if moved_at.elapsed() > opts.stall_timeout {
-            let _ = s.execute("migrate_cancel", None).await;
-            wait_not_active(&s).await;
-            return Err(MigrateError::Stalled {
+            let stalled = MigrateError::Stalled {
                 secs: opts.stall_timeout.as_secs(),
-            });
+            };
+            return Err(cancel_on(&s, stalled).await);
         }
         // Convergence: once a few passes are done and the remainder stops
         // shrinking, raise the downtime budget step by step to the ceiling.
@@ -470,11 +467,10 @@ async fn drive(
         if started.elapsed() > opts.timeout && !forced {
             match opts.on_timeout {
                 OnTimeout::Cancel => {
-                    let _ = s.execute("migrate_cancel", None).await;
-                    wait_not_active(&s).await;
-                    return Err(MigrateError::Timeout {
+                    let timeout = MigrateError::Timeout {
                         secs: opts.timeout.as_secs(),
-                    });
+                    };
+                    return Err(cancel_on(&s, timeout).await);
                 }
                 OnTimeout::Force => {
                     // A budget larger than what is left stops the guest and finishes.
@@ -575,6 +571,14 @@ impl CancelSignals {
             _ = self.term.recv() => {}
         }
     }
+}
+
+/// Cancels the migration on the source and waits until it has really
+/// stopped; returns `why`, the reason to report.
+async fn cancel_on(s: &QmpClient, why: MigrateError) -> MigrateError {
+    let _ = s.execute("migrate_cancel", None).await;
+    wait_not_active(s).await;
+    why
 }
 
 /// Waits until a cancelled migration has really stopped.

@@ -40,10 +40,19 @@ pub struct Prepared {
     pub accel: AccelChoice,
 }
 
-/// Finds QEMU, picks the accelerator and runs the pre-flight checks.
-pub fn prepare(spec: &VmSpec, forced: Option<Accel>) -> Result<Prepared, VmError> {
+/// Finds QEMU, picks the accelerator, computes the VM's CPU if it has none
+/// yet (`resolve_cpu`; an incoming VM brings the one its source computed)
+/// and runs the pre-flight checks.
+pub fn prepare(
+    spec: &mut VmSpec,
+    forced: Option<Accel>,
+    resolve_cpu: bool,
+) -> Result<Prepared, VmError> {
     let qemu = QemuBinary::find()?;
     let accel = accel::choose(&qemu, forced);
+    if resolve_cpu {
+        crate::cpu::resolve(spec, &qemu, accel.accel)?;
+    }
     preflight::check(spec, &qemu, accel.accel)?;
     Ok(Prepared { qemu, accel })
 }
@@ -51,14 +60,8 @@ pub fn prepare(spec: &VmSpec, forced: Option<Accel>) -> Result<Prepared, VmError
 /// Starts a VM under a new supervisor; returns once it runs (or is held).
 pub fn start(spec: &VmSpec, opts: &StartOptions) -> Result<StateRecord, VmError> {
     let mut spec = spec.clone();
-    if !opts.incoming {
-        // An incoming VM brings the CPU its source computed; never recompute it.
-        let qemu = QemuBinary::find()?;
-        let accel = accel::choose(&qemu, opts.accel).accel;
-        crate::cpu::resolve(&mut spec, &qemu, accel)?;
-    }
+    let prepared = prepare(&mut spec, opts.accel, !opts.incoming)?;
     let spec = &spec;
-    let prepared = prepare(spec, opts.accel)?;
     let dir = RunDir::for_vm(&spec.name);
     if let Some(rec) = StateRecord::load(&dir)? {
         if let Some(pid) = live_qemu(&rec) {

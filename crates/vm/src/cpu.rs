@@ -6,6 +6,7 @@ use ferry_cpu::{CpuModel, CpuProfile, HostCpuConfig};
 use ferry_qemu::{cpuexp, Accel, QemuBinary};
 use ferry_spec::{CpuBaseline, VmSpec};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 /// This host's configuration file: `$FERRY_HOST_CONFIG` or
 /// `/etc/ferry/host.toml`.
@@ -27,15 +28,29 @@ pub fn host_profile_with(
     accel: Accel,
     config: &Path,
 ) -> Result<CpuProfile, VmError> {
+    // One start both computes a VM's CPU and checks the host can give it:
+    // the profile (a QEMU launch) is read once per process.
+    type Cached = Option<(Accel, PathBuf, CpuProfile)>;
+    static LAST: Mutex<Cached> = Mutex::new(None);
+    let hit = LAST.lock().ok().and_then(|last| {
+        last.as_ref()
+            .filter(|(a, c, _)| *a == accel && c == config)
+            .map(|(_, _, p)| p.clone())
+    });
+    if let Some(profile) = hit {
+        return Ok(profile);
+    }
     let cpu_err = |detail: String| VmError::Cpu { detail };
     let expansion =
         cpuexp::static_expansion(qemu, accel, cpuexp::widest_model(accel)).map_err(cpu_err)?;
     let mask = HostCpuConfig::load(config).map_err(|e| cpu_err(e.to_string()))?;
-    Ok(
-        CpuProfile::from_static_expansion(&expansion, &accel.to_string())
-            .map_err(|e| cpu_err(e.to_string()))?
-            .masked(&mask),
-    )
+    let profile = CpuProfile::from_static_expansion(&expansion, &accel.to_string())
+        .map_err(|e| cpu_err(e.to_string()))?
+        .masked(&mask);
+    if let Ok(mut last) = LAST.lock() {
+        *last = Some((accel, config.to_path_buf(), profile.clone()));
+    }
+    Ok(profile)
 }
 
 fn read_profile(path: &PathBuf) -> Result<CpuProfile, VmError> {

@@ -199,6 +199,7 @@ fn transmission(mut rd: UnixStream, wr: UnixStream, export: &Export) -> Result<(
                         },
                         Err(_) => return,
                     };
+                    reply.clear();
                     execute(export, job.req, &job.data, &mut reply);
                     let sent = match writer.lock() {
                         Ok(mut w) => w.write_all(&reply),
@@ -274,7 +275,6 @@ fn serve_requests(
     pending: &mut Pending<'_>,
 ) -> Result<(), ServerError> {
     let mut data = Vec::new();
-    let mut reply = Vec::new();
     loop {
         if rd.buffer().is_empty() {
             // About to wait for the client: it must have every reply first.
@@ -310,8 +310,8 @@ fn serve_requests(
             // Served here, with the reader's own reused buffers.
             data.resize(len, 0);
             rd.read_exact(&mut data)?;
-            execute(export, req, &data, &mut reply);
-            pending.bytes.extend_from_slice(&reply);
+            // Encoded straight into the batch: read data is copied once.
+            execute(export, req, &data, &mut pending.bytes);
             if pending.bytes.len() >= REPLY_BATCH {
                 pending.flush()?;
             }
@@ -419,27 +419,28 @@ fn error_code(e: &BackendError) -> u32 {
     }
 }
 
-/// Runs one request against the backend and encodes the reply into `reply`
-/// (for a read, header and data in one buffer, read straight into place).
-/// Reusing `reply` spares a large allocation and zeroing per request.
-fn execute(export: &Export, req: Request, data: &[u8], reply: &mut Vec<u8>) {
+/// Runs one request against the backend and appends its reply to `out`
+/// (for a read, header and data together, the data read straight into
+/// place). Reusing `out` spares an allocation and zeroing per request.
+fn execute(export: &Export, req: Request, data: &[u8], out: &mut Vec<u8>) {
     let b = &export.backend;
     let c = &export.counters;
     let started = c.begin();
     let fua = req.flags & proto::CMD_FLAG_FUA != 0;
     let len = u64::from(req.length);
+    let at = out.len();
     if req.kind == cmd::READ {
-        reply.resize(16 + req.length as usize, 0);
-        let result = b.read_at(&mut reply[16..], req.offset);
+        out.resize(at + 16 + req.length as usize, 0);
+        let result = b.read_at(&mut out[at + 16..], req.offset);
         c.end(started, OpKind::Read(len), result.is_ok());
         let code = match result {
             Ok(()) => 0,
             Err(e) => {
-                reply.truncate(16);
+                out.truncate(at + 16);
                 error_code(&e)
             }
         };
-        reply[..16].copy_from_slice(&proto::simple_reply(code, req.handle));
+        out[at..at + 16].copy_from_slice(&proto::simple_reply(code, req.handle));
         return;
     }
     let (result, op) = match req.kind {
@@ -449,15 +450,13 @@ fn execute(export: &Export, req: Request, data: &[u8], reply: &mut Vec<u8>) {
         cmd::WRITE_ZEROES => (b.write_zeroes(req.offset, len, fua), OpKind::Write(len)),
         _ => {
             c.end(started, OpKind::Flush, false);
-            reply.clear();
-            reply.extend_from_slice(&proto::simple_reply(errno::EINVAL, req.handle));
+            out.extend_from_slice(&proto::simple_reply(errno::EINVAL, req.handle));
             return;
         }
     };
     c.end(started, op, result.is_ok());
     let code = result.as_ref().map_or_else(error_code, |()| 0);
-    reply.clear();
-    reply.extend_from_slice(&proto::simple_reply(code, req.handle));
+    out.extend_from_slice(&proto::simple_reply(code, req.handle));
 }
 
 #[cfg(test)]
