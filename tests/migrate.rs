@@ -447,6 +447,11 @@ fn cpu_mismatches_are_refused_before_memory_moves_and_compatible_vms_move() {
     let err = String::from_utf8_lossy(&out.stderr).to_string();
     assert!(err.contains("does not offer avx2"), "{err}");
     assert_still_on_source(&m, out, "destination lacks avx2");
+    // Quick migration is refused the same way, before the guest pauses.
+    let out = m.migrate(0, "vm", &["--quick"]);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(err.contains("does not offer avx2"), "{err}");
+    assert_still_on_source(&m, out, "quick: destination lacks avx2");
     run_ok(m.ferry(0).args(["vm", "stop", "vm", "--force"]));
 
     // 2. The same VM made compatible with both hosts' profiles moves, and
