@@ -28,7 +28,7 @@ pub enum MigrateError {
     NotRunning {
         /// The VM.
         name: String,
-        /// What the source reports.
+        /// What the source reports: the state and, if any, its detail.
         state: String,
     },
     /// The destination already runs a VM of that name.
@@ -270,7 +270,7 @@ pub async fn migrate(
     if rec.state != VmState::Running {
         return Err(MigrateError::NotRunning {
             name: name.into(),
-            state: rec.state.to_string(),
+            state: format!("{}: {}", rec.state, rec.detail),
         });
     }
     let _inflight = crate::inflight::InFlight::begin(name, &src_dir, &dst.migration_address)?;
@@ -577,24 +577,39 @@ impl CancelSignals {
 /// stopped; returns `why`, the reason to report.
 async fn cancel_on(s: &QmpClient, why: MigrateError) -> MigrateError {
     let _ = s.execute("migrate_cancel", None).await;
-    wait_not_active(s).await;
+    if let Some(status) = wait_not_active(s).await {
+        // The destination's half is removed next anyway; say that the
+        // source's QEMU has not finished letting go, so a later surprise
+        // on the source has a lead in the log.
+        tracing::warn!(
+            "the source QEMU still reports the migration as '{status}' {} s after the cancel",
+            CANCEL_WAIT.as_secs()
+        );
+    }
     why
 }
 
-/// Waits until a cancelled migration has really stopped.
-async fn wait_not_active(s: &QmpClient) {
-    for _ in 0..100 {
+/// How long a cancelled migration may take to wind down on the source: a
+/// stream stuck on a dead link only lets go once its sockets are shut down.
+const CANCEL_WAIT: Duration = Duration::from_secs(30);
+
+/// Waits until a cancelled migration has really stopped; returns the status
+/// QEMU still reports if it has not within [`CANCEL_WAIT`].
+async fn wait_not_active(s: &QmpClient) -> Option<String> {
+    let deadline = Instant::now() + CANCEL_WAIT;
+    let mut last = String::new();
+    while Instant::now() < deadline {
         match s.execute("query-migrate", None).await {
-            Ok(v)
-                if matches!(
-                    v["status"].as_str(),
-                    Some("cancelled") | Some("failed") | Some("completed")
-                ) =>
-            {
-                return
+            Ok(v) => {
+                let status = v["status"].as_str().unwrap_or("none");
+                if matches!(status, "cancelled" | "failed" | "completed" | "none") {
+                    return None;
+                }
+                last = status.to_string();
             }
-            Err(_) => return,
-            _ => tokio::time::sleep(Duration::from_millis(50)).await,
+            Err(e) => return Some(format!("unknown: {e}")),
         }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    Some(last)
 }
