@@ -397,6 +397,88 @@ fn fua_writes_and_reservations_survive_kill_9() {
     a.logout().expect("logout");
 }
 
+/// REGISTER AND MOVE hands the reservation from one host to another with
+/// no moment where nobody holds it: the new holder may write, the old one,
+/// unregistered by UNREG, may not even read.
+#[test]
+fn register_and_move_hands_the_reservation_over() {
+    use ferry_iscsi::initiator::Session;
+    let san = San::new("san-move", &[]);
+    let addr = format!("127.0.0.1:{}", san.port);
+    let mut a = Session::login(&addr, INI1, TARGET, [0x80, 0, 0, 0, 0, 1], None).expect("login A");
+    let mut b = Session::login(&addr, INI2, TARGET, [0x80, 0, 0, 0, 0, 2], None).expect("login B");
+    let (c, p) = pr_out(0, 0, 0, 0xA, false);
+    assert_eq!(a.command_past_ua(0, &c, &p, 0).expect("register").status, 0);
+    let (c, p) = pr_out(1, 3, 0xA, 0, false);
+    assert_eq!(a.command(0, &c, &p, 0).expect("reserve").status, 0);
+    let r = b
+        .command_past_ua(0, &write10_fua(7), &[1; 512], 0)
+        .expect("B writes");
+    assert_eq!(r.status, 0x18, "B wrote under A's reservation: {r:?}");
+
+    // A moves its reservation to B's initiator port as Write Exclusive.
+    let mut name = format!("{INI2},i,0x800000000002").into_bytes();
+    name.push(0);
+    while name.len() % 4 != 0 {
+        name.push(0);
+    }
+    let mut tid = vec![0x45, 0];
+    tid.extend_from_slice(&(name.len() as u16).to_be_bytes());
+    tid.extend_from_slice(&name);
+    let mut p = vec![0u8; 24];
+    p[..8].copy_from_slice(&0xAu64.to_be_bytes());
+    p[8..16].copy_from_slice(&0xBu64.to_be_bytes());
+    p[17] = 0x02; // UNREG
+    p[18..20].copy_from_slice(&1u16.to_be_bytes());
+    p[20..24].copy_from_slice(&(tid.len() as u32).to_be_bytes());
+    p.extend_from_slice(&tid);
+    let mut cdb = vec![0x5f, 7, 1, 0, 0, 0, 0, 0, 0, 0];
+    cdb[5..9].copy_from_slice(&(p.len() as u32).to_be_bytes());
+    // The relative port is the portal group's; ask the target which it is.
+    let r = a
+        .command(0, &[0x5e, 3, 0, 0, 0, 0, 0, 1, 0, 0], &[], 256)
+        .expect("READ FULL STATUS");
+    assert_eq!(r.status, 0, "{r:?}");
+    p[18..20].copy_from_slice(&r.data[8 + 18..8 + 20]);
+    let r = a.command(0, &cdb, &p, 0).expect("REGISTER AND MOVE");
+    assert_eq!(r.status, 0, "REGISTER AND MOVE refused: {r:?}");
+
+    let r = b
+        .command(0, &[0x5e, 1, 0, 0, 0, 0, 0, 0, 64, 0], &[], 64)
+        .expect("READ RESERVATION");
+    assert_eq!(
+        &r.data[8..16],
+        &0xBu64.to_be_bytes(),
+        "holder's key: {:?}",
+        r.data
+    );
+    assert_eq!(r.data[21] & 0x0f, 1, "type: {:?}", r.data);
+    let r = b
+        .command(0, &[0x5e, 0, 0, 0, 0, 0, 0, 0, 64, 0], &[], 64)
+        .expect("READ KEYS");
+    assert_eq!(
+        &r.data[4..8],
+        &[0, 0, 0, 8],
+        "only B's key remains: {:?}",
+        r.data
+    );
+    let r = b
+        .command_past_ua(0, &write10_fua(7), &[2; 512], 0)
+        .expect("B writes");
+    assert_eq!(r.status, 0, "the new holder cannot write: {r:?}");
+    let r = a
+        .command_past_ua(0, &write10_fua(8), &[3; 512], 0)
+        .expect("A writes");
+    assert_eq!(r.status, 0x18, "the old holder still writes: {r:?}");
+    // Moving again from A, no longer registered, is a conflict.
+    let r = a.command(0, &cdb, &p, 0).expect("second move");
+    assert_eq!(r.status, 0x18, "{r:?}");
+    let (c, p) = pr_out(3, 0, 0xB, 0, false);
+    assert_eq!(b.command(0, &c, &p, 0).expect("clear").status, 0);
+    a.logout().expect("logout A");
+    b.logout().expect("logout B");
+}
+
 #[test]
 fn show_lists_config_and_sessions() {
     use ferry_iscsi::initiator::Session;

@@ -380,6 +380,10 @@ async fn drive(
     crate::tls::configure(opts.tls.as_ref(), src, dst, &s, &d).await?;
 
     let uri = format!("tcp:{}:{}", dst.migration_address, opts.port);
+    let peer = StreamPeer {
+        address: dst.migration_address.clone(),
+        port: opts.port,
+    };
     d.execute("migrate-incoming", Some(json!({"uri": uri})))
         .await
         .map_err(qmp_err("starting the destination's listener"))?;
@@ -401,7 +405,7 @@ async fn drive(
             () = tick => {}
             () = cancel.recv() => {
                 tracing::info!("cancel requested");
-                return Err(cancel_on(&s, MigrateError::Cancelled).await);
+                return Err(cancel_on(&s, &peer, MigrateError::Cancelled).await);
             }
             ev = s_events.recv() => {
                 if ev.is_none() {
@@ -439,7 +443,7 @@ async fn drive(
             let stalled = MigrateError::Stalled {
                 secs: opts.stall_timeout.as_secs(),
             };
-            return Err(cancel_on(&s, stalled).await);
+            return Err(cancel_on(&s, &peer, stalled).await);
         }
         // Convergence: once a few passes are done and the remainder stops
         // shrinking, raise the downtime budget step by step to the ceiling.
@@ -470,7 +474,7 @@ async fn drive(
                     let timeout = MigrateError::Timeout {
                         secs: opts.timeout.as_secs(),
                     };
-                    return Err(cancel_on(&s, timeout).await);
+                    return Err(cancel_on(&s, &peer, timeout).await);
                 }
                 OnTimeout::Force => {
                     // A budget larger than what is left stops the guest and finishes.
@@ -575,28 +579,67 @@ impl CancelSignals {
 
 /// Cancels the migration on the source and waits until it has really
 /// stopped; returns `why`, the reason to report.
-async fn cancel_on(s: &QmpClient, why: MigrateError) -> MigrateError {
+///
+/// QEMU 10.0's cancel shuts down only the main channel: a multifd channel
+/// blocked sending into a dead link keeps the migration "cancelling" until
+/// TCP gives up, minutes later, and the stream's late errors have crashed
+/// the source once the link came back. So when the cancel does not finish
+/// promptly, Ferry aborts the stream's sockets itself (`ss -K`), which wakes
+/// the blocked senders with an error and lets QEMU finish the cancel.
+async fn cancel_on(s: &QmpClient, stream: &StreamPeer, why: MigrateError) -> MigrateError {
     let _ = s.execute("migrate_cancel", None).await;
-    if let Some(status) = wait_not_active(s).await {
-        // The destination's half is removed next anyway; say that the
-        // source's QEMU has not finished letting go, so a later surprise
-        // on the source has a lead in the log.
-        tracing::warn!(
-            "the source QEMU still reports the migration as '{status}' {} s after the cancel",
-            CANCEL_WAIT.as_secs()
+    if let Some(status) = wait_not_active(s, CANCEL_GRACE).await {
+        tracing::info!(
+            "the source QEMU still reports '{status}' {} s after the cancel; aborting its migration sockets to {}:{}",
+            CANCEL_GRACE.as_secs(),
+            stream.address,
+            stream.port
         );
+        if let Err(e) = abort_sockets(stream).await {
+            tracing::warn!("could not abort the migration sockets: {e}");
+        }
+        if let Some(status) = wait_not_active(s, CANCEL_WAIT).await {
+            tracing::warn!(
+                "the source QEMU still reports the migration as '{status}' after its sockets were aborted"
+            );
+        }
     }
     why
 }
 
-/// How long a cancelled migration may take to wind down on the source: a
-/// stream stuck on a dead link only lets go once its sockets are shut down.
+/// Where the migration stream goes: the destination's migration address and port.
+struct StreamPeer {
+    address: String,
+    port: u16,
+}
+
+/// Aborts this host's TCP connections to the stream's peer (SOCK_DESTROY
+/// through `ss -K`): blocked sends and receives on them fail at once.
+async fn abort_sockets(stream: &StreamPeer) -> Result<(), String> {
+    let port = stream.port.to_string();
+    let out = tokio::process::Command::new("ss")
+        .args(["-K", "-tn", "dst", &stream.address, "dport", "=", &port])
+        .output()
+        .await
+        .map_err(|e| format!("cannot run ss: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+    }
+}
+
+/// How long a cancel may take on its own before the stream's sockets are aborted.
+const CANCEL_GRACE: Duration = Duration::from_secs(2);
+
+/// How long a cancelled migration may take to wind down once its sockets
+/// are gone.
 const CANCEL_WAIT: Duration = Duration::from_secs(30);
 
 /// Waits until a cancelled migration has really stopped; returns the status
-/// QEMU still reports if it has not within [`CANCEL_WAIT`].
-async fn wait_not_active(s: &QmpClient) -> Option<String> {
-    let deadline = Instant::now() + CANCEL_WAIT;
+/// QEMU still reports if it has not within `limit`.
+async fn wait_not_active(s: &QmpClient, limit: Duration) -> Option<String> {
+    let deadline = Instant::now() + limit;
     let mut last = String::new();
     while Instant::now() < deadline {
         match s.execute("query-migrate", None).await {

@@ -401,7 +401,7 @@ fn ua_to(st: &mut UnitState, who: &[Nexus], asc: u8, ascq: u8) {
     }
 }
 
-/// PERSISTENT RESERVE OUT: every service action but REGISTER AND MOVE.
+/// PERSISTENT RESERVE OUT: every service action.
 pub fn reserve_out(lu: &LogicalUnit, req: &Request<'_>) -> Response {
     let c = req.cdb;
     let len = cdb::be32(&c[5..]) as usize;
@@ -413,7 +413,7 @@ pub fn reserve_out(lu: &LogicalUnit, req: &Request<'_>) -> Response {
         return r(Response::check(Sense::invalid_field_in_cdb(1)));
     }
     if sa == 7 {
-        return r(Response::check(Sense::invalid_field_in_cdb(1)));
+        return r(register_and_move(lu, req, len, scope, rtype));
     }
     if len != 24 {
         return r(Response::check(Sense::param_list_length()));
@@ -527,6 +527,119 @@ pub fn reserve_out(lu: &LogicalUnit, req: &Request<'_>) -> Response {
         persist(lu, &pr);
     }
     r(resp)
+}
+
+/// REGISTER AND MOVE: the reservation holder registers another initiator
+/// port (named by a TransportID) with the service action key and hands it
+/// the reservation, with the CDB's type; with UNREG it drops its own
+/// registration too. How a cluster hands a disk's reservation to the host
+/// that takes over without a window where nobody holds it.
+fn register_and_move(
+    lu: &LogicalUnit,
+    req: &Request<'_>,
+    len: usize,
+    scope: u8,
+    rtype: u8,
+) -> Response {
+    if len < 24 {
+        return Response::check(Sense::param_list_length());
+    }
+    let Some(p) = req.data_out.get(..len) else {
+        return Response::check(Sense::param_list_length());
+    };
+    let key = cdb::be64(p);
+    let sa_key = cdb::be64(&p[8..]);
+    let unreg = p[17] & 0x02 != 0;
+    let aptpl = p[17] & 0x01 != 0;
+    let dest_rel_port = cdb::be16(&p[18..]);
+    let tid_len = cdb::be32(&p[20..]) as usize;
+    let Some(tid) = p.get(24..24 + tid_len) else {
+        return Response::check(Sense::param_list_length());
+    };
+    let me = req.nexus;
+    let mut guard = lu.lock();
+    let st = &mut *guard;
+    if st.pr.reg(me).map(|g| g.key) != Some(key) {
+        return Response::conflict();
+    }
+    match &st.pr.reservation {
+        Some(v) if st.pr.holds(me) && !all_registrants(v.kind) => {}
+        _ => return Response::conflict(),
+    }
+    if scope != 0 || !valid_kind(rtype) {
+        return Response::check(Sense::invalid_field_in_cdb(2));
+    }
+    if sa_key == 0 {
+        return Response::check(Sense::invalid_field_in_param(8));
+    }
+    if dest_rel_port != me.rel_port {
+        return Response::check(Sense::invalid_field_in_param(18));
+    }
+    let dest = match parse_transport_id(tid) {
+        Ok(port) => Nexus {
+            initiator_port: port,
+            rel_port: dest_rel_port,
+        },
+        Err(at) => return Response::check(Sense::invalid_field_in_param(24 + at)),
+    };
+    if dest.initiator_port.eq_ignore_ascii_case(&me.initiator_port) {
+        return Response::check(Sense::invalid_field_in_param(24));
+    }
+    let same = |g: &Registration| {
+        g.rel_port == dest.rel_port && g.initiator_port.eq_ignore_ascii_case(&dest.initiator_port)
+    };
+    let holder = match st.pr.registrations.iter_mut().find(|g| same(g)) {
+        Some(g) => {
+            g.key = sa_key;
+            g.nexus()
+        }
+        None => {
+            st.pr.registrations.push(Registration {
+                initiator_port: dest.initiator_port.clone(),
+                rel_port: dest.rel_port,
+                key: sa_key,
+            });
+            dest
+        }
+    };
+    st.pr.reservation = Some(Reservation {
+        holder: holder.initiator_port,
+        rel_port: holder.rel_port,
+        kind: rtype,
+    });
+    if unreg {
+        st.pr.registrations.retain(|g| !g.is(me));
+    }
+    st.pr.generation = st.pr.generation.wrapping_add(1);
+    st.pr.aptpl = aptpl;
+    let pr = st.pr.clone();
+    drop(guard);
+    persist(lu, &pr);
+    Response::good(Vec::new())
+}
+
+/// The initiator port an iSCSI TransportID names (format 01:
+/// `name,i,0xISID`, the ISID in lower case), or the offset of the byte
+/// that is wrong.
+fn parse_transport_id(t: &[u8]) -> Result<String, u16> {
+    if t.len() < 4 {
+        return Err(0);
+    }
+    if t[0] != 0x45 {
+        // Another protocol, or format 00 (a name without an ISID), which
+        // names no single initiator port.
+        return Err(0);
+    }
+    let add = usize::from(cdb::be16(&t[2..]));
+    let body = t.get(4..4 + add).ok_or(2u16)?;
+    let end = body.iter().position(|&b| b == 0).ok_or(2u16)?;
+    let text = std::str::from_utf8(&body[..end]).map_err(|_| 4u16)?;
+    let split = text.to_ascii_lowercase().find(",i,0x").ok_or(4u16)?;
+    let (name, isid) = (&text[..split], &text[split + 5..]);
+    if name.is_empty() || isid.len() != 12 || !isid.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(4);
+    }
+    Ok(format!("{name},i,0x{}", isid.to_ascii_lowercase()))
 }
 
 /// Removes `me`'s registration; a reservation it held goes too (for the
@@ -652,6 +765,24 @@ pub fn release6(lu: &LogicalUnit, req: &Request<'_>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn transport_ids_name_one_initiator_port_or_the_bad_byte() {
+        let port = "iqn.2026-01.dev.ferry:h2,i,0x80000000000A";
+        assert_eq!(
+            parse_transport_id(&transport_id(port)),
+            Ok("iqn.2026-01.dev.ferry:h2,i,0x80000000000a".into())
+        );
+        let mut name_only = transport_id("iqn.x");
+        name_only[0] = 0x05;
+        assert_eq!(parse_transport_id(&name_only), Err(0));
+        assert_eq!(parse_transport_id(&transport_id("iqn.x,i,0x12")), Err(4));
+        assert_eq!(parse_transport_id(&transport_id("iqn.x")), Err(4));
+        let mut truncated = transport_id(port);
+        truncated.truncate(10);
+        assert_eq!(parse_transport_id(&truncated), Err(2));
+        assert_eq!(parse_transport_id(&[0x45]), Err(0));
+    }
 
     #[test]
     fn file_round_trip_and_corruption() {
