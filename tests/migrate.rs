@@ -355,11 +355,11 @@ fn killed_destination_or_cancel_leaves_the_vm_on_the_source() {
     m.lab.host2.ip(&["link", "set", "int", "down"]).unwrap();
     let out = mig.wait_with_output().unwrap();
     m.lab.host2.ip(&["link", "set", "int", "up"]).unwrap();
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("stalled"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(err.contains("stalled"), "{err}");
+    // The source's QEMU really finished the cancel (with its blocked
+    // multifd sockets aborted) before Ferry reported.
+    assert!(!err.contains("still reports the migration"), "{err}");
     assert_still_on_source(&m, out, "link cut");
     // The stuck stream's sockets hear from the destination again once the
     // link is back; the source must shrug that off too.
