@@ -83,6 +83,12 @@ pub enum ClusterCmd {
         /// Also write the report as an HTML page here.
         #[arg(long)]
         html: Option<PathBuf>,
+        /// A shared LUN every host must see as the same disk, on which
+        /// persistent reservations are tried between two hosts (never on a
+        /// LUN that holds keys: that one is reported in use, not touched);
+        /// repeatable. iscsi://PORTAL/TARGET-IQN/LUN
+        #[arg(long = "lun")]
+        luns: Vec<String>,
     },
 }
 
@@ -137,7 +143,8 @@ pub async fn run(cmd: ClusterCmd, json: bool) -> anyhow::Result<ExitCode> {
             hosts,
             hosts_file,
             html,
-        } => validate(hosts, hosts_file, html, json),
+            luns,
+        } => validate(hosts, hosts_file, html, &luns, json),
         ClusterCmd::Create { config } => {
             let config = MemberConfig::load(&config)?;
             let made = setup::create(&config).await?;
@@ -303,6 +310,7 @@ fn validate(
     names: Vec<String>,
     hosts_file: Option<PathBuf>,
     html: Option<PathBuf>,
+    luns: &[String],
     json: bool,
 ) -> anyhow::Result<ExitCode> {
     let path = super::migrate::hosts_path(hosts_file);
@@ -322,7 +330,7 @@ fn validate(
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let exe = std::env::current_exe().context("cannot find the ferry binary")?;
-    let report = ferry_validate::validate(&targets, &exe);
+    let report = ferry_validate::validate(&targets, &exe, luns);
     if let Some(page) = &html {
         std::fs::write(page, report.html())
             .with_context(|| format!("writing {}", page.display()))?;

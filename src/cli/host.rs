@@ -24,6 +24,9 @@ pub enum HostCmd {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// A shared LUN as this host sees it, and persistent reservation commands.
+    #[command(subcommand)]
+    Lun(super::lun::LunCmd),
     /// The CPU every given host can run (intersection of their profiles, as
     /// saved by `ferry --json host cpu`), or a named level on this host.
     Baseline {
@@ -120,6 +123,7 @@ pub fn run(cmd: HostCmd, json: bool) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        HostCmd::Lun(cmd) => super::lun::run(cmd, json),
         HostCmd::Baseline {
             level,
             config,

@@ -7,6 +7,7 @@ mod daemon;
 mod guest;
 mod host;
 mod lab;
+mod lun;
 mod migrate;
 mod probe;
 mod san;

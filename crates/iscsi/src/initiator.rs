@@ -13,18 +13,39 @@ use std::time::Duration;
 /// Why an initiator operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum InitiatorError {
-    /// Socket error.
-    #[error("socket error")]
+    /// Socket error (connection refused, timed out, reset...).
+    #[error(transparent)]
     Io(#[from] std::io::Error),
     /// The target sent a PDU that does not decode.
     #[error("bad PDU from target")]
     Frame(#[from] crate::pdu::FrameError),
     /// The login was refused.
-    #[error("login refused with status {0:#04x}/{1:#04x}")]
+    #[error("login refused with status {0:#04x}/{1:#04x} ({text})", text = login_status_text(*.0, *.1))]
     Login(u8, u8),
     /// The target answered something unexpected.
     #[error("unexpected reply: {0}")]
     Unexpected(String),
+}
+
+/// What a login status class/detail means (RFC 7143 11.13.5).
+pub fn login_status_text(class: u8, detail: u8) -> &'static str {
+    match (class, detail) {
+        (1, _) => "redirected",
+        (2, 0x01) => "authentication failed: wrong CHAP name or secret",
+        (2, 0x02) => "not authorized: this initiator is not in the target's ACL",
+        (2, 0x03) => "no such target",
+        (2, 0x04) => "the target was removed",
+        (2, 0x05) => "unsupported version",
+        (2, 0x06) => "too many connections",
+        (2, 0x07) => "missing parameter",
+        (2, 0x0a) => "the target refuses this session type",
+        (2, 0x0b) => "no such session to add a connection to",
+        (2, _) => "initiator error",
+        (3, 0x01) => "target error",
+        (3, 0x02) => "the target's service is unavailable",
+        (3, 0x03) => "the target is out of resources",
+        _ => "unknown status",
+    }
 }
 
 /// The result of one SCSI command.
@@ -67,7 +88,12 @@ impl Session {
         isid: [u8; 6],
         chap: Option<(&str, &str)>,
     ) -> Result<Session, InitiatorError> {
-        let stream = TcpStream::connect(addr)?;
+        // Bounded: a portal behind a dead link must not hang the caller
+        // for the kernel's two minutes of SYN retries.
+        let resolved = std::net::ToSocketAddrs::to_socket_addrs(addr)?
+            .next()
+            .ok_or_else(|| InitiatorError::Unexpected(format!("{addr} resolves to nothing")))?;
+        let stream = TcpStream::connect_timeout(&resolved, Duration::from_secs(10))?;
         stream.set_read_timeout(Some(Duration::from_secs(30)))?;
         stream.set_nodelay(true)?;
         let mut s = Session {

@@ -13,6 +13,7 @@
 
 pub mod config;
 pub mod initiator;
+pub mod inspect;
 pub mod login;
 pub mod pdu;
 pub mod scsi;

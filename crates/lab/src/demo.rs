@@ -367,9 +367,15 @@ impl Demo<'_> {
         let page = self.lab.dir().join("report").join("validation.html");
         std::fs::create_dir_all(self.lab.dir().join("report")).map_err(|e| e.to_string())?;
         let page_arg = page.display().to_string();
+        // Every LUN of the SAN: each host must see the same disks, and
+        // reservations are tried on them before the cluster uses them.
+        let luns: Vec<String> = (0..3)
+            .map(|lun| format!("iscsi://{SAN_PORTAL}/{SAN_TARGET}/{lun}"))
+            .collect();
         let out = self
             .ferry("server001")
             .args(["--json", "cluster", "validate", "--html", &page_arg])
+            .args(luns.iter().flat_map(|u| ["--lun", u.as_str()]))
             .output()
             .map_err(|e| format!("cannot run ferry: {e}"))?;
         let v: serde_json::Value = serde_json::from_slice(&out.stdout)
@@ -391,7 +397,7 @@ impl Demo<'_> {
             return Err(format!("validation failed: {}", failed.join("; ")));
         }
         Ok(format!(
-            "{} passed, {} warnings (TCG here, no shared LUNs yet), 0 failed; {}",
+            "{} passed (incl. the 3 LUNs from both servers, reservations between them), {} warnings (TCG here), 0 failed; {}",
             count("pass"),
             count("warn"),
             page.display()

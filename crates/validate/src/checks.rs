@@ -40,7 +40,7 @@ fn output(mut c: Command) -> Result<String, String> {
 }
 
 impl Target {
-    fn ferry(&self, exe: &Path, args: &[&str]) -> Result<String, String> {
+    pub(crate) fn ferry(&self, exe: &Path, args: &[&str]) -> Result<String, String> {
         let mut c = self.host.ferry(exe);
         c.args(args);
         output(c)
@@ -114,7 +114,7 @@ fn ping_avg_ms(text: &str) -> Option<f64> {
 }
 
 /// Runs every check on `targets`, with `exe` as the `ferry` they run.
-pub fn validate(targets: &[Target], exe: &Path) -> Report {
+pub fn validate(targets: &[Target], exe: &Path, luns: &[String]) -> Report {
     let mut r = Report {
         hosts: targets.iter().map(|t| t.name.clone()).collect(),
         ..Report::default()
@@ -124,12 +124,7 @@ pub fn validate(targets: &[Target], exe: &Path) -> Report {
     cpus(&mut r, targets, exe);
     networks(&mut r, targets);
     clocks(&mut r, targets);
-    r.add(
-        "storage",
-        "shared LUNs, persistent reservations",
-        Outcome::Warn,
-        "not checked: no shared iSCSI disks are configured (Ferry's initiator lands with issue 6)",
-    );
+    crate::storage::storage(&mut r, targets, exe, luns);
     r
 }
 

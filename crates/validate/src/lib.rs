@@ -8,6 +8,7 @@
 
 pub mod checks;
 pub mod report;
+pub mod storage;
 
 pub use checks::{validate, Target};
 pub use report::{Outcome, Report, TestResult};
