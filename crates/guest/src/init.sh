@@ -35,6 +35,10 @@ if [ -n "$IP" ]; then
 fi
 
 ferry-workload powerbutton </dev/null >/dev/console 2>&1 &
+# Ready means a power-off request is heard: wait (at most 5 s) until the
+# watcher has its input devices open.
+n=0
+while [ ! -e /run/ferry-powerbutton.ready ] && [ $n -lt 250 ]; do usleep 20000; n=$((n + 1)); done
 
 echo "FERRY-GUEST-READY $(ferry-workload sysinfo) kernel=$(uname -r) ip=${IP:-none}"
 

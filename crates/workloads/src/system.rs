@@ -2,7 +2,6 @@
 
 use std::fs::File;
 use std::io::Read;
-use std::path::Path;
 
 /// CPUs online in the guest.
 pub fn online_cpus() -> usize {
@@ -43,34 +42,44 @@ const KEY_POWER: u16 = 116;
 /// `struct input_event` on 64-bit Linux: timeval (16), type, code, value.
 const INPUT_EVENT_SIZE: usize = 24;
 
+/// Written once every input device is open: `/init` waits for it before it
+/// says the guest is ready, so a host that powers the guest off right after
+/// readiness is heard.
+pub const POWER_BUTTON_READY: &str = "/run/ferry-powerbutton.ready";
+
 /// Waits for the ACPI power button (QEMU's `system_powerdown`) on every
 /// input device, then syncs and powers the guest off. Never returns unless no
 /// input device exists.
 pub fn watch_power_button() -> std::io::Result<()> {
-    let mut watchers = Vec::new();
+    let mut devices = Vec::new();
     for entry in std::fs::read_dir("/dev/input")?.flatten() {
         let path = entry.path();
         if path
             .file_name()
             .is_some_and(|n| n.to_string_lossy().starts_with("event"))
         {
-            watchers.push(std::thread::spawn(move || watch_device(&path)));
+            devices.push(File::open(&path)?);
         }
     }
-    if watchers.is_empty() {
+    if devices.is_empty() {
         return Err(std::io::Error::new(
             std::io::ErrorKind::NotFound,
             "no input devices",
         ));
     }
+    let _ = std::fs::create_dir_all("/run");
+    std::fs::write(POWER_BUTTON_READY, b"")?;
+    let watchers: Vec<_> = devices
+        .into_iter()
+        .map(|f| std::thread::spawn(move || watch_device(f)))
+        .collect();
     for w in watchers {
         let _ = w.join();
     }
     Ok(())
 }
 
-fn watch_device(path: &Path) -> std::io::Result<()> {
-    let mut f = File::open(path)?;
+fn watch_device(mut f: File) -> std::io::Result<()> {
     let mut ev = [0u8; INPUT_EVENT_SIZE];
     loop {
         f.read_exact(&mut ev)?;
