@@ -479,6 +479,57 @@ fn register_and_move_hands_the_reservation_over() {
     b.logout().expect("logout B");
 }
 
+/// Keepalive: a live initiator (QEMU's iSCSI driver idling in `qemu-io`)
+/// answers the target's NOP-In pings and keeps its connection; a frozen one
+/// (logged in, never reading again) is dropped and its session goes away.
+#[test]
+fn idle_initiators_are_pinged_and_dead_ones_dropped() {
+    use ferry_iscsi::initiator::Session;
+    let mut san = San::new("san-nop", &[]);
+    san.crash();
+    let text = std::fs::read_to_string(&san.config).unwrap();
+    std::fs::write(&san.config, format!("keepalive_secs = 1\n{text}")).unwrap();
+    san.start();
+    let drops = |san: &San| san.log().matches("did not answer a NOP-In ping").count();
+
+    // 3.5 s idle: three pings at 1 s intervals, each answered.
+    let (ok, out) = run_bounded(
+        Command::new("qemu-io")
+            .args(["-f", "raw", "-c", "sleep 3500", "-c", "read 0 512"])
+            .arg(san.url("")),
+        Duration::from_secs(60),
+    );
+    assert!(ok && out.contains("read 512/512"), "{out}");
+    assert_eq!(
+        drops(&san),
+        0,
+        "a live initiator was dropped:\n{}",
+        san.log()
+    );
+
+    let addr = format!("127.0.0.1:{}", san.port);
+    let frozen = Session::login(&addr, INI1, TARGET, [0x80, 0, 0, 0, 0, 7], None).expect("login");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while drops(&san) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the frozen initiator was never dropped:\n{}",
+            san.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let shown = run_ok(san.env.ferry().args([
+        "--json",
+        "san",
+        "show",
+        "--config",
+        san.config.to_str().unwrap(),
+    ]));
+    let v: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
+    assert_eq!(v["sessions"], serde_json::json!([]), "{v}");
+    drop(frozen);
+}
+
 #[test]
 fn show_lists_config_and_sessions() {
     use ferry_iscsi::initiator::Session;

@@ -104,6 +104,13 @@ pub struct SanConfig {
     /// config file, `<config>.pr/`).
     #[serde(default)]
     pub state_dir: Option<PathBuf>,
+    /// Seconds an idle connection may go without hearing from its
+    /// initiator before the target pings it (NOP-In); an initiator that
+    /// does not answer within as long again is dropped, so a dead host's
+    /// session, tasks and SPC-2 reservation go away. 0 turns pings off.
+    /// Default 15.
+    #[serde(default)]
+    pub keepalive_secs: Option<u64>,
     /// The targets.
     #[serde(default)]
     pub targets: Vec<TargetConfig>,

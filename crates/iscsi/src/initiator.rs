@@ -267,6 +267,21 @@ impl Session {
                         sense,
                     });
                 }
+                Header::NopIn(n) if n.ttt != u32::MAX => {
+                    // The target's keepalive ping: answer it, then go on
+                    // waiting for the command.
+                    let pong = bhs::NopOut {
+                        immediate: true,
+                        lun: n.lun,
+                        itt: u32::MAX,
+                        ttt: n.ttt,
+                        cmd_sn: self.cmd_sn,
+                        exp_stat_sn: self.exp_stat_sn,
+                    };
+                    self.stream.write_all(
+                        &Pdu::new(Header::NopOut(pong), Vec::new()).encode(Digests::default()),
+                    )?;
+                }
                 Header::NopIn(_) | Header::AsyncMsg(_) => {}
                 other => {
                     return Err(InitiatorError::Unexpected(format!(

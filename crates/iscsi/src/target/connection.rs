@@ -10,7 +10,7 @@ use crate::pdu::frame::{frame_len, FrameError};
 use crate::pdu::{Digests, Pdu, BHS_LEN};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::TcpStream;
 use tracing::{debug, info, warn};
 
@@ -69,6 +69,13 @@ async fn write_all(w: &mut Writer, bytes: &[u8]) -> Result<(), ConnError> {
         .await
         .map_err(|_| ConnError::Timeout)??;
     Ok(())
+}
+
+async fn sleep_until_or_never(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Runs a connection to its end, logging why it ended.
@@ -207,10 +214,19 @@ async fn session(
         registry.clone(),
         local.to_string(),
     );
-    let result = full_feature(reader, writer, &mut ffp, &mut stop).await;
+    let result = full_feature(reader, writer, &mut ffp, &mut stop, registry.keepalive).await;
     ffp.abort_all();
     registry.close_session(tsih);
     result
+}
+
+/// What an idle connection is waiting for.
+enum Idle {
+    /// Nothing: the next deadline sends a ping.
+    Quiet,
+    /// A ping went out at this deadline's start: the next one drops the
+    /// connection.
+    Pinged,
 }
 
 async fn full_feature(
@@ -218,19 +234,53 @@ async fn full_feature(
     writer: &mut Writer,
     ffp: &mut Ffp,
     stop: &mut tokio::sync::watch::Receiver<bool>,
+    keepalive: Option<Duration>,
 ) -> Result<(), ConnError> {
     let digests = ffp.params().digests;
     let max_data = ffp.params().target_mrdsl as usize;
     let mut out = Vec::new();
     let mut bytes = Vec::with_capacity(1 << 20);
+    let interval = keepalive.unwrap_or(Duration::MAX);
+    let mut deadline = tokio::time::Instant::now().checked_add(interval);
+    let mut idle = Idle::Quiet;
+    let mut pings = 0u32;
     loop {
-        let frame = tokio::select! {
-            f = read_frame(reader, digests, max_data) => f,
-            _ = stop.changed() => {
-                info!("session reinstated elsewhere: closing this connection");
-                return Ok(());
+        if reader.buffer().is_empty() {
+            // Wait for bytes (cancel-safe: they stay in the buffer), for the
+            // session to be taken over, or for the keepalive deadline.
+            tokio::select! {
+                got = reader.fill_buf() => {
+                    if got?.is_empty() {
+                        return Ok(());
+                    }
+                }
+                _ = stop.changed() => {
+                    info!("session reinstated elsewhere: closing this connection");
+                    return Ok(());
+                }
+                () = sleep_until_or_never(deadline) => {
+                    match idle {
+                        Idle::Quiet => {
+                            pings = pings.wrapping_add(1);
+                            let mut ping = Vec::new();
+                            ffp.ping(pings).encode_into(digests, &mut ping);
+                            write_all(writer, &ping).await?;
+                            idle = Idle::Pinged;
+                        }
+                        Idle::Pinged => {
+                            warn!(secs = interval.as_secs(), "the initiator did not answer a NOP-In ping: dropping the connection");
+                            return Err(ConnError::Timeout);
+                        }
+                    }
+                    deadline = tokio::time::Instant::now().checked_add(interval);
+                    continue;
+                }
             }
-        };
+        }
+        // Anything from the initiator shows it is alive.
+        idle = Idle::Quiet;
+        deadline = tokio::time::Instant::now().checked_add(interval);
+        let frame = read_frame(reader, digests, max_data).await;
         let frame = match frame {
             Ok(Some(f)) => f,
             Ok(None) => return Ok(()),

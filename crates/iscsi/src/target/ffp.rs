@@ -122,6 +122,21 @@ impl Ffp {
         (self.window.exp_cmd_sn, self.window.max_cmd_sn())
     }
 
+    /// A NOP-In ping the initiator must answer (TTT `ttt`, never the
+    /// reserved value); it takes no StatSN of its own.
+    pub fn ping(&self, ttt: u32) -> Pdu {
+        let (exp, max) = self.exp_max();
+        let h = bhs::NopIn {
+            lun: 0,
+            itt: NO_TAG,
+            ttt: if ttt == NO_TAG { 1 } else { ttt },
+            stat_sn: self.stat_sn,
+            exp_cmd_sn: exp,
+            max_cmd_sn: max,
+        };
+        Pdu::new(Header::NopIn(h), Vec::new())
+    }
+
     /// A Reject carrying the offending header.
     pub fn reject(&mut self, reason: u8, bad: &Header) -> Pdu {
         let (exp, max) = self.exp_max();

@@ -26,6 +26,9 @@ pub enum RegistryError {
     },
 }
 
+/// Idle seconds before a NOP-In ping when the configuration says nothing.
+pub const DEFAULT_KEEPALIVE_SECS: u64 = 15;
+
 /// One target: who may log in and its LUNs.
 pub struct TargetEntry {
     /// Login rules.
@@ -62,6 +65,8 @@ pub struct Registry {
     pub portal_group: u16,
     /// Addresses announced by SendTargets.
     pub portals: Vec<String>,
+    /// How long an idle connection goes before a NOP-In ping (none: never).
+    pub keepalive: Option<std::time::Duration>,
     sessions: Mutex<Vec<Live>>,
     next_tsih: Mutex<u16>,
     status_file: Option<PathBuf>,
@@ -109,6 +114,10 @@ impl Registry {
             targets,
             portal_group: 1,
             portals: cfg.portals(),
+            keepalive: match cfg.keepalive_secs.unwrap_or(DEFAULT_KEEPALIVE_SECS) {
+                0 => None,
+                secs => Some(std::time::Duration::from_secs(secs)),
+            },
             sessions: Mutex::new(Vec::new()),
             next_tsih: Mutex::new(1),
             status_file: Some(PathBuf::from(status)),
