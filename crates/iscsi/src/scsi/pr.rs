@@ -503,13 +503,7 @@ pub fn reserve_out(lu: &LogicalUnit, req: &Request<'_>) -> Response {
                     _ => Response::good(Vec::new()),
                 },
                 3 => {
-                    let others: Vec<Nexus> = st
-                        .pr
-                        .registrations
-                        .iter()
-                        .filter(|g| !g.is(me))
-                        .map(Registration::nexus)
-                        .collect();
+                    let others = registrants_but(st, me);
                     st.pr.registrations.clear();
                     st.pr.reservation = None;
                     st.pr.generation = st.pr.generation.wrapping_add(1);
@@ -658,16 +652,20 @@ fn unregister(st: &mut UnitState, me: &Nexus) {
     }
 }
 
+/// Every registered nexus but `me`: who hears of what `me` did.
+fn registrants_but(st: &UnitState, me: &Nexus) -> Vec<Nexus> {
+    st.pr
+        .registrations
+        .iter()
+        .filter(|g| !g.is(me))
+        .map(Registration::nexus)
+        .collect()
+}
+
 fn release(st: &mut UnitState, me: &Nexus, kind: u8) {
     st.pr.reservation = None;
     if registrants_type(kind) {
-        let others: Vec<Nexus> = st
-            .pr
-            .registrations
-            .iter()
-            .filter(|g| !g.is(me))
-            .map(Registration::nexus)
-            .collect();
+        let others = registrants_but(st, me);
         ua_to(st, &others, 0x2a, 0x04);
     }
 }
@@ -692,13 +690,7 @@ fn preempt(st: &mut UnitState, me: &Nexus, sa_key: u64, scope: u8, rtype: u8) ->
             if scope != 0 || !valid_kind(rtype) {
                 return Response::check(Sense::invalid_field_in_cdb(2));
             }
-            let gone: Vec<Nexus> = st
-                .pr
-                .registrations
-                .iter()
-                .filter(|g| !g.is(me))
-                .map(Registration::nexus)
-                .collect();
+            let gone = registrants_but(st, me);
             st.pr.registrations.retain(|g| g.is(me));
             st.pr.reservation = Some(Reservation {
                 holder: me.initiator_port.clone(),
