@@ -207,6 +207,12 @@ impl ApiClient {
         ApiClient { peers, token: None }
     }
 
+    /// The same client, allowing each call `timeout` (for long operations).
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.peers = self.peers.with_timeout(timeout);
+        self
+    }
+
     /// The same client, presenting `token` as a bearer token.
     pub fn with_token(mut self, token: impl Into<String>) -> Self {
         self.token = Some(token.into());
