@@ -319,10 +319,57 @@ fn vm_roles_are_created_started_migrated_drained_and_survive_agent_crashes() {
     let v = lab.vm(0, "rvm");
     assert_eq!(v["def"]["owner"], "h1", "{v}");
     assert_eq!(lab.h[1].status("rvm")["state"], "stopped");
-    let pid = qemu_pid(&v);
-    assert!(pid > 0 && alive(pid), "{v}");
+    let placed = lab
+        .ferry(0)
+        .args(["cluster", "vm", "migrate", "rvm", "--config"])
+        .arg(&lab.configs[0])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&placed.stderr).contains("h2: it is paused"),
+        "a paused host takes no VM: {placed:?}"
+    );
     lab.json(0, &["node", "resume", "h2"]);
     assert_eq!(lab.status(1)["state"]["hosts"]["h2"]["state"], "up");
+
+    // A quick migration there, and a placed one back (the only other host).
+    let moved = lab.json(
+        1,
+        &["cluster", "vm", "migrate", "rvm", "--to", "h2", "--quick"],
+    );
+    assert_eq!(moved["migrated"]["to"], "h2", "{moved}");
+    let moved = lab.json(1, &["cluster", "vm", "migrate", "rvm"]);
+    assert_eq!(moved["migrated"]["to"], "h1", "{moved}");
+    let v = lab.vm(0, "rvm");
+    assert_eq!(v["def"]["owner"], "h1", "{v}");
+    let pid = qemu_pid(&v);
+    assert!(pid > 0 && alive(pid), "{v}");
+
+    // The owner changed once per migration, in the entry that ended it.
+    let events = lab.json(0, &["cluster", "events"]);
+    let messages: Vec<&str> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["message"].as_str())
+        .filter(|m| m.starts_with("VM rvm"))
+        .collect();
+    let owner_changes: Vec<&&str> = messages.iter().filter(|m| m.contains(" owner ")).collect();
+    assert_eq!(
+        owner_changes,
+        [
+            &"VM rvm owner h1 -> h2 (migrated)",
+            &"VM rvm owner h2 -> h1 (migrated)",
+            &"VM rvm owner h1 -> h2 (migrated)",
+            &"VM rvm owner h2 -> h1 (migrated)",
+        ],
+        "{messages:#?}"
+    );
+    assert_eq!(
+        messages.iter().filter(|m| m.contains("started on")).count(),
+        1,
+        "{messages:#?}"
+    );
 
     // The leader's agent dies: another member leads, the API answers, the
     // VM runs on.
@@ -375,10 +422,22 @@ fn vm_roles_are_created_started_migrated_drained_and_survive_agent_crashes() {
         std::thread::sleep(Duration::from_millis(200));
     }
 
-    // Stopped through the cluster; the list says so.
+    // A restart is a new QEMU on the preferred owner.
+    let restarted = lab.json(1, &["cluster", "vm", "restart", "rvm"]);
+    assert_eq!(restarted["host"], "h1", "{restarted}");
+    assert!(!alive(pid), "the old QEMU is gone");
+    let pid = restarted["record"]["qemu_pid"].as_i64().expect("pid");
+    assert!(alive(pid));
+
+    // Stopped through the cluster; the list says so; then removed.
     lab.json(0, &["cluster", "vm", "stop", "rvm", "--force"]);
     let all = lab.json(2, &["cluster", "vm", "list"]);
     assert_eq!(all[0]["def"]["running"], false, "{all}");
     assert_eq!(all[0]["def"]["owner"], "h1", "{all}");
     assert!(!alive(pid));
+    lab.json(0, &["cluster", "vm", "remove", "rvm"]);
+    assert_eq!(
+        lab.json(1, &["cluster", "vm", "list"]),
+        Value::Array(vec![])
+    );
 }
