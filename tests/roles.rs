@@ -18,14 +18,16 @@ use std::time::{Duration, Instant};
 /// Host names, as the cluster and the hosts file know them.
 const NAMES: [&str; 3] = ["h1", "h2", "w"];
 
+/// Dropped in field order: agents first (so none acts on a VM being
+/// removed), then the VMs and files, then the namespaces.
 struct Lab {
-    lab: TwoHosts,
-    /// Runtime directories of h1, h2 (and files of the test).
-    h: [TestEnv; 2],
-    /// Member configurations of h1, h2, w.
-    configs: [PathBuf; 3],
     /// The agents, killed when dropped.
     daemons: [Option<ChildGuard>; 3],
+    /// Runtime directories of h1, h2 (and files of the test).
+    h: [TestEnv; 2],
+    lab: TwoHosts,
+    /// Member configurations of h1, h2, w.
+    configs: [PathBuf; 3],
     /// How many times each agent was started (for log names).
     starts: [u32; 3],
 }
@@ -288,6 +290,31 @@ fn vm_roles_are_created_started_migrated_drained_and_survive_agent_crashes() {
         String::from_utf8_lossy(&witness_pref.stderr).contains("witness"),
         "a witness is refused as an owner: {witness_pref:?}"
     );
+    // No host has room for a VM as large as the machine.
+    let big = lab.h[0].guest_spec(
+        "big",
+        &GuestOpts {
+            memory_mib: 64 << 20,
+            ..Default::default()
+        },
+    );
+    lab.json(0, &["cluster", "vm", "create", &big.display().to_string()]);
+    let refused = lab
+        .ferry(1)
+        .args(["cluster", "vm", "start", "big", "--config"])
+        .arg(&lab.configs[1])
+        .output()
+        .unwrap();
+    let why = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success()
+            && why.contains("no host can run VM big")
+            && why.contains("h1: ")
+            && why.contains("MiB free"),
+        "{why}"
+    );
+    lab.json(0, &["cluster", "vm", "remove", "big"]);
+
     let started = lab.json(1, &["cluster", "vm", "start", "rvm"]);
     assert_eq!(started["host"], "h1", "{started}");
     lab.h[0].wait_console("rvm", "FERRY-COUNTER", Duration::from_secs(180));
@@ -404,13 +431,16 @@ fn vm_roles_are_created_started_migrated_drained_and_survive_agent_crashes() {
     assert_eq!(v["def"]["priority"], "high", "{v}");
     assert_eq!(qemu_pid(&v), pid, "re-attached, not restarted: {v}");
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !std::fs::read_to_string(lab.log(0))
-        .unwrap_or_default()
-        .contains("re-attached VM rvm")
+    let reattached = format!("host h1: re-attached VM rvm (running, QEMU pid {pid})");
+    while !lab
+        .json(2, &["cluster", "events"])
+        .to_string()
+        .contains(&reattached)
     {
         assert!(
             Instant::now() < deadline,
-            "h1's agent did not report re-attaching rvm"
+            "no event {reattached:?}; h1's agent log:\n{}",
+            std::fs::read_to_string(lab.log(0)).unwrap_or_default()
         );
         std::thread::sleep(Duration::from_millis(300));
     }

@@ -93,15 +93,23 @@ pub enum RoleCmd {
     },
 }
 
-/// A client for the verbs: long operations (a TCG start, a migration) get
-/// a long timeout.
+/// A client for the verbs that act: long operations (a TCG start, a
+/// migration, a drain) get a long timeout.
 pub(super) fn roles(target: Target) -> anyhow::Result<Roles> {
+    roles_within(target, ferry_agent::LONG_CALL)
+}
+
+/// A client whose calls may each take `timeout`.
+fn roles_within(target: Target, timeout: Duration) -> anyhow::Result<Roles> {
     let (client, via) = target.client()?;
     Ok(Roles {
-        client: client.with_timeout(ferry_agent::LONG_CALL),
+        client: client.with_timeout(timeout),
         via,
     })
 }
+
+/// Reads and definitions: answered at once, or the member is in trouble.
+const QUICK_CALL: Duration = Duration::from_secs(60);
 
 fn print_view(v: &RoleView) {
     println!(
@@ -134,7 +142,7 @@ pub async fn run(cmd: RoleCmd, json: bool) -> anyhow::Result<ExitCode> {
                 priority,
                 preferred,
             };
-            let def = roles(target)?.create(&req).await?;
+            let def = roles_within(target, QUICK_CALL)?.create(&req).await?;
             if json {
                 print(serde_json::to_value(&def)?);
             } else {
@@ -182,7 +190,7 @@ pub async fn run(cmd: RoleCmd, json: bool) -> anyhow::Result<ExitCode> {
             }
         }
         RoleCmd::Remove { name, target } => {
-            let v = roles(target)?.remove(&name).await?;
+            let v = roles_within(target, QUICK_CALL)?.remove(&name).await?;
             if json {
                 print(v);
             } else {
@@ -198,7 +206,7 @@ pub async fn run(cmd: RoleCmd, json: bool) -> anyhow::Result<ExitCode> {
             return migrate(roles(target)?, name, MigrateRequest { to, quick }, json).await;
         }
         RoleCmd::List { target } => {
-            let all = roles(target)?.list().await?;
+            let all = roles_within(target, QUICK_CALL)?.list().await?;
             if json {
                 print(serde_json::to_value(&all)?);
             } else if all.is_empty() {
@@ -212,7 +220,7 @@ pub async fn run(cmd: RoleCmd, json: bool) -> anyhow::Result<ExitCode> {
             }
         }
         RoleCmd::Status { name, target } => {
-            let v = roles(target)?.show(&name).await?;
+            let v = roles_within(target, QUICK_CALL)?.show(&name).await?;
             if json {
                 print(serde_json::to_value(&v)?);
             } else {

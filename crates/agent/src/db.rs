@@ -2,14 +2,30 @@
 //! forwards writes to the leader and answers reads linearizably.
 
 use crate::{Agent, AgentError};
+use ferry_cluster::client::ClientError;
 use ferry_cluster::state::{ClusterState, Command};
 use ferry_cluster::Member;
 use std::time::Duration;
 
+/// How long reads wait out a leader election.
+pub const ELECTION_GRACE: Duration = Duration::from_secs(15);
+
 impl Agent {
-    /// The whole state, read linearizably.
+    /// The whole state, read linearizably. For a few seconds after a
+    /// leader change the new leader cannot yet confirm its quorum (503):
+    /// the read is retried for up to [`ELECTION_GRACE`].
     pub async fn state(&self) -> Result<ClusterState, AgentError> {
-        Ok(self.client.state(&self.me).await?)
+        let deadline = tokio::time::Instant::now() + ELECTION_GRACE;
+        loop {
+            match self.client.state(&self.me).await {
+                Err(ClientError::Api { status: 503, .. })
+                    if tokio::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                other => return Ok(other?),
+            }
+        }
     }
 
     /// Commits `command`; a refusal is a conflict with its reason.

@@ -70,12 +70,17 @@ async fn startup(agent: &Agent, state: &ClusterState) {
             );
             continue;
         };
-        tracing::info!(
-            "re-attached VM {} ({}, QEMU pid {})",
+        let message = format!(
+            "host {}: re-attached VM {} ({}, QEMU pid {})",
+            agent.name,
             rec.name,
             rec.state,
             rec.qemu_pid.map_or("-".into(), |p| p.to_string())
         );
+        tracing::info!("{message}");
+        if let Err(e) = agent.commit_retrying(Command::Note { message }).await {
+            tracing::warn!("cannot record re-attaching VM {}: {e}", rec.name);
+        }
         if state.migrations.contains_key(&rec.name) {
             continue;
         }
