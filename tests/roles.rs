@@ -338,6 +338,34 @@ fn vm_roles_are_created_started_migrated_drained_and_survive_agent_crashes() {
     assert!(v["migration"].is_null(), "{v}");
     assert_eq!(lab.h[0].status("rvm")["state"], "stopped");
 
+    // Its serial console through the API, relayed by h2's agent.
+    let out = run_ok(
+        lab.ferry(0)
+            .args([
+                "cluster",
+                "vm",
+                "console",
+                "rvm",
+                "--until",
+                "FERRY-COUNTER",
+            ])
+            .args(["--timeout", "60", "--config"])
+            .arg(&lab.configs[0]),
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("FERRY-COUNTER"),
+        "{out:?}"
+    );
+    let out = run_ok(
+        lab.ferry(2)
+            .args(["cluster", "vm", "console", "rvm", "--log", "--config"])
+            .arg(&lab.configs[2]),
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("FERRY-COUNTER"),
+        "{out:?}"
+    );
+
     // Drain h2: the VM goes back to h1 and h2 is paused until resumed.
     let drained = lab.json(0, &["node", "drain", "h2"]);
     assert_eq!(drained["moved"][0]["to"], "h1", "{drained}");

@@ -79,6 +79,23 @@ pub enum RoleCmd {
         #[command(flatten)]
         target: Target,
     },
+    /// Attach to a VM's serial console on whichever host runs it, through
+    /// that host's agent (Ctrl-] detaches).
+    Console {
+        /// VM name.
+        name: String,
+        /// Print the console log so far instead of attaching.
+        #[arg(long)]
+        log: bool,
+        /// Detach once this text appears (for scripts), exit 0.
+        #[arg(long)]
+        until: Option<String>,
+        /// Give up after this many seconds (exit 1 with --until).
+        #[arg(long)]
+        timeout: Option<u64>,
+        #[command(flatten)]
+        target: Target,
+    },
     /// Every VM of the cluster: owner, state, priority.
     List {
         #[command(flatten)]
@@ -197,6 +214,13 @@ pub async fn run(cmd: RoleCmd, json: bool) -> anyhow::Result<ExitCode> {
                 println!("VM {name} removed");
             }
         }
+        RoleCmd::Console {
+            name,
+            log,
+            until,
+            timeout,
+            target,
+        } => return console(target, name, log, until, timeout).await,
         RoleCmd::Migrate {
             name,
             to,
@@ -251,6 +275,69 @@ pub async fn run(cmd: RoleCmd, json: bool) -> anyhow::Result<ExitCode> {
                 }
             }
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints a VM's console log, or attaches to its console through its
+/// owner's agent.
+async fn console(
+    target: Target,
+    name: String,
+    log: bool,
+    until: Option<String>,
+    timeout: Option<u64>,
+) -> anyhow::Result<ExitCode> {
+    use super::console::{attach, AttachEnd, AttachOptions};
+    let roles = roles(target)?;
+    if log {
+        let text = roles.console_log(&name).await?;
+        use std::io::Write;
+        std::io::stdout().write_all(text.as_bytes())?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let view = roles.show(&name).await?;
+    let owner = match (&view.def.owner, view.def.running) {
+        (Some(o), true) => o.clone(),
+        _ => anyhow::bail!("VM {name} is not running; `--log` shows what it printed"),
+    };
+    let status = roles.client.status(&roles.via).await?;
+    let member = status
+        .voters
+        .values()
+        .chain(status.learners.values())
+        .find(|m| m.name == owner)
+        .cloned()
+        .with_context(|| format!("no member {owner} in the cluster"))?;
+    let stream = roles
+        .client
+        .upgrade(
+            &member,
+            &format!("/v1/agent/vms/{name}/console"),
+            ferry_agent::console::PROTOCOL,
+        )
+        .await?;
+    eprintln!("ferry: attached to {name}'s console on {owner}; Ctrl-] detaches");
+    let end = attach(
+        stream,
+        AttachOptions {
+            interactive: until.is_none(),
+            until: until.clone(),
+            timeout: timeout.map(Duration::from_secs),
+        },
+    )
+    .await?;
+    match end {
+        AttachEnd::TimedOut if until.is_some() => {
+            anyhow::bail!(
+                "{:?} did not appear within {} s",
+                until.unwrap_or_default(),
+                timeout.unwrap_or(0)
+            )
+        }
+        AttachEnd::Detached => eprintln!("\r\nferry: detached"),
+        AttachEnd::Closed => eprintln!("\r\nferry: console closed"),
+        _ => {}
     }
     Ok(ExitCode::SUCCESS)
 }

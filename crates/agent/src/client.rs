@@ -88,6 +88,11 @@ impl AgentCalls<'_> {
         Ok(post(self.0, m, &format!("/v1/agent/vms/{name}/migrate"), req).await?)
     }
 
+    /// The tail of a VM's console log on that agent's host.
+    pub async fn console_log(&self, m: &Member, name: &str) -> Result<String, AgentError> {
+        Ok(get(self.0, m, &format!("/v1/agent/vms/{name}/console-log")).await?)
+    }
+
     /// The progress of a migration that agent drives.
     pub async fn progress(
         &self,
@@ -180,6 +185,15 @@ impl Roles {
             &self.client,
             &self.via,
             &format!("/v1/roles/{name}/progress"),
+        )
+        .await
+    }
+    /// The tail of a VM's console log, from its owner.
+    pub async fn console_log(&self, name: &str) -> Result<String, ClientError> {
+        get(
+            &self.client,
+            &self.via,
+            &format!("/v1/roles/{name}/console-log"),
         )
         .await
     }

@@ -15,6 +15,7 @@
 //!   token check; [`client`] calls them.
 
 pub mod client;
+pub mod console;
 pub mod db;
 pub mod error;
 pub mod local;

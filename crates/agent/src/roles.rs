@@ -283,6 +283,21 @@ impl Agent {
         AgentCalls(&self.client).progress(&member, name).await
     }
 
+    /// The tail of VM `name`'s console log, from its owner.
+    pub async fn console_log(&self, name: &str) -> Result<String, AgentError> {
+        let state = self.state().await?;
+        let def = def_of(&state, name)?;
+        let owner = def
+            .owner
+            .as_ref()
+            .ok_or_else(|| AgentError::Conflict(format!("VM {name} has never run")))?;
+        if *owner == self.name {
+            return crate::console::log_tail(name);
+        }
+        let member = self.member_of(owner).await?;
+        AgentCalls(&self.client).console_log(&member, name).await
+    }
+
     /// Pauses host `host` (it takes no new VMs) and live-migrates every VM
     /// it runs elsewhere, highest priority first, one at a time.
     pub async fn drain(&self, host: &str) -> Result<DrainReport, AgentError> {

@@ -6,7 +6,8 @@
 //! `GET /v1/roles/{name}/progress`, `POST /v1/nodes/{host}/{drain,resume}`.
 //! This host's agent: `GET /v1/agent/resources`, `GET /v1/agent/vms/{name}`,
 //! `POST /v1/agent/vms/{name}/{start,stop,migrate}`,
-//! `GET /v1/agent/migrations/{name}`.
+//! `GET /v1/agent/migrations/{name}`, `GET /v1/agent/vms/{name}/console`
+//! (an HTTP upgrade to the serial console) and `.../console-log`.
 
 use crate::resources::{self, HostResources};
 use crate::types::{AgentStart, CreateRequest, MigrateRequest, StartRequest, StopRequest};
@@ -43,6 +44,7 @@ pub fn router(agent: Arc<Agent>) -> Router {
         .route("/v1/roles/{name}/remove", post(remove))
         .route("/v1/roles/{name}/migrate", post(migrate))
         .route("/v1/roles/{name}/progress", get(progress))
+        .route("/v1/roles/{name}/console-log", get(console_log))
         .route("/v1/nodes/{host}/drain", post(drain))
         .route("/v1/nodes/{host}/resume", post(resume))
         .route("/v1/agent/resources", get(agent_resources))
@@ -51,6 +53,8 @@ pub fn router(agent: Arc<Agent>) -> Router {
         .route("/v1/agent/vms/{name}/stop", post(agent_stop))
         .route("/v1/agent/vms/{name}/migrate", post(agent_migrate))
         .route("/v1/agent/migrations/{name}", get(agent_progress))
+        .route("/v1/agent/vms/{name}/console", get(crate::console::relay))
+        .route("/v1/agent/vms/{name}/console-log", get(agent_console_log))
         .with_state(agent)
 }
 
@@ -104,6 +108,14 @@ async fn migrate(
 
 async fn progress(State(a): State<Arc<Agent>>, Path(name): Path<String>) -> Reply {
     reply(a.progress(&name).await?)
+}
+
+async fn console_log(State(a): State<Arc<Agent>>, Path(name): Path<String>) -> Reply {
+    reply(a.console_log(&name).await?)
+}
+
+async fn agent_console_log(Path(name): Path<String>) -> Reply {
+    reply(crate::console::log_tail(&name)?)
 }
 
 async fn drain(State(a): State<Arc<Agent>>, Path(host): Path<String>) -> Reply {
