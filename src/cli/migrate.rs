@@ -135,6 +135,7 @@ pub async fn run(args: MigrateArgs, json: bool) -> anyhow::Result<ExitCode> {
             ca_dir: hosts.ca_dir.clone(),
             source: from.clone(),
             destination: to.to_string(),
+            credentials: None,
         }),
         quick: args.quick.then(|| {
             args.state_file

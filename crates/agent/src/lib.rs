@@ -53,6 +53,9 @@ pub struct Agent {
     pub client: ApiClient,
     /// The same, for long operations.
     pub long: ApiClient,
+    /// This host's cluster credentials (they also secure migration
+    /// streams).
+    pub tls_dir: PathBuf,
     /// The hosts file that says how to reach each host's VMs.
     pub hosts_file: PathBuf,
     /// Migrations a host may take part in at once.
@@ -88,6 +91,7 @@ impl Agent {
         Ok(Agent {
             name: config.name.clone(),
             me: config.member(),
+            tls_dir: config.tls_dir(),
             client,
             long,
             hosts_file,

@@ -192,6 +192,16 @@ impl Agent {
                 )))
             }
         }
+        // The stream is secured with the cluster's own host certificates:
+        // only a member can send or receive a VM.
+        let member = self.member_of(&to).await?;
+        let dst_tls = crate::client::AgentCalls(&self.client)
+            .resources(&member)
+            .await?
+            .tls_dir
+            .ok_or_else(|| {
+                AgentError::Conflict(format!("host {to}'s agent names no credentials"))
+            })?;
         self.commit(Command::BeginMigration {
             name: name.to_string(),
             from: self.name.clone(),
@@ -208,6 +218,7 @@ impl Agent {
                 ca_dir: hosts.ca_dir.clone(),
                 source: self.name.clone(),
                 destination: to.clone(),
+                credentials: Some((self.tls_dir.clone(), dst_tls)),
             }),
             quick: req.quick.then(|| src.run_dir.join(format!("{name}.state"))),
             ..MigrateOptions::default()

@@ -147,6 +147,7 @@ mod tests {
             free_mib: free,
             cpu_profile: Some(profile(features)),
             running: vec![],
+            tls_dir: None,
         }
     }
 

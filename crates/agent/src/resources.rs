@@ -22,6 +22,12 @@ pub struct HostResources {
     pub cpu_profile: Option<CpuProfile>,
     /// The VMs running here.
     pub running: Vec<String>,
+    /// Where this host's cluster credentials are: its QEMU loads them to
+    /// secure migration streams (a path on this host, which a source
+    /// reaches as it reaches the rest of the destination today: the hosts
+    /// share a filesystem).
+    #[serde(default)]
+    pub tls_dir: Option<std::path::PathBuf>,
 }
 
 /// `MemTotal` and `MemAvailable` from the text of /proc/meminfo, in MiB.

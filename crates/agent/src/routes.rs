@@ -157,6 +157,7 @@ pub fn host_resources(agent: &Agent) -> Result<HostResources, AgentError> {
         free_mib: resources::free_mib(total, available, vm_memory),
         cpu_profile: agent.cpu_profile.get().cloned(),
         running,
+        tls_dir: Some(agent.tls_dir.clone()),
     })
 }
 
