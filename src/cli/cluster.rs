@@ -42,7 +42,7 @@ pub enum ClusterCmd {
         ca_cert: Option<PathBuf>,
     },
     /// Remove a member from the cluster (this host's, by default); its
-    /// certificate is revoked. Refused while its host owns VMs.
+    /// certificate is revoked. Refused while its host runs VMs.
     Leave {
         /// Member configuration (TOML) of a member host.
         #[arg(long)]
@@ -296,9 +296,10 @@ fn print_status(status: &Status, state: Option<&ClusterState>) {
         println!("VMs");
         for v in state.vms.values() {
             println!(
-                "  {:<16} owner {}",
+                "  {:<16} owner {:<16} {}",
                 v.name,
-                v.owner.as_deref().unwrap_or("none")
+                v.owner.as_deref().unwrap_or("none"),
+                if v.running { "running" } else { "stopped" }
             );
         }
     }

@@ -179,7 +179,8 @@ pub enum Command {
         state: HostState,
     },
     /// Removes a host (it left the cluster) and revokes the certificate it
-    /// joined with; refused while it owns VMs.
+    /// joined with; refused while it runs VMs. Stopped VMs it ran last
+    /// lose it as their owner.
     RemoveHost {
         /// The host.
         name: String,
@@ -348,8 +349,15 @@ impl ClusterState {
                 Ok(format!("host {name}: {old} -> {state}"))
             }
             Command::RemoveHost { name } => {
-                if let Some(vm) = self.vms.values().find(|v| v.owner.as_ref() == Some(name)) {
-                    return Err(format!("host {name} still owns VM {}", vm.name));
+                let owned = |v: &VmDef| v.owner.as_ref() == Some(name);
+                if let Some(vm) = self.vms.values().find(|v| owned(v) && v.running) {
+                    return Err(format!("host {name} still runs VM {}", vm.name));
+                }
+                if !self.hosts.contains_key(name) {
+                    return Err(format!("no host {name}"));
+                }
+                for vm in self.vms.values_mut().filter(|v| owned(v)) {
+                    vm.owner = None;
                 }
                 let host = self
                     .hosts
@@ -535,11 +543,12 @@ mod tests {
         s.apply(&r(Command::PutVm {
             vm: VmDef {
                 owner: Some("h1".into()),
+                running: true,
                 ..vm
             },
         }));
         let refused = s.apply(&r(Command::RemoveHost { name: "h1".into() }));
-        assert!(refused.refused.expect("refused").contains("owns VM web"));
+        assert!(refused.refused.expect("refused").contains("runs VM web"));
         s.apply(&r(Command::SetHostState {
             name: "h1".into(),
             state: HostState::Up,
@@ -547,9 +556,12 @@ mod tests {
         assert_eq!(s.hosts["h1"].state, HostState::Up);
         assert_eq!(s.events.len(), 3);
         assert_eq!(s.events[2].message, "host h1: joining -> up");
-        s.apply(&r(Command::RemoveVm { name: "web".into() }));
+        s.apply(&r(Command::VmStopped { name: "web".into() }));
         s.apply(&r(Command::RemoveHost { name: "h1".into() }));
         assert!(s.hosts.is_empty());
+        assert_eq!(s.vms["web"].owner, None, "a stopped VM's last host left");
+        s.apply(&r(Command::RemoveVm { name: "web".into() }));
+        assert!(s.vms.is_empty());
         assert!(s.revoked_certs.contains("cert-of-h1"));
 
         let witness = Host {
