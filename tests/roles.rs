@@ -252,8 +252,10 @@ fn vm_roles_are_created_started_migrated_drained_and_survive_agent_crashes() {
     let spec = lab.h[0].guest_spec(
         "rvm",
         &GuestOpts {
-            memory_mib: 128,
-            cmdline: "ferry.run=counter:200".into(),
+            memory_mib: 192,
+            // 64 MiB rewritten at 2 MiB/s: a migration capped below that
+            // lasts long enough to be cancelled.
+            cmdline: "ferry.run=counter:200 ferry.run=memtest:64:2".into(),
             ..Default::default()
         },
     );
@@ -364,6 +366,56 @@ fn vm_roles_are_created_started_migrated_drained_and_survive_agent_crashes() {
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("FERRY-COUNTER"),
         "{out:?}"
+    );
+
+    // A slow migration back (64 MiB at 4 MiB/s) is cancelled through
+    // another member: the VM stays on h2, nothing is left on h1.
+    let slow = lab
+        .ferry(1)
+        .args([
+            "cluster",
+            "vm",
+            "migrate",
+            "rvm",
+            "--to",
+            "h1",
+            "--bandwidth",
+            "4",
+        ])
+        .arg("--config")
+        .arg(&lab.configs[1])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut slow = ChildGuard(slow);
+    lab.wait_vm(2, "rvm", "the migration is recorded", |v| {
+        !v["migration"].is_null()
+    });
+    run_ok(
+        lab.ferry(2)
+            .args(["cluster", "vm", "migrate", "rvm", "--cancel", "--config"])
+            .arg(&lab.configs[2]),
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = slow.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the cancelled migration goes on");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut slow.0.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(!status.success() && err.contains("cancelled"), "{err}");
+    let v = lab.vm(0, "rvm");
+    assert_eq!(v["def"]["owner"], "h2", "{v}");
+    assert!(v["migration"].is_null(), "{v}");
+    assert_eq!(v["local"]["state"], "running", "{v}");
+    assert_eq!(
+        qemu_processes(&lab.h[0].run_dir.display().to_string()),
+        Vec::<i64>::new(),
+        "the destination's half is gone"
     );
 
     // Drain h2: the VM goes back to h1 and h2 is paused until resumed.

@@ -113,6 +113,7 @@ pub async fn run(args: MigrateArgs, json: bool) -> anyhow::Result<ExitCode> {
     };
     anyhow::ensure!(src != dst, "source and destination are the same host");
     let opts = MigrateOptions {
+        cancel: None,
         policy: if args.qemu_defaults {
             ferry_migrate::Policy::QemuDefaults
         } else {

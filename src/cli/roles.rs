@@ -76,6 +76,13 @@ pub enum RoleCmd {
         /// Quick migration: save the state, restore it on the destination.
         #[arg(long)]
         quick: bool,
+        /// Bandwidth cap in MiB/s [default: unlimited].
+        #[arg(long)]
+        bandwidth: Option<u64>,
+        /// Cancel the VM's live migration that is running now (it stays
+        /// where it was).
+        #[arg(long, conflicts_with_all = ["to", "quick", "bandwidth"])]
+        cancel: bool,
         #[command(flatten)]
         target: Target,
     },
@@ -225,9 +232,26 @@ pub async fn run(cmd: RoleCmd, json: bool) -> anyhow::Result<ExitCode> {
             name,
             to,
             quick,
+            bandwidth,
+            cancel,
             target,
         } => {
-            return migrate(roles(target)?, name, MigrateRequest { to, quick }, json).await;
+            let roles = roles(target)?;
+            if cancel {
+                let v = roles.cancel(&name).await?;
+                if json {
+                    print(v);
+                } else {
+                    println!("cancelled the migration of {name}; it stays where it was");
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            let req = MigrateRequest {
+                to,
+                quick,
+                bandwidth_mibps: bandwidth,
+            };
+            return migrate(roles, name, req, json).await;
         }
         RoleCmd::List { target } => {
             let all = roles_within(target, QUICK_CALL)?.list().await?;

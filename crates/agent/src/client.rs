@@ -93,6 +93,13 @@ impl AgentCalls<'_> {
         Ok(get(self.0, m, &format!("/v1/agent/vms/{name}/console-log")).await?)
     }
 
+    /// Cancels a migration that agent drives.
+    pub async fn cancel(&self, m: &Member, name: &str) -> Result<(), AgentError> {
+        post::<_, serde_json::Value>(self.0, m, &format!("/v1/agent/vms/{name}/cancel"), &())
+            .await?;
+        Ok(())
+    }
+
     /// The progress of a migration that agent drives.
     pub async fn progress(
         &self,
@@ -176,6 +183,16 @@ impl Roles {
             &self.via,
             &format!("/v1/roles/{name}/migrate"),
             req,
+        )
+        .await
+    }
+    /// Cancels a VM's migration (it stays on the source).
+    pub async fn cancel(&self, name: &str) -> Result<serde_json::Value, ClientError> {
+        post(
+            &self.client,
+            &self.via,
+            &format!("/v1/roles/{name}/cancel"),
+            &(),
         )
         .await
     }

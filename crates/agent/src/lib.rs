@@ -66,6 +66,8 @@ pub struct Agent {
     pub cpu_profile: OnceLock<ferry_cpu::CpuProfile>,
     /// Progress of the migrations this host drives, by VM.
     pub progress: Mutex<BTreeMap<String, serde_json::Value>>,
+    /// How to cancel each migration this host drives, by VM.
+    pub cancels: Mutex<BTreeMap<String, Arc<tokio::sync::Notify>>>,
 }
 
 impl std::fmt::Debug for Agent {
@@ -99,6 +101,7 @@ impl Agent {
             exe,
             cpu_profile: OnceLock::new(),
             progress: Mutex::new(BTreeMap::new()),
+            cancels: Mutex::new(BTreeMap::new()),
         })
     }
 }

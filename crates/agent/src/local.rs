@@ -209,7 +209,13 @@ impl Agent {
             limit: self.migrations_per_host,
         })
         .await?;
+        let cancel = Arc::new(tokio::sync::Notify::new());
+        if let Ok(mut map) = self.cancels.lock() {
+            map.insert(name.to_string(), cancel.clone());
+        }
         let opts = MigrateOptions {
+            cancel: Some(cancel),
+            bandwidth_mibps: req.bandwidth_mibps,
             ferry_exe: self.exe.clone(),
             timeout: Duration::from_secs(300),
             on_timeout: OnTimeout::Cancel,
@@ -236,6 +242,9 @@ impl Agent {
         if let Ok(mut map) = self.progress.lock() {
             map.remove(name);
         }
+        if let Ok(mut map) = self.cancels.lock() {
+            map.remove(name);
+        }
         let committed = result.is_ok();
         let ended = self
             .commit_retrying(Command::EndMigration {
@@ -252,6 +261,22 @@ impl Agent {
             to,
             report: serde_json::to_value(&report).unwrap_or_default(),
         })
+    }
+}
+
+impl Agent {
+    /// Cancels the live migration of VM `name` this host drives; the VM
+    /// stays here.
+    pub fn cancel_here(&self, name: &str) -> Result<(), AgentError> {
+        let cancel = self
+            .cancels
+            .lock()
+            .ok()
+            .and_then(|m| m.get(name).cloned())
+            .ok_or_else(|| AgentError::NotFound(format!("{} migrates no VM {name}", self.name)))?;
+        cancel.notify_one();
+        tracing::info!("cancelling the migration of VM {name}");
+        Ok(())
     }
 }
 

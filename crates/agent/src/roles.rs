@@ -260,7 +260,7 @@ impl Agent {
         };
         let req = MigrateRequest {
             to: Some(to),
-            quick: req.quick,
+            ..req.clone()
         };
         if owner == self.name {
             self.migrate_from_here(name, &req).await
@@ -268,6 +268,20 @@ impl Agent {
             let member = self.member_of(&owner).await?;
             AgentCalls(&self.long).migrate(&member, name, &req).await
         }
+    }
+
+    /// Cancels VM `name`'s migration through its source's agent.
+    pub async fn cancel_migration(&self, name: &str) -> Result<(), AgentError> {
+        let state = self.state().await?;
+        let m = state
+            .migrations
+            .get(name)
+            .ok_or_else(|| AgentError::NotFound(format!("no migration of VM {name} is running")))?;
+        if m.from == self.name {
+            return self.cancel_here(name);
+        }
+        let member = self.member_of(&m.from).await?;
+        AgentCalls(&self.client).cancel(&member, name).await
     }
 
     /// The progress of VM `name`'s migration, from its source's agent.

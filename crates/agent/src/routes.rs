@@ -3,9 +3,10 @@
 //!
 //! Any member: `GET|POST /v1/roles`, `GET /v1/roles/{name}`,
 //! `POST /v1/roles/{name}/{start,stop,restart,migrate,remove}`,
-//! `GET /v1/roles/{name}/progress`, `POST /v1/nodes/{host}/{drain,resume}`.
+//! `GET /v1/roles/{name}/progress`, `POST /v1/roles/{name}/cancel` (the
+//! migration), `POST /v1/nodes/{host}/{drain,resume}`.
 //! This host's agent: `GET /v1/agent/resources`, `GET /v1/agent/vms/{name}`,
-//! `POST /v1/agent/vms/{name}/{start,stop,migrate}`,
+//! `POST /v1/agent/vms/{name}/{start,stop,migrate,cancel}`,
 //! `GET /v1/agent/migrations/{name}`, `GET /v1/agent/vms/{name}/console`
 //! (an HTTP upgrade to the serial console) and `.../console-log`.
 
@@ -44,6 +45,7 @@ pub fn router(agent: Arc<Agent>) -> Router {
         .route("/v1/roles/{name}/remove", post(remove))
         .route("/v1/roles/{name}/migrate", post(migrate))
         .route("/v1/roles/{name}/progress", get(progress))
+        .route("/v1/roles/{name}/cancel", post(cancel))
         .route("/v1/roles/{name}/console-log", get(console_log))
         .route("/v1/nodes/{host}/drain", post(drain))
         .route("/v1/nodes/{host}/resume", post(resume))
@@ -53,6 +55,7 @@ pub fn router(agent: Arc<Agent>) -> Router {
         .route("/v1/agent/vms/{name}/stop", post(agent_stop))
         .route("/v1/agent/vms/{name}/migrate", post(agent_migrate))
         .route("/v1/agent/migrations/{name}", get(agent_progress))
+        .route("/v1/agent/vms/{name}/cancel", post(agent_cancel))
         .route("/v1/agent/vms/{name}/console", get(crate::console::relay))
         .route("/v1/agent/vms/{name}/console-log", get(agent_console_log))
         .with_state(agent)
@@ -116,6 +119,16 @@ async fn console_log(State(a): State<Arc<Agent>>, Path(name): Path<String>) -> R
 
 async fn agent_console_log(Path(name): Path<String>) -> Reply {
     reply(crate::console::log_tail(&name)?)
+}
+
+async fn cancel(State(a): State<Arc<Agent>>, Path(name): Path<String>) -> Reply {
+    a.cancel_migration(&name).await?;
+    reply(json!({ "cancelled": name }))
+}
+
+async fn agent_cancel(State(a): State<Arc<Agent>>, Path(name): Path<String>) -> Reply {
+    a.cancel_here(&name)?;
+    reply(json!({ "cancelled": name }))
 }
 
 async fn drain(State(a): State<Arc<Agent>>, Path(host): Path<String>) -> Reply {

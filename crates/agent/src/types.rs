@@ -51,6 +51,9 @@ pub struct MigrateRequest {
     /// Quick migration (save, restore) instead of live.
     #[serde(default)]
     pub quick: bool,
+    /// Bandwidth cap in MiB/s [default: unlimited].
+    #[serde(default)]
+    pub bandwidth_mibps: Option<u64>,
 }
 
 /// A finished migration.
