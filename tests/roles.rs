@@ -392,6 +392,16 @@ fn vm_roles_are_created_started_migrated_drained_and_survive_agent_crashes() {
     lab.wait_vm(2, "rvm", "the migration is recorded", |v| {
         !v["migration"].is_null()
     });
+    // The host-local cancel would signal the agent itself: refused.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let err = run_err(lab.ferry(1).args(["vm", "migrate", "rvm", "--cancel"]));
+        if err.contains("ferry cluster vm migrate rvm --cancel") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{err}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     run_ok(
         lab.ferry(2)
             .args(["cluster", "vm", "migrate", "rvm", "--cancel", "--config"])

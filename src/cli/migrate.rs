@@ -81,10 +81,11 @@ pub async fn run(args: MigrateArgs, json: bool) -> anyhow::Result<ExitCode> {
     if args.cancel {
         let dir = ferry_vm::RunDir::for_vm(&args.name);
         let name = args.name.clone();
+        let vm = name.clone();
         let pid = tokio::task::spawn_blocking(move || {
-            ferry_migrate::inflight::cancel(&dir, Duration::from_secs(30))
+            ferry_migrate::inflight::cancel(&vm, &dir, Duration::from_secs(30))
         })
-        .await?;
+        .await??;
         match pid {
             Some(pid) => eprintln!(
                 "ferry: cancelled the migration of {name} (process {pid}); it keeps running here"

@@ -47,6 +47,12 @@ pub enum MigrateError {
         /// The process migrating it.
         pid: i32,
     },
+    /// The node agent migrates this VM: it is cancelled through the cluster.
+    #[error("VM {name} is being migrated by the node agent; cancel it with `ferry cluster vm migrate {name} --cancel`")]
+    ByAgent {
+        /// The VM.
+        name: String,
+    },
     /// The destination could not be prepared.
     #[error("preparing the destination failed: {0}")]
     Prepare(String),
@@ -278,7 +284,12 @@ pub async fn migrate(
             state: rec.state.to_string(),
         });
     }
-    let _inflight = crate::inflight::InFlight::begin(name, &src_dir, &dst.migration_address)?;
+    let _inflight = crate::inflight::InFlight::begin(
+        name,
+        &src_dir,
+        &dst.migration_address,
+        opts.cancel.is_some(),
+    )?;
     // From here on, Ctrl-C or `--cancel` (SIGTERM) cancels cleanly instead of
     // killing this process with the destination half-built.
     let mut cancel = CancelSignals::new(opts.cancel.clone())?;
