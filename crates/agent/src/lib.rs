@@ -113,6 +113,7 @@ pub async fn run(
     exe: PathBuf,
     stop: impl Future<Output = ()>,
 ) -> Result<(), SetupError> {
+    ferry_cluster::daemon::check_credentials(config)?;
     let agent = Arc::new(Agent::new(config, exe)?);
     let router = routes::router(agent.clone());
     let hypervisor = config.role == ferry_cluster::state::HostRole::Hypervisor;

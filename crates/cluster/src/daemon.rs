@@ -9,6 +9,19 @@ use crate::setup::SetupError;
 use std::future::Future;
 use tokio::net::TcpListener;
 
+/// Refuses to run a member that has no credentials yet, saying how to get
+/// them.
+pub fn check_credentials(config: &MemberConfig) -> Result<(), SetupError> {
+    let tls = config.tls_dir();
+    if tls.join("server-key.pem").exists() {
+        return Ok(());
+    }
+    Err(SetupError::Refused(format!(
+        "no credentials in {}: run `ferry cluster create` (first host) or `ferry cluster join` first",
+        tls.display()
+    )))
+}
+
 /// Runs the member until `stop` completes, then shuts it down.
 pub async fn run(config: &MemberConfig, stop: impl Future<Output = ()>) -> Result<(), SetupError> {
     run_with(config, axum::Router::new(), stop).await
@@ -21,13 +34,7 @@ pub async fn run_with(
     extra: axum::Router,
     stop: impl Future<Output = ()>,
 ) -> Result<(), SetupError> {
-    let tls = config.tls_dir();
-    if !tls.join("server-key.pem").exists() {
-        return Err(SetupError::Refused(format!(
-            "no credentials in {}: run `ferry cluster create` (first host) or `ferry cluster join` first",
-            tls.display()
-        )));
-    }
+    check_credentials(config)?;
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|e| SetupError::Refused(format!("cannot listen on {}: {e}", config.listen)))?;
