@@ -549,12 +549,25 @@ fn vm_roles_are_created_started_migrated_drained_and_survive_agent_crashes() {
     let pid = restarted["record"]["qemu_pid"].as_i64().expect("pid");
     assert!(alive(pid));
 
-    // Stopped through the cluster; the list says so; then removed.
+    // Stopped through the cluster; the list says so.
     lab.json(0, &["cluster", "vm", "stop", "rvm", "--force"]);
     let all = lab.json(2, &["cluster", "vm", "list"]);
     assert_eq!(all[0]["def"]["running"], false, "{all}");
     assert_eq!(all[0]["def"]["owner"], "h1", "{all}");
     assert!(!alive(pid));
+
+    // Its QEMU dies while h1's agent is down: the agent, back, records it
+    // stopped rather than leaving it "running" in the database.
+    let started = lab.json(2, &["cluster", "vm", "start", "rvm"]);
+    let pid = started["record"]["qemu_pid"].as_i64().expect("pid");
+    lab.kill_daemon(0);
+    run_ok(Command::new("kill").args(["-9", &pid.to_string()]));
+    lab.start_daemon(0);
+    let v = lab.wait_vm(1, "rvm", "recorded stopped", |v| {
+        v["def"]["running"] == false
+    });
+    assert_eq!(v["def"]["owner"], "h1", "{v}");
+    assert_eq!(v["local"]["state"], "crashed", "{v}");
     lab.json(0, &["cluster", "vm", "remove", "rvm"]);
     assert_eq!(
         lab.json(1, &["cluster", "vm", "list"]),

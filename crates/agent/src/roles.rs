@@ -333,12 +333,7 @@ impl Agent {
             Some(_) => {}
         }
         let state = self.state().await?;
-        let mut vms: Vec<&VmDef> = state
-            .vms
-            .values()
-            .filter(|v| v.running && v.owner.as_deref() == Some(host))
-            .collect();
-        vms.sort_by(|a, b| b.priority.cmp(&a.priority).then(a.name.cmp(&b.name)));
+        let vms = drain_order(&state, host);
         let mut report = DrainReport {
             host: host.to_string(),
             ..DrainReport::default()
@@ -375,9 +370,56 @@ impl Agent {
     }
 }
 
+/// The VMs `host` runs, in the order a drain moves them: highest priority
+/// first, then by name.
+pub fn drain_order<'a>(state: &'a ClusterState, host: &str) -> Vec<&'a VmDef> {
+    let mut vms: Vec<&VmDef> = state
+        .vms
+        .values()
+        .filter(|v| v.running && v.owner.as_deref() == Some(host))
+        .collect();
+    vms.sort_by(|a, b| b.priority.cmp(&a.priority).then(a.name.cmp(&b.name)));
+    vms
+}
+
 fn def_of<'a>(state: &'a ClusterState, name: &str) -> Result<&'a VmDef, AgentError> {
     state
         .vms
         .get(name)
         .ok_or_else(|| AgentError::NotFound(format!("no VM {name}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferry_cluster::state::Priority;
+
+    #[test]
+    fn a_drain_moves_running_vms_highest_priority_first() {
+        let mut state = ClusterState::default();
+        for (name, priority, owner, running) in [
+            ("b-low", Priority::Low, "h1", true),
+            ("a-medium", Priority::Medium, "h1", true),
+            ("c-high", Priority::High, "h1", true),
+            ("a-high", Priority::High, "h1", true),
+            ("stopped", Priority::High, "h1", false),
+            ("elsewhere", Priority::High, "h2", true),
+        ] {
+            state.vms.insert(
+                name.into(),
+                VmDef {
+                    name: name.into(),
+                    priority,
+                    owner: Some(owner.into()),
+                    running,
+                    ..VmDef::default()
+                },
+            );
+        }
+        let order: Vec<&str> = drain_order(&state, "h1")
+            .iter()
+            .map(|v| v.name.as_str())
+            .collect();
+        assert_eq!(order, ["a-high", "c-high", "a-medium", "b-low"]);
+    }
 }
