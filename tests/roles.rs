@@ -368,7 +368,7 @@ fn vm_roles_are_created_started_migrated_drained_and_survive_agent_crashes() {
         "{out:?}"
     );
 
-    // A slow migration back (64 MiB at 4 MiB/s) is cancelled through
+    // A slow migration back (1 MiB/s) is cancelled through
     // another member: the VM stays on h2, nothing is left on h1.
     let slow = lab
         .ferry(1)
