@@ -380,7 +380,7 @@ fn vm_roles_are_created_started_migrated_drained_and_survive_agent_crashes() {
             "--to",
             "h1",
             "--bandwidth",
-            "4",
+            "1",
         ])
         .arg("--config")
         .arg(&lab.configs[1])
