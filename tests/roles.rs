@@ -389,9 +389,34 @@ fn vm_roles_are_created_started_migrated_drained_and_survive_agent_crashes() {
         .spawn()
         .unwrap();
     let mut slow = ChildGuard(slow);
-    lab.wait_vm(2, "rvm", "the migration is recorded", |v| {
-        !v["migration"].is_null()
-    });
+    // Its progress lines, read as they come.
+    let progress = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let reader = {
+        let progress = progress.clone();
+        let stderr = slow.0.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let mut p = progress.lock().unwrap();
+                p.push_str(&line);
+                p.push('\n');
+            }
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !progress.lock().unwrap().contains("migrating rvm: active") {
+        assert!(
+            Instant::now() < deadline,
+            "no progress from the source: {}",
+            progress.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let v = lab.vm(2, "rvm");
+    assert_eq!(v["migration"]["to"], "h1", "recorded while it runs: {v}");
     // The host-local cancel would signal the agent itself: refused.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -415,8 +440,8 @@ fn vm_roles_are_created_started_migrated_drained_and_survive_agent_crashes() {
         assert!(Instant::now() < deadline, "the cancelled migration goes on");
         std::thread::sleep(Duration::from_millis(200));
     };
-    let mut err = String::new();
-    std::io::Read::read_to_string(&mut slow.0.stderr.take().unwrap(), &mut err).unwrap();
+    reader.join().unwrap();
+    let err = progress.lock().unwrap().clone();
     assert!(!status.success() && err.contains("cancelled"), "{err}");
     let v = lab.vm(0, "rvm");
     assert_eq!(v["def"]["owner"], "h2", "{v}");
@@ -548,6 +573,20 @@ fn vm_roles_are_created_started_migrated_drained_and_survive_agent_crashes() {
     assert!(!alive(pid), "the old QEMU is gone");
     let pid = restarted["record"]["qemu_pid"].as_i64().expect("pid");
     assert!(alive(pid));
+
+    let out = run_ok(
+        lab.ferry(1)
+            .args(["cluster", "vm", "list", "--config"])
+            .arg(&lab.configs[1]),
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("rvm"))
+        .unwrap_or_default();
+    for word in ["h1", "running", "high", "192 MiB"] {
+        assert!(line.contains(word), "{word:?} in {text}");
+    }
 
     // Stopped through the cluster; the list says so.
     lab.json(0, &["cluster", "vm", "stop", "rvm", "--force"]);
