@@ -42,7 +42,7 @@ pub enum ClusterCmd {
         ca_cert: Option<PathBuf>,
     },
     /// Remove a member from the cluster (this host's, by default); its
-    /// certificate is revoked. Refused while its host owns VMs.
+    /// certificate is revoked. Refused while its host runs VMs.
     Leave {
         /// Member configuration (TOML) of a member host.
         #[arg(long)]
@@ -70,6 +70,10 @@ pub enum ClusterCmd {
         #[arg(long, default_value_t = 0)]
         since: u64,
     },
+    /// VMs the cluster runs: create, start, stop, restart, migrate, list,
+    /// status. (`ferry vm` acts on this host alone, without the cluster.)
+    #[command(subcommand)]
+    Vm(super::roles::RoleCmd),
     /// Validate hosts for a cluster, before or after it is made: the
     /// accelerator on each, CPUs and the compatible baseline, every pair of
     /// hosts on every network (latency, MTU), clocks, versions. Pass, warn or
@@ -94,7 +98,7 @@ pub enum ClusterCmd {
 
 /// Which member to ask, and how to authenticate.
 #[derive(Args)]
-pub struct Target {
+pub(super) struct Target {
     /// On a member host: its configuration (the CLI uses its identity).
     #[arg(long, conflicts_with_all = ["server", "ca_cert"])]
     config: Option<PathBuf>,
@@ -110,7 +114,7 @@ pub struct Target {
 }
 
 impl Target {
-    fn client(self) -> anyhow::Result<(ApiClient, Member)> {
+    pub(super) fn client(self) -> anyhow::Result<(ApiClient, Member)> {
         Ok(match (self.config, self.server, self.ca_cert) {
             (Some(c), _, _) => {
                 let c = MemberConfig::load(&c)?;
@@ -139,6 +143,7 @@ fn by_addr(addr: impl ToString) -> Member {
 /// Runs a cluster verb.
 pub async fn run(cmd: ClusterCmd, json: bool) -> anyhow::Result<ExitCode> {
     match cmd {
+        ClusterCmd::Vm(cmd) => super::roles::run(cmd, json).await,
         ClusterCmd::Validate {
             hosts,
             hosts_file,
@@ -298,9 +303,10 @@ fn print_status(status: &Status, state: Option<&ClusterState>) {
         println!("VMs");
         for v in state.vms.values() {
             println!(
-                "  {:<16} owner {}",
+                "  {:<16} owner {:<16} {}",
                 v.name,
-                v.owner.as_deref().unwrap_or("none")
+                v.owner.as_deref().unwrap_or("none"),
+                if v.running { "running" } else { "stopped" }
             );
         }
     }

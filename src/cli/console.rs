@@ -5,7 +5,7 @@ use std::io::IsTerminal;
 use std::os::fd::AsFd;
 use std::path::Path;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::UnixStream;
 
 /// Byte that detaches from the console: Ctrl-], as telnet and virsh use.
@@ -74,8 +74,13 @@ pub async fn connect(path: &Path) -> std::io::Result<UnixStream> {
 }
 
 /// Copies the console to stdout (and stdin to the console) until it ends.
-pub async fn attach(stream: UnixStream, opts: AttachOptions) -> std::io::Result<AttachEnd> {
-    let (mut rd, mut wr) = stream.into_split();
+/// The stream is the console socket itself or a connection relayed by the
+/// VM's host agent.
+pub async fn attach<S>(stream: S, opts: AttachOptions) -> std::io::Result<AttachEnd>
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (mut rd, mut wr) = tokio::io::split(stream);
     let interactive = opts.interactive && std::io::stdin().is_terminal();
     let _raw = if interactive { RawMode::enter() } else { None };
     let (detach_tx, mut detach_rx) = tokio::sync::mpsc::channel::<()>(1);

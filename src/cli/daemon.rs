@@ -1,4 +1,5 @@
-//! `ferry daemon`: this host's node agent (for now: its cluster member).
+//! `ferry daemon`: this host's node agent: its cluster member and its VM
+//! roles.
 
 use anyhow::Context;
 use clap::Args;
@@ -25,6 +26,7 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<ExitCode> {
             _ = term.recv() => {}
         }
     };
-    ferry_cluster::daemon::run(&config, stop).await?;
+    let exe = std::env::current_exe().context("cannot find the ferry binary")?;
+    ferry_agent::run(&config, exe, stop).await?;
     Ok(ExitCode::SUCCESS)
 }

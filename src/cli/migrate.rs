@@ -81,10 +81,11 @@ pub async fn run(args: MigrateArgs, json: bool) -> anyhow::Result<ExitCode> {
     if args.cancel {
         let dir = ferry_vm::RunDir::for_vm(&args.name);
         let name = args.name.clone();
+        let vm = name.clone();
         let pid = tokio::task::spawn_blocking(move || {
-            ferry_migrate::inflight::cancel(&dir, Duration::from_secs(30))
+            ferry_migrate::inflight::cancel(&vm, &dir, Duration::from_secs(30))
         })
-        .await?;
+        .await??;
         match pid {
             Some(pid) => eprintln!(
                 "ferry: cancelled the migration of {name} (process {pid}); it keeps running here"
@@ -113,6 +114,7 @@ pub async fn run(args: MigrateArgs, json: bool) -> anyhow::Result<ExitCode> {
     };
     anyhow::ensure!(src != dst, "source and destination are the same host");
     let opts = MigrateOptions {
+        cancel: None,
         policy: if args.qemu_defaults {
             ferry_migrate::Policy::QemuDefaults
         } else {
@@ -135,6 +137,7 @@ pub async fn run(args: MigrateArgs, json: bool) -> anyhow::Result<ExitCode> {
             ca_dir: hosts.ca_dir.clone(),
             source: from.clone(),
             destination: to.to_string(),
+            credentials: None,
         }),
         quick: args.quick.then(|| {
             args.state_file

@@ -9,7 +9,9 @@ mod host;
 mod lab;
 mod lun;
 mod migrate;
+mod node;
 mod probe;
+mod roles;
 mod san;
 mod vm;
 
@@ -47,9 +49,12 @@ enum Command {
     /// the demo that walks through it.
     #[command(subcommand)]
     Lab(lab::LabCmd),
-    /// The cluster: create, join, status.
+    /// The cluster: create, join, status, and its VMs (`ferry cluster vm`).
     #[command(subcommand)]
     Cluster(cluster::ClusterCmd),
+    /// The cluster's hosts: drain (move every VM away, pause), resume.
+    #[command(subcommand)]
+    Node(node::NodeCmd),
     /// Run this host's node agent (the cluster member) in the foreground.
     Daemon(daemon::DaemonArgs),
     /// The iSCSI target (SAN) serving LUNs from image files.
@@ -69,6 +74,7 @@ pub fn main() -> ExitCode {
         Command::Vm(cmd) => block_on(false, vm::run(cmd, cli.json)),
         Command::Block(cmd) => block::run(cmd),
         Command::Cluster(cmd) => block_on(false, cluster::run(cmd, cli.json)),
+        Command::Node(cmd) => block_on(false, node::run(cmd, cli.json)),
         Command::Daemon(args) => block_on(true, daemon::run(args)),
         Command::San(cmd) => san::run(cmd, cli.json),
     };

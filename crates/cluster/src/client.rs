@@ -207,6 +207,12 @@ impl ApiClient {
         ApiClient { peers, token: None }
     }
 
+    /// The same client, allowing each call `timeout` (for long operations).
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.peers = self.peers.with_timeout(timeout);
+        self
+    }
+
     /// The same client, presenting `token` as a bearer token.
     pub fn with_token(mut self, token: impl Into<String>) -> Self {
         self.token = Some(token.into());
@@ -254,6 +260,42 @@ impl ApiClient {
             member: member.to_string(),
             source,
         })
+    }
+
+    /// Opens `path` on `member` as an upgraded connection speaking
+    /// `protocol` (HTTP/1.1 `Upgrade`), e.g. a VM's serial console.
+    pub async fn upgrade(
+        &self,
+        member: &Member,
+        path: &str,
+        protocol: &str,
+    ) -> Result<reqwest::Upgraded, ClientError> {
+        let (client, base) = self.peers.client_for(member)?;
+        let mut req = client
+            .get(format!("{base}{path}"))
+            .header(reqwest::header::CONNECTION, "upgrade")
+            .header(reqwest::header::UPGRADE, protocol);
+        if let Some(token) = &self.token {
+            req = req.bearer_auth(token);
+        }
+        let http = |source| ClientError::Http {
+            member: member.to_string(),
+            source,
+        };
+        let resp = req.send().await.map_err(http)?;
+        let status = resp.status();
+        if status != reqwest::StatusCode::SWITCHING_PROTOCOLS {
+            let bytes = read_capped(member, resp, MAX_REPLY).await?;
+            let message = serde_json::from_slice::<ErrorBody>(&bytes)
+                .map(|e| e.error)
+                .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).into_owned());
+            return Err(ClientError::Api {
+                member: member.to_string(),
+                status: status.as_u16(),
+                message,
+            });
+        }
+        resp.upgrade().await.map_err(http)
     }
 
     /// Makes `member` the first member of a new cluster.

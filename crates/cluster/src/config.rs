@@ -19,6 +19,10 @@
 //! [heartbeat]                 # optional, on every network above
 //! delay_ms = 1000             # Hyper-V's defaults: 1 s,
 //! threshold = 10              # 10 missed
+//!
+//! [agent]                     # optional: the node agent's VM roles
+//! hosts_file = "/etc/ferry/hosts.toml"  # how to reach each host's VMs
+//! migrations_per_host = 1     # migrations a host takes part in at once
 //! ```
 //!
 //! The data directory holds `raft/` (log and snapshot), `tls/` (this
@@ -112,6 +116,34 @@ impl Default for HeartbeatSettings {
     }
 }
 
+/// The node agent's settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentSettings {
+    /// The hosts file that says how to reach each host's VMs for a
+    /// migration (runtime directory, migration address, lab namespace)
+    /// [default: $FERRY_HOSTS or /etc/ferry/hosts.toml].
+    #[serde(default)]
+    pub hosts_file: Option<PathBuf>,
+    /// Migrations a host may take part in at once (as source or
+    /// destination).
+    #[serde(default = "one")]
+    pub migrations_per_host: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+impl Default for AgentSettings {
+    fn default() -> Self {
+        AgentSettings {
+            hosts_file: None,
+            migrations_per_host: 1,
+        }
+    }
+}
+
 /// A member's configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -139,6 +171,9 @@ pub struct MemberConfig {
     /// What this host is for.
     #[serde(default)]
     pub role: HostRole,
+    /// The node agent's settings.
+    #[serde(default)]
+    pub agent: AgentSettings,
 }
 
 impl MemberConfig {
@@ -172,6 +207,9 @@ impl MemberConfig {
         }
         if self.name.is_empty() {
             return Err("name is empty".into());
+        }
+        if self.agent.migrations_per_host == 0 {
+            return Err("agent.migrations_per_host must be positive".into());
         }
         if self.heartbeat.delay_ms == 0 || self.heartbeat.threshold == 0 {
             return Err("heartbeat: delay_ms and threshold must be positive".into());

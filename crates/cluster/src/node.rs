@@ -90,6 +90,16 @@ pub struct Node {
 impl Node {
     /// Starts a member from its directory, serving on `listener`.
     pub async fn start(config: NodeConfig, listener: TcpListener) -> Result<Node, NodeError> {
+        Self::start_with(config, listener, axum::Router::new()).await
+    }
+
+    /// Starts a member that also serves `extra` routes (the node agent's)
+    /// behind the same authentication.
+    pub async fn start_with(
+        config: NodeConfig,
+        listener: TcpListener,
+        extra: axum::Router,
+    ) -> Result<Node, NodeError> {
         let identity = Identity::load(&config.tls_dir)?;
         let peers = Peers::new(&identity)?;
         let log = LogStore::open(&config.data_dir.join("log"))?;
@@ -134,7 +144,7 @@ impl Node {
         let server = Server::spawn(
             listener,
             identity.server_config()?,
-            api::router(app.clone()),
+            api::router_with(app.clone(), extra),
         )?;
         let heartbeats = match config.heartbeat.clone() {
             Some(h) => {

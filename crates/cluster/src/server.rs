@@ -108,6 +108,9 @@ async fn serve(acceptor: TlsAcceptor, tcp: TcpStream, peer: SocketAddr, router: 
     let service = TowerToHyperService::new(router.layer(axum::Extension(caller)));
     if let Err(e) = hyper::server::conn::http1::Builder::new()
         .serve_connection(TokioIo::new(stream), service)
+        // The node agent relays a VM's serial console over an upgraded
+        // connection.
+        .with_upgrades()
         .await
     {
         tracing::debug!("connection from {peer} ended: {e}");

@@ -82,15 +82,73 @@ pub struct Host {
     pub cert_der_hex: Option<String>,
 }
 
+/// How much a VM matters when hosts are short of room (Hyper-V's
+/// priorities: high ones are placed and restarted first).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Priority {
+    /// Placed last.
+    Low,
+    /// The default.
+    #[default]
+    Medium,
+    /// Placed first.
+    High,
+}
+
+impl std::fmt::Display for Priority {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Priority::Low => "low",
+            Priority::Medium => "medium",
+            Priority::High => "high",
+        })
+    }
+}
+
+impl std::str::FromStr for Priority {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "low" => Ok(Priority::Low),
+            "medium" => Ok(Priority::Medium),
+            "high" => Ok(Priority::High),
+            other => Err(format!("priority {other:?}: high, medium or low")),
+        }
+    }
+}
+
 /// A VM the cluster knows.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VmDef {
     /// The VM's name.
     pub name: String,
     /// Its spec (the engine's VM spec), kept opaque here.
     pub spec: serde_json::Value,
-    /// The host that runs it, if any.
+    /// The host that runs it (or ran it last), if any.
     pub owner: Option<String>,
+    /// Its priority.
+    #[serde(default)]
+    pub priority: Priority,
+    /// Hosts to place it on first, in order of preference.
+    #[serde(default)]
+    pub preferred: Vec<String>,
+    /// True while its owner runs it (set when a start is recorded, cleared
+    /// when a stop is).
+    #[serde(default)]
+    pub running: bool,
+}
+
+/// A migration in flight: recorded when it begins, removed when it ends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Migration {
+    /// The host it leaves.
+    pub from: String,
+    /// The host it goes to.
+    pub to: String,
+    /// When it began, in milliseconds since the Unix epoch.
+    pub since_ms: u64,
 }
 
 /// Something that happened, for `ferry cluster events`.
@@ -121,7 +179,8 @@ pub enum Command {
         state: HostState,
     },
     /// Removes a host (it left the cluster) and revokes the certificate it
-    /// joined with; refused while it owns VMs.
+    /// joined with; refused while it runs VMs. Stopped VMs it ran last
+    /// lose it as their owner.
     RemoveHost {
         /// The host.
         name: String,
@@ -137,6 +196,42 @@ pub enum Command {
         name: String,
         /// Its new owner.
         owner: Option<String>,
+    },
+    /// Records that `owner` runs the VM now; refused while another host
+    /// is recorded running it (never two running copies).
+    VmStarted {
+        /// The VM.
+        name: String,
+        /// The host that started it.
+        owner: String,
+    },
+    /// Records that the VM no longer runs (its owner stays, as the host
+    /// it last ran on).
+    VmStopped {
+        /// The VM.
+        name: String,
+    },
+    /// Records a migration's start; refused if the VM does not run on
+    /// `from`, is being migrated already, or either host already takes
+    /// part in `limit` migrations.
+    BeginMigration {
+        /// The VM.
+        name: String,
+        /// The host it runs on.
+        from: String,
+        /// The host it goes to.
+        to: String,
+        /// Migrations a host may take part in at once.
+        limit: u32,
+    },
+    /// Ends a migration: with `committed`, the switchover happened and the
+    /// destination becomes the owner — in the same entry, so the owner
+    /// changes exactly once; without, the VM stays where it was.
+    EndMigration {
+        /// The VM.
+        name: String,
+        /// Whether the VM now runs on the destination.
+        committed: bool,
     },
     /// Removes a VM definition.
     RemoveVm {
@@ -205,6 +300,9 @@ pub struct ClusterState {
     /// Certificates (SHA-256, hex) of members that left: refused.
     #[serde(default)]
     pub revoked_certs: BTreeSet<String>,
+    /// Migrations in flight, by VM name.
+    #[serde(default)]
+    pub migrations: BTreeMap<String, Migration>,
 }
 
 impl ClusterState {
@@ -222,7 +320,7 @@ impl ClusterState {
 
     /// Applies one request; every accepted change records an event.
     pub fn apply(&mut self, req: &Request) -> Response {
-        match self.change(&req.command) {
+        match self.change(&req.command, req.at_ms) {
             Ok(message) => {
                 self.event(req.at_ms, message);
                 Response::default()
@@ -231,7 +329,7 @@ impl ClusterState {
         }
     }
 
-    fn change(&mut self, command: &Command) -> Result<String, String> {
+    fn change(&mut self, command: &Command, at_ms: u64) -> Result<String, String> {
         match command {
             Command::PutHost { host } => {
                 let verb = if self.hosts.contains_key(&host.name) {
@@ -251,8 +349,15 @@ impl ClusterState {
                 Ok(format!("host {name}: {old} -> {state}"))
             }
             Command::RemoveHost { name } => {
-                if let Some(vm) = self.vms.values().find(|v| v.owner.as_ref() == Some(name)) {
-                    return Err(format!("host {name} still owns VM {}", vm.name));
+                let owned = |v: &VmDef| v.owner.as_ref() == Some(name);
+                if let Some(vm) = self.vms.values().find(|v| owned(v) && v.running) {
+                    return Err(format!("host {name} still runs VM {}", vm.name));
+                }
+                if !self.hosts.contains_key(name) {
+                    return Err(format!("no host {name}"));
+                }
+                for vm in self.vms.values_mut().filter(|v| owned(v)) {
+                    vm.owner = None;
                 }
                 let host = self
                     .hosts
@@ -286,7 +391,93 @@ impl ClusterState {
                     owner.as_deref().unwrap_or("none")
                 ))
             }
+            Command::VmStarted { name, owner } => {
+                self.check_owner(&Some(owner.clone()))?;
+                let vm = self
+                    .vms
+                    .get_mut(name)
+                    .ok_or_else(|| format!("no VM {name}"))?;
+                if let Some(other) = vm.owner.as_ref().filter(|o| vm.running && *o != owner) {
+                    return Err(format!("VM {name} already runs on {other}"));
+                }
+                vm.owner = Some(owner.clone());
+                vm.running = true;
+                Ok(format!("VM {name} started on {owner}"))
+            }
+            Command::VmStopped { name } => {
+                let vm = self
+                    .vms
+                    .get_mut(name)
+                    .ok_or_else(|| format!("no VM {name}"))?;
+                vm.running = false;
+                Ok(format!(
+                    "VM {name} stopped on {}",
+                    vm.owner.as_deref().unwrap_or("none")
+                ))
+            }
+            Command::BeginMigration {
+                name,
+                from,
+                to,
+                limit,
+            } => {
+                self.check_owner(&Some(to.clone()))?;
+                let vm = self.vms.get(name).ok_or_else(|| format!("no VM {name}"))?;
+                if !vm.running || vm.owner.as_ref() != Some(from) {
+                    return Err(format!("VM {name} does not run on {from}"));
+                }
+                if from == to {
+                    return Err(format!("VM {name} already runs on {to}"));
+                }
+                if let Some(m) = self.migrations.get(name) {
+                    return Err(format!(
+                        "VM {name} is being migrated already ({} -> {})",
+                        m.from, m.to
+                    ));
+                }
+                for host in [from, to] {
+                    let busy = self
+                        .migrations
+                        .values()
+                        .filter(|m| m.from == *host || m.to == *host)
+                        .count();
+                    if busy >= *limit as usize {
+                        return Err(format!(
+                            "host {host} takes part in {busy} migration(s) already (limit {limit})"
+                        ));
+                    }
+                }
+                self.migrations.insert(
+                    name.clone(),
+                    Migration {
+                        from: from.clone(),
+                        to: to.clone(),
+                        since_ms: at_ms,
+                    },
+                );
+                Ok(format!("VM {name}: migration {from} -> {to} began"))
+            }
+            Command::EndMigration { name, committed } => {
+                let m = self
+                    .migrations
+                    .remove(name)
+                    .ok_or_else(|| format!("no migration of VM {name}"))?;
+                if !committed {
+                    return Ok(format!(
+                        "VM {name}: migration {} -> {} failed; it stays on {}",
+                        m.from, m.to, m.from
+                    ));
+                }
+                if let Some(vm) = self.vms.get_mut(name) {
+                    vm.owner = Some(m.to.clone());
+                    vm.running = true;
+                }
+                Ok(format!("VM {name} owner {} -> {} (migrated)", m.from, m.to))
+            }
             Command::RemoveVm { name } => {
+                if self.vms.get(name).is_some_and(|v| v.running) {
+                    return Err(format!("VM {name} runs: stop it first"));
+                }
                 self.vms
                     .remove(name)
                     .ok_or_else(|| format!("no VM {name}"))?;
@@ -345,17 +536,19 @@ mod tests {
             name: "web".into(),
             spec: serde_json::json!({"memory_mib": 256}),
             owner: Some("h2".into()),
+            ..VmDef::default()
         };
         let refused = s.apply(&r(Command::PutVm { vm: vm.clone() }));
         assert!(refused.refused.expect("refused").contains("no host h2"));
         s.apply(&r(Command::PutVm {
             vm: VmDef {
                 owner: Some("h1".into()),
+                running: true,
                 ..vm
             },
         }));
         let refused = s.apply(&r(Command::RemoveHost { name: "h1".into() }));
-        assert!(refused.refused.expect("refused").contains("owns VM web"));
+        assert!(refused.refused.expect("refused").contains("runs VM web"));
         s.apply(&r(Command::SetHostState {
             name: "h1".into(),
             state: HostState::Up,
@@ -363,9 +556,12 @@ mod tests {
         assert_eq!(s.hosts["h1"].state, HostState::Up);
         assert_eq!(s.events.len(), 3);
         assert_eq!(s.events[2].message, "host h1: joining -> up");
-        s.apply(&r(Command::RemoveVm { name: "web".into() }));
+        s.apply(&r(Command::VmStopped { name: "web".into() }));
         s.apply(&r(Command::RemoveHost { name: "h1".into() }));
         assert!(s.hosts.is_empty());
+        assert_eq!(s.vms["web"].owner, None, "a stopped VM's last host left");
+        s.apply(&r(Command::RemoveVm { name: "web".into() }));
+        assert!(s.vms.is_empty());
         assert!(s.revoked_certs.contains("cert-of-h1"));
 
         let witness = Host {
@@ -378,9 +574,84 @@ mod tests {
                 name: "db".into(),
                 spec: serde_json::Value::Null,
                 owner: Some("w".into()),
+                ..VmDef::default()
             },
         }));
         assert!(refused.refused.expect("refused").contains("witness"));
+    }
+
+    #[test]
+    fn starts_and_migrations_keep_one_owner() {
+        let mut s = ClusterState::default();
+        let r = |command| Request { at_ms: 7, command };
+        for h in ["h1", "h2", "h3"] {
+            s.apply(&r(Command::PutHost { host: host(h) }));
+        }
+        let def = |name: &str| VmDef {
+            name: name.into(),
+            ..VmDef::default()
+        };
+        s.apply(&r(Command::PutVm { vm: def("a") }));
+        s.apply(&r(Command::PutVm { vm: def("b") }));
+        let started = |s: &mut ClusterState, name: &str, owner: &str| {
+            s.apply(&r(Command::VmStarted {
+                name: name.into(),
+                owner: owner.into(),
+            }))
+        };
+        assert_eq!(started(&mut s, "a", "h1"), Response::default());
+        let twice = started(&mut s, "a", "h2");
+        assert!(twice
+            .refused
+            .expect("refused")
+            .contains("already runs on h1"));
+        started(&mut s, "b", "h1");
+        let begin = |from: &str, to: &str, name: &str| Command::BeginMigration {
+            name: name.into(),
+            from: from.into(),
+            to: to.into(),
+            limit: 1,
+        };
+        let wrong = s.apply(&r(begin("h2", "h3", "a")));
+        assert!(wrong
+            .refused
+            .expect("refused")
+            .contains("does not run on h2"));
+        assert_eq!(s.apply(&r(begin("h1", "h2", "a"))), Response::default());
+        assert_eq!(s.migrations["a"].since_ms, 7);
+        // One migration per host at a time: h1 is busy.
+        let busy = s.apply(&r(begin("h1", "h3", "b")));
+        assert!(busy.refused.expect("refused").contains("host h1"), "limit");
+        assert_eq!(
+            s.vms["a"].owner.as_deref(),
+            Some("h1"),
+            "not before the switchover"
+        );
+        s.apply(&r(Command::EndMigration {
+            name: "a".into(),
+            committed: true,
+        }));
+        assert_eq!(s.vms["a"].owner.as_deref(), Some("h2"));
+        assert!(s.migrations.is_empty());
+        s.apply(&r(begin("h1", "h3", "b")));
+        s.apply(&r(Command::EndMigration {
+            name: "b".into(),
+            committed: false,
+        }));
+        assert_eq!(
+            s.vms["b"].owner.as_deref(),
+            Some("h1"),
+            "a failed move keeps the owner"
+        );
+        let running = s.apply(&r(Command::RemoveVm { name: "b".into() }));
+        assert!(running.refused.is_some(), "a running VM is not removed");
+        s.apply(&r(Command::VmStopped { name: "b".into() }));
+        assert!(!s.vms["b"].running);
+        assert_eq!(s.vms["b"].owner.as_deref(), Some("h1"));
+        assert_eq!(
+            s.apply(&r(Command::RemoveVm { name: "b".into() })),
+            Response::default()
+        );
     }
 
     #[test]

@@ -279,6 +279,7 @@ async fn scenario() {
         name: "web".into(),
         spec: serde_json::json!({"memory_mib": 256, "cpus": 1}),
         owner: Some("node1".into()),
+        ..VmDef::default()
     };
     write(&client, &all[2..3], Command::PutVm { vm: vm.clone() }).await;
     let state = read(&client, &all[1..2]).await;

@@ -238,12 +238,24 @@ impl Demo<'_> {
         let image = lab.dir().join(format!("{VM}-data.img"));
         self.step(
             say,
-            "Create the VM: a data disk on shared storage, processor compatibility on",
-            |d| d.write_spec(&spec, &image, &profiles),
+            "Create the VM in the cluster: a data disk on shared storage, processor compatibility on, server002 preferred",
+            |d| {
+                let detail = d.write_spec(&spec, &image, &profiles)?;
+                let spec_arg = spec.display().to_string();
+                d.run_cluster(
+                    "server001",
+                    &["cluster", "vm", "create", &spec_arg, "--preferred", "server002", "--priority", "high"],
+                )?;
+                Ok(detail)
+            },
         )?;
-        self.step(say, "Start it on server002", |d| {
-            let spec_arg = spec.display().to_string();
-            d.run_ferry("server002", &["vm", "start", &spec_arg])?;
+        self.step(say, "Start it through the cluster: placed on server002", |d| {
+            let out = d.run_cluster("server001", &["--json", "cluster", "vm", "start", VM])?;
+            let v: serde_json::Value = serde_json::from_str(out.trim())
+                .map_err(|e| format!("unreadable start report {out:?}: {e}"))?;
+            if v["host"] != "server002" {
+                return Err(format!("placed on {} instead of server002", v["host"]));
+            }
             d.wait_console("server002", "FERRY-ECHO listening", 90)?;
             d.wait_console("server002", "FERRY-MEMTEST ok", 90)?;
             // A freshly booted guest's first seconds show long blackouts
@@ -254,12 +266,16 @@ impl Demo<'_> {
         self.step(say, "The client starts probing the VM every 2 ms", |d| {
             d.start_probe()
         })?;
-        self.step(say, "Live-migrate it to server001", |d| {
-            d.migrate("server002", "server001", false)
-        })?;
-        self.step(say, "Quick-migrate it back to server002", |d| {
-            d.migrate("server001", "server002", true)
-        })?;
+        self.step(
+            say,
+            "Live-migrate it to server001 through the cluster",
+            |d| d.migrate("server002", "server001", false),
+        )?;
+        self.step(
+            say,
+            "Quick-migrate it back to server002 through the cluster",
+            |d| d.migrate("server001", "server002", true),
+        )?;
         self.step(say, "Stop the client and the VM", |d| d.finish())?;
         self.step(
             say,
@@ -435,16 +451,41 @@ impl Demo<'_> {
     fn spawn_detached(&self, machine: &str, args: &[&str], log: &Path) -> Result<(), String> {
         let out = std::fs::File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
         let err = out.try_clone().map_err(|e| e.to_string())?;
-        Command::new("setsid")
-            .args(["ip", "netns", "exec", &self.lab.netns(machine)])
+        let mut cmd = Command::new("setsid");
+        cmd.args(["ip", "netns", "exec", &self.lab.netns(machine)])
             .arg(&self.opts.ferry)
             .args(args)
-            .stdin(Stdio::null())
+            .env("FERRY_HOSTS", self.lab.hosts_file());
+        // A server's agent runs its VMs in that server's runtime directory.
+        if crate::seed::SERVERS.contains(&machine) {
+            cmd.env("FERRY_RUN_DIR", self.lab.run_dir(machine))
+                .env("FERRY_HOST_CONFIG", self.lab.host_config(machine));
+        }
+        cmd.stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
             .spawn()
             .map_err(|e| format!("cannot start `ferry {}` on {machine}: {e}", args.join(" ")))?;
         Ok(())
+    }
+
+    /// The member configuration of `machine` (written by the cluster step).
+    fn member_config_path(&self, machine: &str) -> String {
+        self.lab
+            .dir()
+            .join("cluster")
+            .join(format!("{machine}.toml"))
+            .display()
+            .to_string()
+    }
+
+    /// `ferry ARGS --config <machine's member configuration>` on `machine`:
+    /// a cluster verb as that host's operator runs it.
+    fn run_cluster(&self, machine: &str, args: &[&str]) -> StepResult {
+        let config = self.member_config_path(machine);
+        let mut all = args.to_vec();
+        all.extend(["--config", &config]);
+        self.run_ferry(machine, &all)
     }
 
     /// Starts `ferry daemon` on `machine`.
@@ -602,19 +643,25 @@ impl Demo<'_> {
     }
 
     fn migrate(&mut self, from: &str, to: &str, quick: bool) -> StepResult {
-        let mut args = vec!["--json", "vm", "migrate", VM, "--to", to];
+        let mut args = vec!["--json", "cluster", "vm", "migrate", VM, "--to", to];
         if quick {
             args.push("--quick");
         }
         let start = unix_ms();
-        let out = self.run_ferry(from, &args)?;
+        let out = self.run_cluster(from, &args)?;
         let end = unix_ms();
         let left_behind = self.console(from);
         self.history.push_str(&left_behind);
         let last = out.lines().last().unwrap_or_default();
         let v: serde_json::Value = serde_json::from_str(last)
             .map_err(|e| format!("unreadable migration report {last:?}: {e}"))?;
-        let r = &v["report"];
+        let r = &v["migrated"]["report"];
+        if v["migrated"]["to"] != to {
+            return Err(format!(
+                "the cluster records the VM on {}, not {to}",
+                v["migrated"]["to"]
+            ));
+        }
         let total = r["total_ms"].as_f64().unwrap_or(0.0);
         let downtime = r["downtime_ms"].as_f64().unwrap_or(0.0);
         self.report.migrations.push(MigrationMark {
@@ -649,7 +696,7 @@ impl Demo<'_> {
         let probe: ProbeSummary =
             serde_json::from_value(v).map_err(|e| format!("unreadable probe report: {e}"))?;
         let host = self.report.vm_host.clone();
-        self.run_ferry(&host, &["vm", "stop", VM])?;
+        self.run_cluster(&host, &["cluster", "vm", "stop", VM])?;
         let detail = format!(
             "{} probes, {} lost, largest gap {:.1} ms; VM stopped on {host}",
             probe.sent, probe.lost, probe.max_gap_ms

@@ -47,6 +47,12 @@ pub enum MigrateError {
         /// The process migrating it.
         pid: i32,
     },
+    /// The node agent migrates this VM: it is cancelled through the cluster.
+    #[error("VM {name} is being migrated by the node agent; cancel it with `ferry cluster vm migrate {name} --cancel`")]
+    ByAgent {
+        /// The VM.
+        name: String,
+    },
     /// The destination could not be prepared.
     #[error("preparing the destination failed: {0}")]
     Prepare(String),
@@ -138,6 +144,10 @@ pub struct MigrateOptions {
     /// Quick migration through this state file (on storage both hosts see)
     /// instead of a live one.
     pub quick: Option<PathBuf>,
+    /// Cancels a live migration when notified, as SIGINT and SIGTERM do
+    /// (for a long-lived process such as the node agent, which must not be
+    /// signalled to cancel one migration).
+    pub cancel: Option<std::sync::Arc<tokio::sync::Notify>>,
 }
 
 impl Default for MigrateOptions {
@@ -155,6 +165,7 @@ impl Default for MigrateOptions {
             ferry_exe: PathBuf::from("ferry"),
             tls: None,
             quick: None,
+            cancel: None,
         }
     }
 }
@@ -273,10 +284,15 @@ pub async fn migrate(
             state: format!("{}: {}", rec.state, rec.detail),
         });
     }
-    let _inflight = crate::inflight::InFlight::begin(name, &src_dir, &dst.migration_address)?;
+    let _inflight = crate::inflight::InFlight::begin(
+        name,
+        &src_dir,
+        &dst.migration_address,
+        opts.cancel.is_some(),
+    )?;
     // From here on, Ctrl-C or `--cancel` (SIGTERM) cancels cleanly instead of
     // killing this process with the destination half-built.
-    let mut cancel = CancelSignals::new()?;
+    let mut cancel = CancelSignals::new(opts.cancel.clone())?;
     let dst_dir = dst.vm_dir(name);
     if let Some(other) = StateRecord::load(&dst_dir)? {
         if let Some(pid) = other
@@ -551,28 +567,37 @@ pub(crate) async fn switch_over(
     Ok(running_at)
 }
 
-/// SIGINT (Ctrl-C) and SIGTERM (`ferry vm migrate --cancel`), either of
-/// which cancels the migration.
+/// SIGINT (Ctrl-C) and SIGTERM (`ferry vm migrate --cancel`), or the
+/// caller's notification, any of which cancels the migration.
 pub(crate) struct CancelSignals {
     int: tokio::signal::unix::Signal,
     term: tokio::signal::unix::Signal,
+    notify: Option<std::sync::Arc<tokio::sync::Notify>>,
 }
 
 impl CancelSignals {
-    fn new() -> Result<Self, MigrateError> {
+    fn new(notify: Option<std::sync::Arc<tokio::sync::Notify>>) -> Result<Self, MigrateError> {
         use tokio::signal::unix::{signal, SignalKind};
         let err =
             |e: std::io::Error| MigrateError::Prepare(format!("cannot watch for signals: {e}"));
         Ok(CancelSignals {
             int: signal(SignalKind::interrupt()).map_err(err)?,
             term: signal(SignalKind::terminate()).map_err(err)?,
+            notify,
         })
     }
 
     async fn recv(&mut self) {
+        let notified = async {
+            match &self.notify {
+                Some(n) => n.notified().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = self.int.recv() => {}
             _ = self.term.recv() => {}
+            () = notified => {}
         }
     }
 }

@@ -22,6 +22,11 @@ pub struct TlsPlan {
     /// The destination host's name: the source checks the destination's
     /// certificate carries it.
     pub destination: String,
+    /// Credentials that exist already — the cluster's host certificates,
+    /// in the layout QEMU loads (`ca-cert.pem`, `{server,client}-{cert,
+    /// key}.pem`) — as (source's directory, destination's directory);
+    /// `ca_dir` is then not used. `None`: made from the CA at `ca_dir`.
+    pub credentials: Option<(PathBuf, PathBuf)>,
 }
 
 /// Loads credentials into both QEMUs and points their migration at them, or,
@@ -41,10 +46,17 @@ pub(crate) async fn configure(
         }
         return Ok(());
     };
-    let ca = ferry_pki::Ca::open_or_create(&plan.ca_dir)?;
-    let addr = |h: &Host| h.migration_address.parse().into_iter().collect::<Vec<_>>();
-    let src_dir = ca.ensure_host(&plan.source, &addr(src), &src.tls_dir())?;
-    let dst_dir = ca.ensure_host(&plan.destination, &addr(dst), &dst.tls_dir())?;
+    let (src_dir, dst_dir) = match &plan.credentials {
+        Some(dirs) => dirs.clone(),
+        None => {
+            let ca = ferry_pki::Ca::open_or_create(&plan.ca_dir)?;
+            let addr = |h: &Host| h.migration_address.parse().into_iter().collect::<Vec<_>>();
+            (
+                ca.ensure_host(&plan.source, &addr(src), &src.tls_dir())?,
+                ca.ensure_host(&plan.destination, &addr(dst), &dst.tls_dir())?,
+            )
+        }
+    };
     for (q, dir, endpoint, side) in [
         (s, src_dir, "client", "source"),
         (d, dst_dir, "server", "destination"),

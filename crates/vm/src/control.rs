@@ -122,6 +122,10 @@ pub fn start(spec: &VmSpec, opts: &StartOptions) -> Result<StateRecord, VmError>
         // still be finishing and write its last record into this directory.
         if let Some(rec) = StateRecord::load(&dir)?.filter(|r| r.supervisor_pid == ours) {
             if rec.state == want {
+                // A long-lived starter (the node agent) reaps the supervisor
+                // when it ends, instead of keeping a zombie; a CLI that exits
+                // first simply leaves it to init.
+                std::thread::spawn(move || child.wait());
                 return Ok(rec);
             }
             if rec.state.is_final() {

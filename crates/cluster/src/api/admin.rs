@@ -260,7 +260,7 @@ async fn commit_anywhere(app: &App, command: Command) -> Result<Response, ApiErr
 
 /// `POST /v1/cluster/leave`: removes a member (voter or learner), then its
 /// host record, which revokes the certificate it joined with. Refused
-/// while its host owns VMs.
+/// while its host runs VMs.
 pub async fn leave(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
@@ -291,7 +291,7 @@ pub async fn leave(
         .read(|s| {
             s.vms
                 .values()
-                .find(|v| v.owner.as_deref() == Some(member.name.as_str()))
+                .find(|v| v.running && v.owner.as_deref() == Some(member.name.as_str()))
                 .map(|v| v.name.clone())
         })
         .await
@@ -299,7 +299,7 @@ pub async fn leave(
         return Err(ApiError {
             status: axum::http::StatusCode::CONFLICT,
             message: format!(
-                "host {} still owns VM {vm}: move or remove its VMs first",
+                "host {} still runs VM {vm}: drain it (`ferry node drain`) or stop its VMs first",
                 member.name
             ),
         });

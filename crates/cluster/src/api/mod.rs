@@ -119,6 +119,12 @@ impl IntoResponse for ApiError {
 
 /// The routes of a member's endpoint.
 pub fn router(app: Arc<App>) -> Router {
+    router_with(app, Router::new())
+}
+
+/// The member's routes plus `extra` (the node agent's), all behind the
+/// same authentication.
+pub fn router_with(app: Arc<App>, extra: Router) -> Router {
     let rpc_limit = crate::codec::HEADER_LEN + crate::codec::RPC.max_len as usize;
     let raft_routes = Router::new()
         .route("/raft/v1/append", post(raft::append))
@@ -140,9 +146,7 @@ pub fn router(app: Arc<App>) -> Router {
         .layer(DefaultBodyLimit::max(types::MAX_REQUEST));
     raft_routes
         .merge(api_routes)
-        .layer(axum::middleware::from_fn_with_state(
-            app.clone(),
-            auth::require,
-        ))
-        .with_state(app)
+        .with_state(app.clone())
+        .merge(extra)
+        .layer(axum::middleware::from_fn_with_state(app, auth::require))
 }

@@ -1,0 +1,293 @@
+//! What this host's agent does to its own VMs: start, stop and migrate
+//! them with the engine, and record each outcome in the database.
+
+use crate::types::{MigrateRequest, Migrated, StopRequest};
+use crate::{Agent, AgentError};
+use ferry_cluster::state::{Command, VmDef};
+use ferry_migrate::live::OnTimeout;
+use ferry_migrate::{HostsFile, MigrateOptions, TlsPlan};
+use ferry_spec::VmSpec;
+use ferry_vm::control::{self, StartOptions, StopOptions};
+use ferry_vm::{RunDir, StateRecord, VmError, VmState};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long a VM may take to come up under a loaded TCG host.
+const START_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// Decodes the spec a definition holds, with the reason if it is bad.
+pub fn spec_of(def: &VmDef) -> Result<VmSpec, AgentError> {
+    let spec: VmSpec = serde_json::from_value(def.spec.clone())
+        .map_err(|e| AgentError::BadRequest(format!("the spec of VM {}: {e}", def.name)))?;
+    spec.validate()
+        .map_err(|e| AgentError::BadRequest(format!("the spec of VM {}: {e}", def.name)))?;
+    Ok(spec)
+}
+
+/// This host's record of VM `name`, if it has one.
+pub fn record(name: &str) -> Result<Option<StateRecord>, AgentError> {
+    match control::status(name) {
+        Ok(r) => Ok(Some(r)),
+        Err(VmError::NotFound { .. }) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// True if VM `name` runs here (QEMU alive, not finished).
+pub fn runs_here(name: &str) -> bool {
+    matches!(record(name), Ok(Some(r)) if !r.state.is_final())
+}
+
+/// Reads this host's CPU profile in the background (a QEMU launch).
+pub fn read_cpu_profile(agent: Arc<Agent>) {
+    tokio::task::spawn_blocking(move || {
+        let read = || -> Result<ferry_cpu::CpuProfile, VmError> {
+            let qemu = ferry_qemu::QemuBinary::find()?;
+            let accel = ferry_qemu::accel::choose(&qemu, None);
+            ferry_vm::cpu::host_profile(&qemu, accel.accel)
+        };
+        match read() {
+            Ok(p) => {
+                tracing::info!(
+                    "CPU profile: {} {} ({} features)",
+                    p.vendor,
+                    p.model_id,
+                    p.features.len()
+                );
+                let _ = agent.cpu_profile.set(p);
+            }
+            Err(e) => tracing::warn!(
+                "cannot read this host's CPU profile: {}",
+                crate::error::chain(&e)
+            ),
+        }
+    });
+}
+
+impl Agent {
+    /// Starts VM `def` here and records this host as its owner. A VM
+    /// already running here is only recorded.
+    pub async fn start_here(&self, def: VmDef) -> Result<StateRecord, AgentError> {
+        let name = def.name.clone();
+        let state = self.state().await?;
+        let current = state
+            .vms
+            .get(&name)
+            .ok_or_else(|| AgentError::NotFound(format!("no VM {name}")))?;
+        if let Some(other) = current
+            .owner
+            .as_ref()
+            .filter(|o| current.running && **o != self.name)
+        {
+            return Err(AgentError::Conflict(format!("VM {name} runs on {other}")));
+        }
+        if let Some(rec) = record(&name)?.filter(|r| !r.state.is_final()) {
+            self.commit(Command::VmStarted {
+                name,
+                owner: self.name.clone(),
+            })
+            .await?;
+            return Ok(rec);
+        }
+        let spec = spec_of(current)?;
+        let opts = StartOptions {
+            accel: None,
+            hold: false,
+            incoming: false,
+            supervisor_exe: self.exe.clone(),
+            timeout: START_TIMEOUT,
+        };
+        let rec = tokio::task::spawn_blocking(move || control::start(&spec, &opts))
+            .await
+            .map_err(|e| AgentError::Internal(format!("start task: {e}")))??;
+        tracing::info!("started VM {name} (QEMU pid {:?})", rec.qemu_pid);
+        // The CPU the engine computed at the first start travels with the
+        // definition, so every host it moves to gives the same CPU.
+        if let Some(resolved) = resolved_spec(&name, current) {
+            let def = VmDef {
+                spec: resolved,
+                ..current.clone()
+            };
+            if let Err(e) = self.commit(Command::PutVm { vm: def }).await {
+                tracing::warn!("cannot record the computed CPU of {name}: {e}");
+            }
+        }
+        if let Err(e) = self
+            .commit_retrying(Command::VmStarted {
+                name: name.clone(),
+                owner: self.name.clone(),
+            })
+            .await
+        {
+            // Never two running copies: what cannot be recorded is undone.
+            tracing::warn!("VM {name} started but not recorded ({e}); stopping it");
+            let _ = control::stop(
+                &name,
+                StopOptions {
+                    timeout: Duration::from_secs(1),
+                    force: true,
+                },
+            )
+            .await;
+            return Err(e);
+        }
+        Ok(rec)
+    }
+
+    /// Stops VM `name` here and records it stopped.
+    pub async fn stop_here(
+        &self,
+        name: &str,
+        req: &StopRequest,
+    ) -> Result<Option<StateRecord>, AgentError> {
+        let rec = match record(name)? {
+            Some(r) if !r.state.is_final() => Some(
+                control::stop(
+                    name,
+                    StopOptions {
+                        timeout: Duration::from_secs(req.timeout_secs.unwrap_or(30)),
+                        force: req.force,
+                    },
+                )
+                .await?,
+            ),
+            other => other,
+        };
+        self.commit_retrying(Command::VmStopped {
+            name: name.to_string(),
+        })
+        .await?;
+        tracing::info!("stopped VM {name}");
+        Ok(rec)
+    }
+
+    /// Migrates VM `name` from here to `req.to` with crates/migrate. The
+    /// migration is recorded when it begins (one per host at a time by
+    /// default); the destination becomes the owner in the entry that ends
+    /// it, committed after QEMU runs there and the source's has quit.
+    pub async fn migrate_from_here(
+        &self,
+        name: &str,
+        req: &MigrateRequest,
+    ) -> Result<Migrated, AgentError> {
+        let to = req
+            .to
+            .clone()
+            .ok_or_else(|| AgentError::BadRequest("a destination host is needed".into()))?;
+        let hosts = HostsFile::load(&self.hosts_file)?;
+        let src = hosts.get(&self.name, &self.hosts_file)?.clone();
+        let dst = hosts.get(&to, &self.hosts_file)?.clone();
+        match record(name)? {
+            Some(r) if r.state == VmState::Running => {}
+            Some(r) => {
+                return Err(AgentError::Conflict(format!(
+                    "VM {name} is {} here, not running",
+                    r.state
+                )))
+            }
+            None => {
+                return Err(AgentError::Conflict(format!(
+                    "VM {name} does not run on {}",
+                    self.name
+                )))
+            }
+        }
+        // The stream is secured with the cluster's own host certificates:
+        // only a member can send or receive a VM.
+        let member = self.member_of(&to).await?;
+        let dst_tls = crate::client::AgentCalls(&self.client)
+            .resources(&member)
+            .await?
+            .tls_dir
+            .ok_or_else(|| {
+                AgentError::Conflict(format!("host {to}'s agent names no credentials"))
+            })?;
+        self.commit(Command::BeginMigration {
+            name: name.to_string(),
+            from: self.name.clone(),
+            to: to.clone(),
+            limit: self.migrations_per_host,
+        })
+        .await?;
+        let cancel = Arc::new(tokio::sync::Notify::new());
+        if let Ok(mut map) = self.cancels.lock() {
+            map.insert(name.to_string(), cancel.clone());
+        }
+        let opts = MigrateOptions {
+            cancel: Some(cancel),
+            bandwidth_mibps: req.bandwidth_mibps,
+            ferry_exe: self.exe.clone(),
+            timeout: Duration::from_secs(300),
+            on_timeout: OnTimeout::Cancel,
+            stall_timeout: Duration::from_secs(30),
+            tls: Some(TlsPlan {
+                ca_dir: hosts.ca_dir.clone(),
+                source: self.name.clone(),
+                destination: to.clone(),
+                credentials: Some((self.tls_dir.clone(), dst_tls)),
+            }),
+            quick: req.quick.then(|| src.run_dir.join(format!("{name}.state"))),
+            ..MigrateOptions::default()
+        };
+        tracing::info!(
+            "migrating VM {name} to {to}{}",
+            if req.quick { " (quick)" } else { "" }
+        );
+        let result = ferry_migrate::migrate(name, &src, &dst, &opts, |p| {
+            if let (Ok(mut map), Ok(v)) = (self.progress.lock(), serde_json::to_value(p)) {
+                map.insert(name.to_string(), v);
+            }
+        })
+        .await;
+        if let Ok(mut map) = self.progress.lock() {
+            map.remove(name);
+        }
+        if let Ok(mut map) = self.cancels.lock() {
+            map.remove(name);
+        }
+        let committed = result.is_ok();
+        let ended = self
+            .commit_retrying(Command::EndMigration {
+                name: name.to_string(),
+                committed,
+            })
+            .await;
+        let report = result?;
+        ended?;
+        tracing::info!("VM {name} migrated to {to} in {} ms", report.total_ms);
+        Ok(Migrated {
+            name: name.to_string(),
+            from: self.name.clone(),
+            to,
+            report: serde_json::to_value(&report).unwrap_or_default(),
+        })
+    }
+}
+
+impl Agent {
+    /// Cancels the live migration of VM `name` this host drives; the VM
+    /// stays here.
+    pub fn cancel_here(&self, name: &str) -> Result<(), AgentError> {
+        let cancel = self
+            .cancels
+            .lock()
+            .ok()
+            .and_then(|m| m.get(name).cloned())
+            .ok_or_else(|| AgentError::NotFound(format!("{} migrates no VM {name}", self.name)))?;
+        cancel.notify_one();
+        tracing::info!("cancelling the migration of VM {name}");
+        Ok(())
+    }
+}
+
+/// The spec this host's run directory holds for `name`, if the engine
+/// computed a CPU the definition lacks.
+fn resolved_spec(name: &str, def: &VmDef) -> Option<serde_json::Value> {
+    if def.spec.get("cpu_model").is_some_and(|m| !m.is_null()) {
+        return None;
+    }
+    let text = std::fs::read_to_string(RunDir::for_vm(name).spec()).ok()?;
+    let spec: serde_json::Value = serde_json::from_str(&text).ok()?;
+    spec.get("cpu_model").filter(|m| !m.is_null())?;
+    Some(spec)
+}
