@@ -155,6 +155,7 @@ impl Agent {
         };
         self.commit_retrying(Command::VmStopped {
             name: name.to_string(),
+            if_owner: None,
         })
         .await?;
         tracing::info!("stopped VM {name}");

@@ -6,7 +6,10 @@
 //! but whose QEMU is gone is recorded stopped; a migration this host was
 //! driving when its agent died is ended (committed if the VM no longer
 //! runs here). Then, every few seconds, a VM of this host that stopped by
-//! itself (the guest powered off, QEMU crashed) is recorded stopped.
+//! itself (the guest powered off, QEMU crashed) is recorded stopped — only
+//! if the database still says this host owns it and no migration of it is
+//! under way, checked where the record is applied: a migration that ends
+//! between the reading and the writing keeps its VM running.
 
 use crate::local::{record, runs_here};
 use crate::Agent;
@@ -114,6 +117,8 @@ async fn stopped_by_themselves(agent: &Agent, state: &ClusterState) {
             if let Err(e) = agent
                 .commit(Command::VmStopped {
                     name: def.name.clone(),
+                    // Read a moment ago; a migration may have moved it since.
+                    if_owner: Some(agent.name.clone()),
                 })
                 .await
             {

@@ -210,6 +210,12 @@ pub enum Command {
     VmStopped {
         /// The VM.
         name: String,
+        /// Only if this host still owns it and no migration of it is under
+        /// way: a host that saw its QEMU go away must not stop the copy a
+        /// migration just started elsewhere. None: unconditional (an
+        /// operator's stop).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        if_owner: Option<String>,
     },
     /// Records a migration's start; refused if the VM does not run on
     /// `from`, is being migrated already, or either host already takes
@@ -404,11 +410,21 @@ impl ClusterState {
                 vm.running = true;
                 Ok(format!("VM {name} started on {owner}"))
             }
-            Command::VmStopped { name } => {
+            Command::VmStopped { name, if_owner } => {
+                let migrating = self.migrations.contains_key(name);
                 let vm = self
                     .vms
                     .get_mut(name)
                     .ok_or_else(|| format!("no VM {name}"))?;
+                if let Some(host) = if_owner {
+                    if vm.owner.as_deref() != Some(host.as_str()) || migrating {
+                        return Err(format!(
+                            "VM {name} is not {host}'s to record stopped (owner {}, {})",
+                            vm.owner.as_deref().unwrap_or("none"),
+                            if migrating { "migrating" } else { "not migrating" }
+                        ));
+                    }
+                }
                 vm.running = false;
                 Ok(format!(
                     "VM {name} stopped on {}",
@@ -556,7 +572,10 @@ mod tests {
         assert_eq!(s.hosts["h1"].state, HostState::Up);
         assert_eq!(s.events.len(), 3);
         assert_eq!(s.events[2].message, "host h1: joining -> up");
-        s.apply(&r(Command::VmStopped { name: "web".into() }));
+        s.apply(&r(Command::VmStopped {
+            name: "web".into(),
+            if_owner: None,
+        }));
         s.apply(&r(Command::RemoveHost { name: "h1".into() }));
         assert!(s.hosts.is_empty());
         assert_eq!(s.vms["web"].owner, None, "a stopped VM's last host left");
@@ -633,6 +652,14 @@ mod tests {
         }));
         assert_eq!(s.vms["a"].owner.as_deref(), Some("h2"));
         assert!(s.migrations.is_empty());
+        // h1 noticed its copy gone a moment too late: it may not stop the
+        // VM that now runs on h2.
+        let late = s.apply(&r(Command::VmStopped {
+            name: "a".into(),
+            if_owner: Some("h1".into()),
+        }));
+        assert!(late.refused.expect("refused").contains("owner h2"));
+        assert!(s.vms["a"].running);
         s.apply(&r(begin("h1", "h3", "b")));
         s.apply(&r(Command::EndMigration {
             name: "b".into(),
@@ -645,7 +672,10 @@ mod tests {
         );
         let running = s.apply(&r(Command::RemoveVm { name: "b".into() }));
         assert!(running.refused.is_some(), "a running VM is not removed");
-        s.apply(&r(Command::VmStopped { name: "b".into() }));
+        s.apply(&r(Command::VmStopped {
+            name: "b".into(),
+            if_owner: None,
+        }));
         assert!(!s.vms["b"].running);
         assert_eq!(s.vms["b"].owner.as_deref(), Some("h1"));
         assert_eq!(
