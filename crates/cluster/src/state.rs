@@ -421,7 +421,11 @@ impl ClusterState {
                         return Err(format!(
                             "VM {name} is not {host}'s to record stopped (owner {}, {})",
                             vm.owner.as_deref().unwrap_or("none"),
-                            if migrating { "migrating" } else { "not migrating" }
+                            if migrating {
+                                "migrating"
+                            } else {
+                                "not migrating"
+                            }
                         ));
                     }
                 }

@@ -204,7 +204,7 @@ impl Demo<'_> {
         )?;
         self.step(
             say,
-            "Validate the configuration: virtualization, CPUs, both networks, clocks, versions",
+            "Validate the configuration: virtualization, CPUs, both networks, shared LUNs and reservations, clocks, versions",
             |d| d.validate(),
         )?;
         self.step(
