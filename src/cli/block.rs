@@ -46,6 +46,7 @@ fn parse_disk(arg: &str) -> anyhow::Result<DiskExport> {
     Ok(DiskExport {
         name: name.to_string(),
         path: path.into(),
+        secrets: None,
         readonly,
     })
 }

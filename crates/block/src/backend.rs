@@ -25,6 +25,15 @@ pub enum BackendError {
     /// The backend cannot do this operation.
     #[error("operation not supported by this backend")]
     Unsupported,
+    /// A remote disk (an iSCSI LUN) failed the operation.
+    #[error("I/O error on {disk}")]
+    Remote {
+        /// The disk's identity (URL).
+        disk: String,
+        /// The error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// The storage failed.
     #[error("I/O error on {path}")]
     Io {

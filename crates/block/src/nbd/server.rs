@@ -411,7 +411,7 @@ fn error_code(e: &BackendError) -> u32 {
     match e {
         BackendError::ReadOnly => errno::EPERM,
         BackendError::OutOfRange { .. } => errno::EINVAL,
-        BackendError::Io { .. } => {
+        BackendError::Io { .. } | BackendError::Remote { .. } => {
             tracing::error!("{e}: {:?}", std::error::Error::source(e));
             errno::EIO
         }
