@@ -14,10 +14,12 @@
 //! worker threads.
 
 pub mod cdb;
+mod encode;
 mod error;
 pub mod login;
 pub mod lun;
 pub mod pr;
+mod reader;
 pub mod session;
 pub mod simple;
 pub mod task;
@@ -40,3 +42,6 @@ pub fn random_isid() -> [u8; 6] {
     isid[0] = 0x80;
     isid
 }
+
+#[cfg(test)]
+mod tests;

@@ -13,12 +13,13 @@
 //! order. A caller whose command does not complete within the I/O timeout
 //! gets [`IscsiError::Timeout`]; it never hangs.
 
+use super::encode::{encode_command, encode_data_out, DataOutRun};
 use super::login::{login, LoginConfig, Negotiated};
-use super::task::{sn_le, sn_lt, Request, ScsiResult, Task, Transfer};
+use super::task::{sn_le, Request, ScsiResult, Task, Transfer};
 use super::wire::Wire;
 use super::IscsiError;
 use crate::pdu::bhs::{self, Header};
-use crate::pdu::{Digests, Pdu};
+use crate::pdu::Pdu;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -52,37 +53,37 @@ impl SessionConfig {
 }
 
 /// ITTs at or above this are the session's own (NOP-Out pings).
-const PING_ITT: u32 = 0xffff_ff00;
+pub(super) const PING_ITT: u32 = 0xffff_ff00;
 /// Longest reconnect back-off.
-const MAX_BACKOFF: Duration = Duration::from_secs(1);
+pub(super) const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
-struct Writer {
-    wire: Option<Wire>,
-    generation: u64,
+pub(super) struct Writer {
+    pub(super) wire: Option<Wire>,
+    pub(super) generation: u64,
 }
 
-struct State {
-    neg: Negotiated,
-    cmd_sn: u32,
-    exp_stat_sn: u32,
-    max_cmd_sn: u32,
-    next_itt: u32,
-    next_seq: u64,
-    tasks: HashMap<u32, Task>,
+pub(super) struct State {
+    pub(super) neg: Negotiated,
+    pub(super) cmd_sn: u32,
+    pub(super) exp_stat_sn: u32,
+    pub(super) max_cmd_sn: u32,
+    pub(super) next_itt: u32,
+    pub(super) next_seq: u64,
+    pub(super) tasks: HashMap<u32, Task>,
     /// Tasks not yet sent on the current connection, by issue order.
-    unsent: BTreeMap<u64, u32>,
-    generation: u64,
-    connected: bool,
-    closing: bool,
-    reconnects: u64,
+    pub(super) unsent: BTreeMap<u64, u32>,
+    pub(super) generation: u64,
+    pub(super) connected: bool,
+    pub(super) closing: bool,
+    pub(super) reconnects: u64,
 }
 
-struct Shared {
-    cfg: SessionConfig,
-    writer: Mutex<Writer>,
-    state: Mutex<State>,
+pub(super) struct Shared {
+    pub(super) cfg: SessionConfig,
+    pub(super) writer: Mutex<Writer>,
+    pub(super) state: Mutex<State>,
     /// Signalled when a slot frees, the window opens or the connection changes.
-    room: Condvar,
+    pub(super) room: Condvar,
 }
 
 /// A logged-in session with pipelined commands; cheap to share by `Arc`.
@@ -99,7 +100,7 @@ pub struct Ticket {
     wake: Arc<Condvar>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panicking thread cannot leave these structures half-updated in a
     // way later code trusts; keep going rather than poison everyone.
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -148,7 +149,7 @@ impl Session {
         let s2 = shared.clone();
         let reader = std::thread::Builder::new()
             .name("iscsi-reader".into())
-            .spawn(move || reader_loop(&s2, reader_wire, 1))
+            .spawn(move || super::reader::reader_loop(&s2, reader_wire, 1))
             .map_err(|source| IscsiError::Io {
                 portal: shared.cfg.login.portal.clone(),
                 source,
@@ -320,12 +321,12 @@ impl Shared {
     }
 
     /// Sends every unsent command the window allows, in issue order.
-    fn pump(&self) {
+    pub(super) fn pump(&self) {
         let mut w = lock(&self.writer);
         self.pump_locked(&mut w);
     }
 
-    fn pump_locked(&self, w: &mut Writer) {
+    pub(super) fn pump_locked(&self, w: &mut Writer) {
         let mut frames = Vec::new();
         {
             let mut s = lock(&self.state);
@@ -399,353 +400,6 @@ impl Shared {
             if let Err(e) = wire.send_raw(&frames) {
                 tracing::debug!("Data-Out send failed: {e}");
                 wire.shutdown();
-            }
-        }
-    }
-}
-
-struct DataOutRun {
-    itt: u32,
-    lun: u64,
-    ttt: u32,
-    exp_stat_sn: u32,
-    max_send: usize,
-}
-
-/// Data-Out PDUs for `data[start..end]`, each at most MaxRecvDataSegmentLength.
-fn encode_data_out(
-    out: &mut Vec<u8>,
-    digests: Digests,
-    r: DataOutRun,
-    data: &[u8],
-    start: usize,
-    end: usize,
-) {
-    let mut off = start;
-    let mut data_sn = 0;
-    while off < end {
-        let n = (end - off).min(r.max_send.max(512));
-        let h = bhs::DataOut {
-            final_: off + n == end,
-            lun: r.lun,
-            itt: r.itt,
-            ttt: r.ttt,
-            exp_stat_sn: r.exp_stat_sn,
-            data_sn,
-            buffer_offset: off as u32,
-        };
-        Pdu::new(Header::DataOut(h), data[off..off + n].to_vec()).encode_into(digests, out);
-        data_sn += 1;
-        off += n;
-    }
-}
-
-/// The SCSI Command PDU, its immediate data and any unsolicited Data-Out.
-fn encode_command(
-    out: &mut Vec<u8>,
-    digests: Digests,
-    neg: &Negotiated,
-    itt: u32,
-    cmd_sn: u32,
-    exp_stat_sn: u32,
-    req: &Request,
-) {
-    let mut cdb = [0u8; 16];
-    let n = req.cdb.len().min(16);
-    cdb[..n].copy_from_slice(&req.cdb[..n]);
-    let lun = u64::from_be_bytes(crate::scsi::encode_lun(req.lun));
-    let len = req.data.len();
-    let first_burst = (neg.first_burst as usize).min(len);
-    let immediate = if neg.immediate_data {
-        first_burst.min(neg.max_send as usize)
-    } else {
-        0
-    };
-    let unsolicited_end = if neg.initial_r2t {
-        immediate
-    } else {
-        first_burst
-    };
-    let h = bhs::ScsiCommand {
-        immediate: false,
-        final_: unsolicited_end == immediate,
-        read: req.read_len > 0,
-        write: len > 0,
-        attr: 1,
-        lun,
-        itt,
-        edtl: if len > 0 { len as u32 } else { req.read_len },
-        cmd_sn,
-        exp_stat_sn,
-        cdb,
-    };
-    Pdu::new(Header::ScsiCommand(h), req.data[..immediate].to_vec()).encode_into(digests, out);
-    if unsolicited_end > immediate {
-        encode_data_out(
-            out,
-            digests,
-            DataOutRun {
-                itt,
-                lun,
-                ttt: 0xffff_ffff,
-                exp_stat_sn,
-                max_send: neg.max_send as usize,
-            },
-            &req.data,
-            immediate,
-            unsolicited_end,
-        );
-    }
-}
-
-/// What one PDU carries for the window: (StatSN if it acknowledges status,
-/// ExpCmdSN, MaxCmdSN).
-fn sequence_numbers(h: &Header) -> Option<(Option<u32>, u32, u32)> {
-    Some(match h {
-        Header::DataIn(d) => (
-            d.has_status.then_some(d.stat_sn),
-            d.exp_cmd_sn,
-            d.max_cmd_sn,
-        ),
-        Header::ScsiResponse(r) => (Some(r.stat_sn), r.exp_cmd_sn, r.max_cmd_sn),
-        Header::R2t(r) => (None, r.exp_cmd_sn, r.max_cmd_sn),
-        Header::NopIn(n) => (
-            (n.itt != 0xffff_ffff).then_some(n.stat_sn),
-            n.exp_cmd_sn,
-            n.max_cmd_sn,
-        ),
-        Header::AsyncMsg(a) => (Some(a.stat_sn), a.exp_cmd_sn, a.max_cmd_sn),
-        Header::Reject(r) => (Some(r.stat_sn), r.exp_cmd_sn, r.max_cmd_sn),
-        Header::TaskMgmtResp(r) => (Some(r.stat_sn), r.exp_cmd_sn, r.max_cmd_sn),
-        Header::LogoutResp(r) => (Some(r.stat_sn), r.exp_cmd_sn, r.max_cmd_sn),
-        Header::TextResp(r) => (Some(r.stat_sn), r.exp_cmd_sn, r.max_cmd_sn),
-        _ => return None,
-    })
-}
-
-/// What the reader must do after a PDU.
-enum Next {
-    Continue,
-    /// Answer a target's ping with this TTT.
-    Pong(u32, u64),
-    /// Drop the connection and log in again.
-    Reconnect(String),
-}
-
-fn reader_loop(sh: &Arc<Shared>, mut wire: Wire, mut generation: u64) {
-    let ping = sh.cfg.ping_interval;
-    let mut last_rx = Instant::now();
-    let mut pinged = false;
-    let _ = wire.set_read_timeout(Some(ping));
-    loop {
-        let why = match wire.recv_idle() {
-            Ok(Some(pdu)) => {
-                last_rx = Instant::now();
-                pinged = false;
-                match dispatch(sh, pdu, generation) {
-                    Next::Continue => continue,
-                    Next::Pong(ttt, lun) => {
-                        send_nop_out(sh, generation, ttt, lun, 0xffff_ffff);
-                        continue;
-                    }
-                    Next::Reconnect(why) => why,
-                }
-            }
-            Ok(None) => {
-                if last_rx.elapsed() >= ping * 3 {
-                    format!("no answer for {} s", last_rx.elapsed().as_secs())
-                } else {
-                    if !pinged {
-                        send_nop_out(sh, generation, 0xffff_ffff, 0, PING_ITT);
-                        pinged = true;
-                    }
-                    continue;
-                }
-            }
-            Err(e) => format!(
-                "{e}: {:?}",
-                std::error::Error::source(&e).map(|s| s.to_string())
-            ),
-        };
-        if lock(&sh.state).closing {
-            return;
-        }
-        tracing::warn!(portal = %sh.cfg.login.portal, target = %sh.cfg.login.target, "iSCSI connection lost ({why}); logging in again");
-        // Unblocks a caller stuck writing to a dead connection.
-        wire.shutdown();
-        match reconnect(sh, generation) {
-            Some((w, g)) => {
-                wire = w;
-                generation = g;
-                last_rx = Instant::now();
-                pinged = false;
-                let _ = wire.set_read_timeout(Some(ping));
-            }
-            None => return,
-        }
-    }
-}
-
-fn send_nop_out(sh: &Shared, generation: u64, ttt: u32, lun: u64, itt: u32) {
-    let mut w = lock(&sh.writer);
-    if w.generation != generation {
-        return;
-    }
-    let (cmd_sn, exp_stat_sn) = {
-        let s = lock(&sh.state);
-        (s.cmd_sn, s.exp_stat_sn)
-    };
-    let h = bhs::NopOut {
-        immediate: true,
-        lun,
-        itt,
-        ttt,
-        cmd_sn,
-        exp_stat_sn,
-    };
-    if let Some(wire) = w.wire.as_mut() {
-        if wire.send(&Pdu::new(Header::NopOut(h), Vec::new())).is_err() {
-            wire.shutdown();
-        }
-    }
-}
-
-fn dispatch(sh: &Shared, pdu: Pdu, generation: u64) -> Next {
-    let mut s = lock(&sh.state);
-    if let Some((stat_sn, exp_cmd_sn, max_cmd_sn)) = sequence_numbers(&pdu.header) {
-        if let Some(sn) = stat_sn {
-            s.exp_stat_sn = sn.wrapping_add(1);
-        }
-        // RFC 7143 4.2.2.1: ignore a MaxCmdSN below ExpCmdSN - 1.
-        if !sn_lt(max_cmd_sn, exp_cmd_sn.wrapping_sub(1)) && sn_lt(s.max_cmd_sn, max_cmd_sn) {
-            s.max_cmd_sn = max_cmd_sn;
-            if !s.unsent.is_empty() {
-                drop(s);
-                sh.pump();
-                s = lock(&sh.state);
-            }
-            sh.room.notify_all();
-        }
-    }
-    let result = match &pdu.header {
-        Header::DataIn(h) => with_task(&mut s, h.itt, generation, |t| t.data_in(h, &pdu.data)),
-        Header::ScsiResponse(h) => {
-            with_task(&mut s, h.itt, generation, |t| t.response(h, &pdu.data))
-        }
-        Header::R2t(h) => with_task(&mut s, h.itt, generation, |t| t.r2t(h, generation)),
-        Header::NopIn(n) if n.ttt != 0xffff_ffff => return Next::Pong(n.ttt, n.lun),
-        Header::AsyncMsg(a) if matches!(a.event, 1..=3) => {
-            return Next::Reconnect(format!("target asked us to log out (event {})", a.event))
-        }
-        Header::Reject(r) => {
-            let itt = pdu
-                .data
-                .get(16..20)
-                .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
-            return Next::Reconnect(format!(
-                "target rejected a PDU (reason {:#04x}, ITT {itt:?})",
-                r.reason
-            ));
-        }
-        _ => Ok(()),
-    };
-    match result {
-        Ok(()) => Next::Continue,
-        Err(v) => Next::Reconnect(v.0),
-    }
-}
-
-fn with_task(
-    s: &mut State,
-    itt: u32,
-    generation: u64,
-    f: impl FnOnce(&mut Task) -> Result<(), super::task::Violation>,
-) -> Result<(), super::task::Violation> {
-    // An answer to a command that timed out or belongs to a dead
-    // connection is dropped.
-    let Some(t) = s
-        .tasks
-        .get_mut(&itt)
-        .filter(|t| t.sent_on == Some(generation))
-    else {
-        return Ok(());
-    };
-    f(t)?;
-    t.wake.notify_all();
-    Ok(())
-}
-
-/// Logs in again until it works or the session closes; re-queues every
-/// outstanding command in its original order.
-fn reconnect(sh: &Shared, old: u64) -> Option<(Wire, u64)> {
-    {
-        let mut w = lock(&sh.writer);
-        if let Some(wire) = w.wire.take() {
-            wire.shutdown();
-        }
-        let mut s = lock(&sh.state);
-        s.connected = false;
-        debug_assert_eq!(w.generation, old);
-    }
-    let mut backoff = Duration::from_millis(50);
-    let mut attempts = 0u32;
-    loop {
-        if lock(&sh.state).closing {
-            return None;
-        }
-        let cmd_sn = lock(&sh.state).cmd_sn;
-        match login(&sh.cfg.login, cmd_sn) {
-            Ok((wire, neg)) => {
-                let reader = match wire.try_clone() {
-                    Ok(r) => r,
-                    Err(e) => {
-                        tracing::warn!("reconnect: {e}");
-                        continue;
-                    }
-                };
-                let mut w = lock(&sh.writer);
-                let generation = {
-                    let mut s = lock(&sh.state);
-                    if s.closing {
-                        wire.shutdown();
-                        return None;
-                    }
-                    s.generation += 1;
-                    s.reconnects += 1;
-                    s.cmd_sn = neg.cmd_sn;
-                    s.exp_stat_sn = neg.exp_stat_sn;
-                    s.max_cmd_sn = neg.max_cmd_sn;
-                    s.neg = neg;
-                    s.connected = true;
-                    let mut again: Vec<(u64, u32)> = Vec::new();
-                    for (itt, t) in s.tasks.iter_mut() {
-                        if t.outcome.is_none() {
-                            t.reset();
-                            again.push((t.seq, *itt));
-                        }
-                    }
-                    s.unsent = again.into_iter().collect();
-                    tracing::info!(
-                    target = %sh.cfg.login.target,
-                        resent = s.unsent.len(),
-                        "iSCSI session re-established"
-                    );
-                    s.generation
-                };
-                w.generation = generation;
-                w.wire = Some(wire);
-                sh.pump_locked(&mut w);
-                drop(w);
-                sh.room.notify_all();
-                return Some((reader, generation));
-            }
-            Err(e) => {
-                attempts += 1;
-                if attempts == 1 || attempts.is_multiple_of(20) {
-                    tracing::warn!(attempts, "iSCSI login failed: {e}");
-                }
-                std::thread::sleep(backoff);
-                backoff = (backoff * 2).min(MAX_BACKOFF);
             }
         }
     }
