@@ -20,6 +20,7 @@ pub mod login;
 pub mod lun;
 pub mod pr;
 mod reader;
+mod sender;
 pub mod session;
 pub mod simple;
 pub mod task;

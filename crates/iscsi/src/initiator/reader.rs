@@ -5,10 +5,11 @@
 //! logs in again and re-queues every outstanding command in issue order.
 
 use super::login::login;
+use super::sender::Chore;
 use super::session::{lock, Shared, State, MAX_BACKOFF, PING_ITT};
 use super::task::{sn_lt, Task, Violation};
 use super::wire::Wire;
-use crate::pdu::bhs::{self, Header};
+use crate::pdu::bhs::Header;
 use crate::pdu::Pdu;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -60,7 +61,12 @@ pub(super) fn reader_loop(sh: &Arc<Shared>, mut wire: Wire, mut generation: u64)
                 match dispatch(sh, pdu, generation) {
                     Next::Continue => continue,
                     Next::Pong(ttt, lun) => {
-                        send_nop_out(sh, generation, ttt, lun, 0xffff_ffff);
+                        sh.chore(Chore::Nop {
+                            generation,
+                            ttt,
+                            lun,
+                            itt: 0xffff_ffff,
+                        });
                         continue;
                     }
                     Next::Reconnect(why) => why,
@@ -71,7 +77,12 @@ pub(super) fn reader_loop(sh: &Arc<Shared>, mut wire: Wire, mut generation: u64)
                     format!("no answer for {} s", last_rx.elapsed().as_secs())
                 } else {
                     if !pinged {
-                        send_nop_out(sh, generation, 0xffff_ffff, 0, PING_ITT);
+                        sh.chore(Chore::Nop {
+                            generation,
+                            ttt: 0xffff_ffff,
+                            lun: 0,
+                            itt: PING_ITT,
+                        });
                         pinged = true;
                     }
                     continue;
@@ -101,30 +112,6 @@ pub(super) fn reader_loop(sh: &Arc<Shared>, mut wire: Wire, mut generation: u64)
     }
 }
 
-fn send_nop_out(sh: &Shared, generation: u64, ttt: u32, lun: u64, itt: u32) {
-    let mut w = lock(&sh.writer);
-    if w.generation != generation {
-        return;
-    }
-    let (cmd_sn, exp_stat_sn) = {
-        let s = lock(&sh.state);
-        (s.cmd_sn, s.exp_stat_sn)
-    };
-    let h = bhs::NopOut {
-        immediate: true,
-        lun,
-        itt,
-        ttt,
-        cmd_sn,
-        exp_stat_sn,
-    };
-    if let Some(wire) = w.wire.as_mut() {
-        if wire.send(&Pdu::new(Header::NopOut(h), Vec::new())).is_err() {
-            wire.shutdown();
-        }
-    }
-}
-
 fn dispatch(sh: &Shared, pdu: Pdu, generation: u64) -> Next {
     let mut s = lock(&sh.state);
     if let Some((stat_sn, exp_cmd_sn, max_cmd_sn)) = sequence_numbers(&pdu.header) {
@@ -135,9 +122,10 @@ fn dispatch(sh: &Shared, pdu: Pdu, generation: u64) -> Next {
         if !sn_lt(max_cmd_sn, exp_cmd_sn.wrapping_sub(1)) && sn_lt(s.max_cmd_sn, max_cmd_sn) {
             s.max_cmd_sn = max_cmd_sn;
             if !s.unsent.is_empty() {
-                drop(s);
-                sh.pump();
-                s = lock(&sh.state);
+                // Never send from the reader: a reader blocked writing while
+                // the target blocks writing to it would deadlock both.
+                s.chores.push_back(Chore::Pump);
+                sh.kick.notify_one();
             }
             sh.room.notify_all();
         }
@@ -249,8 +237,8 @@ fn reconnect(sh: &Shared, old: u64) -> Option<(Wire, u64)> {
                 };
                 w.generation = generation;
                 w.wire = Some(wire);
-                sh.pump_locked(&mut w);
                 drop(w);
+                sh.chore(Chore::Pump);
                 sh.room.notify_all();
                 return Some((reader, generation));
             }

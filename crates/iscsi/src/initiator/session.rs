@@ -5,6 +5,7 @@
 //! wakes that caller. Whoever holds the writer lock sends: commands go out
 //! in submission order, CmdSN by CmdSN, while the target's window
 //! (MaxCmdSN) allows; a caller sends the Data-Out its own R2Ts ask for.
+//! A sender thread sends on the reader's behalf (see [`super::sender`]).
 //! Lock order is writer, then state.
 //!
 //! Connection loss: the reader thread logs in again (same ISID, so the
@@ -15,12 +16,13 @@
 
 use super::encode::{encode_command, encode_data_out, DataOutRun};
 use super::login::{login, LoginConfig, Negotiated};
+use super::sender::Chore;
 use super::task::{sn_le, Request, ScsiResult, Task, Transfer};
 use super::wire::Wire;
 use super::IscsiError;
 use crate::pdu::bhs::{self, Header};
 use crate::pdu::Pdu;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -76,6 +78,8 @@ pub(super) struct State {
     pub(super) connected: bool,
     pub(super) closing: bool,
     pub(super) reconnects: u64,
+    /// Work for the sender thread.
+    pub(super) chores: VecDeque<Chore>,
 }
 
 pub(super) struct Shared {
@@ -84,12 +88,14 @@ pub(super) struct Shared {
     pub(super) state: Mutex<State>,
     /// Signalled when a slot frees, the window opens or the connection changes.
     pub(super) room: Condvar,
+    /// Wakes the sender thread.
+    pub(super) kick: Condvar,
 }
 
 /// A logged-in session with pipelined commands; cheap to share by `Arc`.
 pub struct Session {
     shared: Arc<Shared>,
-    reader: Option<JoinHandle<()>>,
+    threads: Vec<JoinHandle<()>>,
 }
 
 /// A submitted command; [`Session::wait`] returns its result.
@@ -136,6 +142,7 @@ impl Session {
             connected: true,
             closing: false,
             reconnects: 0,
+            chores: VecDeque::new(),
         };
         let shared = Arc::new(Shared {
             cfg,
@@ -145,19 +152,29 @@ impl Session {
             }),
             state: Mutex::new(state),
             room: Condvar::new(),
+            kick: Condvar::new(),
         });
+        let spawn_err = |source| IscsiError::Io {
+            portal: shared.cfg.login.portal.clone(),
+            source,
+        };
+        let s2 = shared.clone();
+        let sender = std::thread::Builder::new()
+            .name("iscsi-sender".into())
+            .spawn(move || super::sender::sender_loop(&s2))
+            .map_err(spawn_err)?;
+        // From here on, dropping the session stops the sender thread.
+        let mut session = Session {
+            shared: shared.clone(),
+            threads: vec![sender],
+        };
         let s2 = shared.clone();
         let reader = std::thread::Builder::new()
             .name("iscsi-reader".into())
             .spawn(move || super::reader::reader_loop(&s2, reader_wire, 1))
-            .map_err(|source| IscsiError::Io {
-                portal: shared.cfg.login.portal.clone(),
-                source,
-            })?;
-        Ok(Session {
-            shared,
-            reader: Some(reader),
-        })
+            .map_err(spawn_err)?;
+        session.threads.push(reader);
+        Ok(session)
     }
 
     /// The configuration the session runs with.
@@ -283,6 +300,7 @@ impl Drop for Session {
                 t.wake.notify_all();
             }
             sh.room.notify_all();
+            sh.kick.notify_all();
             let (cmd_sn, exp_stat_sn) = (s.cmd_sn, s.exp_stat_sn);
             drop(s);
             if let Some(wire) = w.wire.as_mut() {
@@ -299,8 +317,8 @@ impl Drop for Session {
             }
             w.wire = None;
         }
-        if let Some(r) = self.reader.take() {
-            let _ = r.join();
+        for t in self.threads.drain(..) {
+            let _ = t.join();
         }
     }
 }
