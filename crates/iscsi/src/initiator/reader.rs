@@ -153,7 +153,18 @@ fn dispatch(sh: &Shared, pdu: Pdu, generation: u64) -> Next {
         _ => Ok(()),
     };
     match result {
-        Ok(()) => Next::Continue,
+        Ok(()) => {
+            let completes = match &pdu.header {
+                Header::ScsiResponse(_) => true,
+                Header::DataIn(d) => d.has_status,
+                _ => false,
+            };
+            if completes {
+                // A submitter may be waiting for a free slot.
+                sh.room.notify_all();
+            }
+            Next::Continue
+        }
         Err(v) => Next::Reconnect(v.0),
     }
 }

@@ -35,7 +35,7 @@ pub struct SessionConfig {
     /// How long a command may take, reconnects included, before its caller
     /// gets an error.
     pub io_timeout: Duration,
-    /// Most commands in flight at once.
+    /// Most commands in flight (sent or queued, not yet answered) at once.
     pub queue_depth: usize,
     /// A silent connection is pinged after this long and dropped after
     /// three times this long.
@@ -204,7 +204,11 @@ impl Session {
         }
         let deadline = Instant::now() + sh.cfg.io_timeout;
         let mut s = lock(&sh.state);
-        while s.tasks.len() >= sh.cfg.queue_depth && !s.closing {
+        // Only commands without an answer count: answered ones wait for
+        // their callers, who may be right here waiting for room.
+        while s.tasks.values().filter(|t| t.outcome.is_none()).count() >= sh.cfg.queue_depth
+            && !s.closing
+        {
             let now = Instant::now();
             if now >= deadline {
                 return Err(sh.timeout(opcode));

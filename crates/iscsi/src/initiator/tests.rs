@@ -225,3 +225,40 @@ fn a_silent_target_gives_a_timeout_not_a_hang() {
     drop(session);
     target.join().unwrap();
 }
+
+#[test]
+fn callers_holding_answered_tickets_do_not_starve_each_other_of_slots() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let target = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        accept_login(&mut s, 1000);
+        let mut stat_sn = 1;
+        while let Some(p) = read_pdu(&mut s) {
+            if let Header::ScsiCommand(c) = p.header {
+                good(&mut s, c.itt, stat_sn, c.cmd_sn + 1, c.cmd_sn + 1000);
+                stat_sn += 1;
+            }
+        }
+    });
+    let mut cfg = config(port, Duration::from_secs(5));
+    cfg.queue_depth = 4;
+    let session = Arc::new(Session::open(cfg).unwrap());
+    // Each caller queues more commands than the depth before collecting any.
+    let callers: Vec<_> = (0..3u8)
+        .map(|i| {
+            let s = session.clone();
+            std::thread::spawn(move || {
+                let tickets: Vec<_> = (0..6).map(|_| s.submit(tur(i)).unwrap()).collect();
+                for t in tickets {
+                    s.wait(t).unwrap();
+                }
+            })
+        })
+        .collect();
+    for c in callers {
+        c.join().unwrap();
+    }
+    drop(session);
+    target.join().unwrap();
+}
