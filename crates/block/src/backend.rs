@@ -69,6 +69,15 @@ pub trait BlockBackend: Send + Sync {
     fn fd_transfer(&self) -> bool {
         false
     }
+    /// Whether every request waits on the network (an iSCSI LUN): the
+    /// server then runs all of them on worker threads, never inline.
+    fn remote(&self) -> bool {
+        false
+    }
+    /// How many requests of one connection the server runs at once.
+    fn workers(&self) -> usize {
+        crate::nbd::server::WORKERS
+    }
     /// Whether a read (or, with `write`, a write) of the range would be accepted.
     fn check_range(&self, offset: u64, len: u64, write: bool) -> Result<(), BackendError>;
     /// Writes `len` bytes read from the stream `src` at `offset`, the range

@@ -195,6 +195,13 @@ impl BlockBackend for IscsiBackend {
     fn read_only(&self) -> bool {
         self.read_only
     }
+    fn remote(&self) -> bool {
+        true
+    }
+    fn workers(&self) -> usize {
+        // Enough threads to keep the session's pipeline full.
+        32
+    }
     fn identity(&self) -> String {
         match self.lun.device_id() {
             "" => self.url.clone(),

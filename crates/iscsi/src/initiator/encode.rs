@@ -5,7 +5,34 @@
 use super::login::Negotiated;
 use super::task::Request;
 use crate::pdu::bhs::{self, Header};
-use crate::pdu::{Digests, Pdu};
+use crate::pdu::digest::{crc32c, crc32c_parts};
+use crate::pdu::Digests;
+
+/// Appends one PDU (no AHS) with a borrowed data segment: the same bytes
+/// as [`crate::pdu::Pdu::encode_into`], without copying the data twice.
+pub(super) fn frame(out: &mut Vec<u8>, digests: Digests, header: &Header, data: &[u8]) {
+    let start = out.len();
+    let mut bhs = header.encode();
+    let len = data.len().min(0xff_ffff);
+    bhs[4] = 0;
+    bhs[5] = (len >> 16) as u8;
+    bhs[6] = (len >> 8) as u8;
+    bhs[7] = len as u8;
+    out.extend_from_slice(&bhs);
+    if digests.header {
+        let d = crc32c(&out[start..]);
+        out.extend_from_slice(&d.to_le_bytes());
+    }
+    if len > 0 {
+        let pad = &[0u8; 3][..(4 - len % 4) % 4];
+        out.extend_from_slice(&data[..len]);
+        out.extend_from_slice(pad);
+        if digests.data {
+            let d = crc32c_parts(&[&data[..len], pad]);
+            out.extend_from_slice(&d.to_le_bytes());
+        }
+    }
+}
 
 /// Who a run of Data-Out PDUs belongs to.
 pub(super) struct DataOutRun {
@@ -38,7 +65,7 @@ pub(super) fn encode_data_out(
             data_sn,
             buffer_offset: off as u32,
         };
-        Pdu::new(Header::DataOut(h), data[off..off + n].to_vec()).encode_into(digests, out);
+        frame(out, digests, &Header::DataOut(h), &data[off..off + n]);
         data_sn += 1;
         off += n;
     }
@@ -83,7 +110,12 @@ pub(super) fn encode_command(
         exp_stat_sn,
         cdb,
     };
-    Pdu::new(Header::ScsiCommand(h), req.data[..immediate].to_vec()).encode_into(digests, out);
+    frame(
+        out,
+        digests,
+        &Header::ScsiCommand(h),
+        &req.data[..immediate],
+    );
     if unsolicited_end > immediate {
         encode_data_out(
             out,
@@ -99,5 +131,35 @@ pub(super) fn encode_command(
             immediate,
             unsolicited_end,
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pdu::Pdu;
+
+    #[test]
+    fn frame_matches_the_shared_codec() {
+        for digests in [
+            Digests::default(),
+            Digests {
+                header: true,
+                data: true,
+            },
+        ] {
+            for len in [0usize, 1, 5, 4096] {
+                let data: Vec<u8> = (0..len).map(|i| i as u8).collect();
+                let h = Header::DataOut(bhs::DataOut {
+                    final_: true,
+                    itt: 9,
+                    buffer_offset: 4,
+                    ..Default::default()
+                });
+                let mut ours = Vec::new();
+                frame(&mut ours, digests, &h, &data);
+                assert_eq!(ours, Pdu::new(h, data).encode(digests), "len {len}");
+            }
+        }
     }
 }

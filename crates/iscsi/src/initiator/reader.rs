@@ -131,7 +131,7 @@ fn dispatch(sh: &Shared, pdu: Pdu, generation: u64) -> Next {
         }
     }
     let result = match &pdu.header {
-        Header::DataIn(h) => with_task(&mut s, h.itt, generation, |t| t.data_in(h, &pdu.data)),
+        Header::DataIn(h) => with_task(&mut s, h.itt, generation, |t| t.data_in(h, pdu.data)),
         Header::ScsiResponse(h) => {
             with_task(&mut s, h.itt, generation, |t| t.response(h, &pdu.data))
         }

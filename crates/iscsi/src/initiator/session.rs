@@ -62,7 +62,32 @@ pub(super) const MAX_BACKOFF: Duration = Duration::from_secs(1);
 pub(super) struct Writer {
     pub(super) wire: Option<Wire>,
     pub(super) generation: u64,
+    /// Frames are encoded here, reused so large writes allocate once.
+    pub(super) scratch: Vec<u8>,
 }
+
+impl Writer {
+    /// Sends what `frames` holds and keeps the buffer for next time.
+    fn send_frames(&mut self, mut frames: Vec<u8>) {
+        if !frames.is_empty() {
+            if let Some(wire) = self.wire.as_mut() {
+                if let Err(e) = wire.send_raw(&frames) {
+                    // The reader notices too and reconnects; the commands
+                    // are still in the table and will be sent again.
+                    tracing::debug!("send failed: {e}");
+                    wire.shutdown();
+                }
+            }
+        }
+        frames.clear();
+        if frames.capacity() <= SCRATCH_KEEP {
+            self.scratch = frames;
+        }
+    }
+}
+
+/// Largest encode buffer kept between sends.
+const SCRATCH_KEEP: usize = 8 << 20;
 
 pub(super) struct State {
     pub(super) neg: Negotiated,
@@ -149,6 +174,7 @@ impl Session {
             writer: Mutex::new(Writer {
                 wire: Some(wire),
                 generation: 1,
+                scratch: Vec::new(),
             }),
             state: Mutex::new(state),
             room: Condvar::new(),
@@ -349,10 +375,11 @@ impl Shared {
     }
 
     pub(super) fn pump_locked(&self, w: &mut Writer) {
-        let mut frames = Vec::new();
+        let mut frames = std::mem::take(&mut w.scratch);
         {
             let mut s = lock(&self.state);
             if !s.connected || w.wire.is_none() || s.generation != w.generation {
+                w.scratch = frames;
                 return;
             }
             let digests = s.neg.digests;
@@ -379,17 +406,7 @@ impl Shared {
                 s.cmd_sn = s.cmd_sn.wrapping_add(1);
             }
         }
-        if frames.is_empty() {
-            return;
-        }
-        if let Some(wire) = w.wire.as_mut() {
-            if let Err(e) = wire.send_raw(&frames) {
-                // The reader notices too and reconnects; the commands are
-                // still in the table and will be sent again.
-                tracing::debug!("send failed: {e}");
-                wire.shutdown();
-            }
-        }
+        w.send_frames(frames);
     }
 
     fn send_data_out(&self, itt: u32, lun: u64, data: &[u8], x: Transfer) {
@@ -401,7 +418,7 @@ impl Shared {
             let s = lock(&self.state);
             (s.exp_stat_sn, s.neg.max_send as usize, s.neg.digests)
         };
-        let mut frames = Vec::new();
+        let mut frames = std::mem::take(&mut w.scratch);
         let start = x.offset as usize;
         let end = (start + x.len as usize).min(data.len());
         encode_data_out(
@@ -418,11 +435,6 @@ impl Shared {
             start,
             end,
         );
-        if let Some(wire) = w.wire.as_mut() {
-            if let Err(e) = wire.send_raw(&frames) {
-                tracing::debug!("Data-Out send failed: {e}");
-                wire.shutdown();
-            }
-        }
+        w.send_frames(frames);
     }
 }

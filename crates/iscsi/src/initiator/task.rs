@@ -92,7 +92,8 @@ pub struct Task {
     pub req: Request,
     /// The connection generation the command went out on, if sent.
     pub sent_on: Option<u64>,
-    /// Data-In buffer.
+    /// Data-In received so far (filled in order; grown to the offset of a
+    /// PDU that arrives out of order).
     data_in: Vec<u8>,
     /// R2Ts the caller's thread has not served yet.
     pub transfers: VecDeque<Transfer>,
@@ -105,7 +106,7 @@ pub struct Task {
 impl Task {
     /// A task not yet sent.
     pub fn new(seq: u64, req: Request) -> Task {
-        let data_in = vec![0u8; req.read_len as usize];
+        let data_in = Vec::new();
         Task {
             seq,
             req,
@@ -120,26 +121,40 @@ impl Task {
     /// Forgets everything a lost connection delivered, ready to send again.
     pub fn reset(&mut self) {
         self.sent_on = None;
-        self.data_in.iter_mut().for_each(|b| *b = 0);
+        self.data_in = Vec::new();
         self.transfers.clear();
         self.outcome = None;
     }
 
     /// Places one Data-In PDU's bytes; completes the task when it carries status.
-    pub fn data_in(&mut self, h: &DataIn, data: &[u8]) -> Result<(), Violation> {
+    pub fn data_in(&mut self, h: &DataIn, data: Vec<u8>) -> Result<(), Violation> {
+        let want = self.req.read_len as usize;
         let off = h.buffer_offset as usize;
         let end = off
             .checked_add(data.len())
-            .filter(|e| *e <= self.data_in.len())
+            .filter(|e| *e <= want)
             .ok_or_else(|| {
                 Violation(format!(
                     "Data-In {}+{} beyond the {} bytes asked for",
                     off,
                     data.len(),
-                    self.data_in.len()
+                    want
                 ))
             })?;
-        self.data_in[off..end].copy_from_slice(data);
+        if off == 0 && self.data_in.is_empty() {
+            // The first (often the only) PDU: keep its buffer, no copy.
+            self.data_in = data;
+        } else if off == self.data_in.len() {
+            if self.data_in.capacity() < want {
+                self.data_in.reserve_exact(want - self.data_in.len());
+            }
+            self.data_in.extend_from_slice(&data);
+        } else {
+            if self.data_in.len() < end {
+                self.data_in.resize(end, 0);
+            }
+            self.data_in[off..end].copy_from_slice(&data);
+        }
         if h.has_status {
             let residual = if h.underflow { h.residual } else { 0 };
             self.finish(h.status, Vec::new(), residual);
@@ -189,8 +204,9 @@ impl Task {
 
     fn finish(&mut self, status: u8, sense: Vec<u8>, residual: u32) {
         let mut data = std::mem::take(&mut self.data_in);
-        let keep = data.len().saturating_sub(residual as usize);
-        data.truncate(keep);
+        // What the target did not send of the expected length reads as zeros.
+        let keep = (self.req.read_len as usize).saturating_sub(residual as usize);
+        data.resize(keep, 0);
         self.outcome = Some(ScsiResult {
             status,
             sense,
@@ -232,11 +248,11 @@ mod tests {
             buffer_offset: 4,
             ..Default::default()
         };
-        t.data_in(&h, &[5, 6, 7, 8]).unwrap();
+        t.data_in(&h, vec![5, 6, 7, 8]).unwrap();
         assert!(t.outcome.is_none());
         h.buffer_offset = 0;
         h.has_status = true;
-        t.data_in(&h, &[1, 2, 3, 4]).unwrap();
+        t.data_in(&h, vec![1, 2, 3, 4]).unwrap();
         let r = t.outcome.clone().unwrap();
         assert_eq!(r.data, vec![1, 2, 3, 4, 5, 6, 7, 8]);
         assert_eq!(r.status, GOOD);
@@ -249,7 +265,7 @@ mod tests {
             buffer_offset: 2,
             ..Default::default()
         };
-        assert!(t.data_in(&h, &[0; 4]).is_err());
+        assert!(t.data_in(&h, vec![0; 4]).is_err());
     }
 
     #[test]

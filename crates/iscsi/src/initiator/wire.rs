@@ -3,15 +3,21 @@
 //! half to its reader thread and guards the writing half with a lock.
 
 use super::IscsiError;
-use crate::pdu::frame::frame_len;
-use crate::pdu::{Digests, Pdu, BHS_LEN};
-use std::io::{Read, Write};
+use crate::pdu::digest::crc32c;
+use crate::pdu::frame::{announced_lengths, frame_len};
+use crate::pdu::{Digests, FrameError, Header, Pdu, BHS_LEN};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
+
+/// Size of the read buffer.
+const READ_BUFFER: usize = 64 * 1024;
 
 /// A socket plus what is needed to frame PDUs on it.
 pub struct Wire {
     stream: TcpStream,
+    /// Reads go through a buffer: one syscall brings in many small PDUs.
+    reader: BufReader<TcpStream>,
     /// Digests in force (none during login).
     pub digests: Digests,
     /// Largest data segment we accept (our MaxRecvDataSegmentLength).
@@ -38,8 +44,11 @@ impl Wire {
                     stream
                         .set_write_timeout(Some(timeout.max(Duration::from_secs(10))))
                         .map_err(err)?;
+                    let reader =
+                        BufReader::with_capacity(READ_BUFFER, stream.try_clone().map_err(err)?);
                     return Ok(Wire {
                         stream,
+                        reader,
                         digests: Digests::default(),
                         max_recv: 8192,
                         portal: portal.to_string(),
@@ -62,8 +71,12 @@ impl Wire {
 
     /// A second handle on the same socket (for the reader thread).
     pub fn try_clone(&self) -> Result<Wire, IscsiError> {
+        let stream = self.stream.try_clone().map_err(|e| self.io(e))?;
+        let reader =
+            BufReader::with_capacity(READ_BUFFER, stream.try_clone().map_err(|e| self.io(e))?);
         Ok(Wire {
-            stream: self.stream.try_clone().map_err(|e| self.io(e))?,
+            stream,
+            reader,
             digests: self.digests,
             max_recv: self.max_recv,
             portal: self.portal.clone(),
@@ -94,23 +107,22 @@ impl Wire {
     /// Reads one PDU.
     pub fn recv(&mut self) -> Result<Pdu, IscsiError> {
         let mut bhs = [0u8; BHS_LEN];
-        self.stream.read_exact(&mut bhs).map_err(|e| self.io(e))?;
+        self.reader.read_exact(&mut bhs).map_err(|e| self.io(e))?;
         self.recv_rest(bhs)
     }
 
     /// Reads one PDU, or `None` when the read timeout passes before its
     /// first byte (nothing consumed, the stream still in step).
     pub fn recv_idle(&mut self) -> Result<Option<Pdu>, IscsiError> {
-        let mut bhs = [0u8; BHS_LEN];
-        let n = loop {
-            match self.stream.read(&mut bhs[..1]) {
-                Ok(0) => {
+        loop {
+            match self.reader.fill_buf() {
+                Ok([]) => {
                     return Err(self.io(std::io::Error::new(
                         std::io::ErrorKind::UnexpectedEof,
                         "target closed the connection",
                     )))
                 }
-                Ok(n) => break n,
+                Ok(_) => break,
                 Err(e)
                     if matches!(
                         e.kind(),
@@ -122,11 +134,8 @@ impl Wire {
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(self.io(e)),
             }
-        };
-        self.stream
-            .read_exact(&mut bhs[n..])
-            .map_err(|e| self.io(e))?;
-        self.recv_rest(bhs).map(Some)
+        }
+        self.recv().map(Some)
     }
 
     fn recv_rest(&mut self, bhs: [u8; BHS_LEN]) -> Result<Pdu, IscsiError> {
@@ -134,14 +143,50 @@ impl Wire {
             portal: self.portal.clone(),
             source,
         };
+        // Checks the announced lengths against our limit first.
         let n = frame_len(&bhs, self.digests, self.max_recv).map_err(frame)?;
-        let mut buf = vec![0u8; n];
-        buf[..BHS_LEN].copy_from_slice(&bhs);
-        self.stream
-            .read_exact(&mut buf[BHS_LEN..])
-            .map_err(|e| self.io(e))?;
-        Pdu::parse(&buf, self.digests, self.max_recv)
-            .map(|(p, _)| p)
-            .map_err(frame)
+        let (ahs_len, data_len) = announced_lengths(&bhs);
+        if ahs_len > 0 {
+            // Rare (targets send AHS only for bidirectional commands): the
+            // shared codec checks it.
+            let mut buf = vec![0u8; n];
+            buf[..BHS_LEN].copy_from_slice(&bhs);
+            self.reader
+                .read_exact(&mut buf[BHS_LEN..])
+                .map_err(|e| self.io(e))?;
+            return Pdu::parse(&buf, self.digests, self.max_recv)
+                .map(|(p, _)| p)
+                .map_err(frame);
+        }
+        if self.digests.header {
+            let mut d = [0u8; 4];
+            self.reader.read_exact(&mut d).map_err(|e| self.io(e))?;
+            let (computed, received) = (crc32c(&bhs), u32::from_le_bytes(d));
+            if computed != received {
+                return Err(frame(FrameError::HeaderDigest { computed, received }));
+            }
+        }
+        let header = Header::decode(&bhs)
+            .map_err(FrameError::from)
+            .map_err(frame)?;
+        // The data segment lands in its own buffer: no second copy.
+        let mut data = Vec::new();
+        if data_len > 0 {
+            let padded = data_len.div_ceil(4) * 4;
+            let digest = if self.digests.data { 4 } else { 0 };
+            data = vec![0u8; padded + digest];
+            self.reader.read_exact(&mut data).map_err(|e| self.io(e))?;
+            if self.digests.data {
+                let computed = crc32c(&data[..padded]);
+                let mut d = [0u8; 4];
+                d.copy_from_slice(&data[padded..]);
+                let received = u32::from_le_bytes(d);
+                if computed != received {
+                    return Err(frame(FrameError::DataDigest { computed, received }));
+                }
+            }
+            data.truncate(data_len);
+        }
+        Ok(Pdu::new(header, data))
     }
 }
