@@ -3,9 +3,8 @@
 //! half to its reader thread and guards the writing half with a lock.
 
 use super::IscsiError;
-use crate::pdu::digest::crc32c;
-use crate::pdu::frame::{announced_lengths, frame_len};
-use crate::pdu::{Digests, FrameError, Header, Pdu, BHS_LEN};
+use crate::pdu::frame::{read_rest, ReadError};
+use crate::pdu::{Digests, Pdu, BHS_LEN};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
@@ -139,54 +138,15 @@ impl Wire {
     }
 
     fn recv_rest(&mut self, bhs: [u8; BHS_LEN]) -> Result<Pdu, IscsiError> {
-        let frame = |source| IscsiError::Frame {
-            portal: self.portal.clone(),
-            source,
-        };
-        // Checks the announced lengths against our limit first.
-        let n = frame_len(&bhs, self.digests, self.max_recv).map_err(frame)?;
-        let (ahs_len, data_len) = announced_lengths(&bhs);
-        if ahs_len > 0 {
-            // Rare (targets send AHS only for bidirectional commands): the
-            // shared codec checks it.
-            let mut buf = vec![0u8; n];
-            buf[..BHS_LEN].copy_from_slice(&bhs);
-            self.reader
-                .read_exact(&mut buf[BHS_LEN..])
-                .map_err(|e| self.io(e))?;
-            return Pdu::parse(&buf, self.digests, self.max_recv)
-                .map(|(p, _)| p)
-                .map_err(frame);
-        }
-        if self.digests.header {
-            let mut d = [0u8; 4];
-            self.reader.read_exact(&mut d).map_err(|e| self.io(e))?;
-            let (computed, received) = (crc32c(&bhs), u32::from_le_bytes(d));
-            if computed != received {
-                return Err(frame(FrameError::HeaderDigest { computed, received }));
-            }
-        }
-        let header = Header::decode(&bhs)
-            .map_err(FrameError::from)
-            .map_err(frame)?;
-        // The data segment lands in its own buffer: no second copy.
-        let mut data = Vec::new();
-        if data_len > 0 {
-            let padded = data_len.div_ceil(4) * 4;
-            let digest = if self.digests.data { 4 } else { 0 };
-            data = vec![0u8; padded + digest];
-            self.reader.read_exact(&mut data).map_err(|e| self.io(e))?;
-            if self.digests.data {
-                let computed = crc32c(&data[..padded]);
-                let mut d = [0u8; 4];
-                d.copy_from_slice(&data[padded..]);
-                let received = u32::from_le_bytes(d);
-                if computed != received {
-                    return Err(frame(FrameError::DataDigest { computed, received }));
-                }
-            }
-            data.truncate(data_len);
-        }
-        Ok(Pdu::new(header, data))
+        read_rest(&mut self.reader, bhs, self.digests, self.max_recv).map_err(|e| match e {
+            ReadError::Io(source) => IscsiError::Io {
+                portal: self.portal.clone(),
+                source,
+            },
+            ReadError::Frame(source) => IscsiError::Frame {
+                portal: self.portal.clone(),
+                source,
+            },
+        })
     }
 }
