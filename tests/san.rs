@@ -333,7 +333,7 @@ fn read10(lba: u32) -> Vec<u8> {
 /// after a restart, and an APTPL reservation still binds a second initiator.
 #[test]
 fn fua_writes_and_reservations_survive_kill_9() {
-    use ferry_iscsi::initiator::Session;
+    use ferry_iscsi::initiator::simple::Session;
     let mut san = San::new("san-crash", &[]);
     let addr = format!("127.0.0.1:{}", san.port);
     let mut a = Session::login(&addr, INI1, TARGET, [0x80, 0, 0, 0, 0, 1], None).expect("login A");
@@ -402,7 +402,7 @@ fn fua_writes_and_reservations_survive_kill_9() {
 /// unregistered by UNREG, may not even read.
 #[test]
 fn register_and_move_hands_the_reservation_over() {
-    use ferry_iscsi::initiator::Session;
+    use ferry_iscsi::initiator::simple::Session;
     let san = San::new("san-move", &[]);
     let addr = format!("127.0.0.1:{}", san.port);
     let mut a = Session::login(&addr, INI1, TARGET, [0x80, 0, 0, 0, 0, 1], None).expect("login A");
@@ -484,7 +484,7 @@ fn register_and_move_hands_the_reservation_over() {
 /// (logged in, never reading again) is dropped and its session goes away.
 #[test]
 fn idle_initiators_are_pinged_and_dead_ones_dropped() {
-    use ferry_iscsi::initiator::Session;
+    use ferry_iscsi::initiator::simple::Session;
     let mut san = San::new("san-nop", &[]);
     san.crash();
     let text = std::fs::read_to_string(&san.config).unwrap();
@@ -532,7 +532,7 @@ fn idle_initiators_are_pinged_and_dead_ones_dropped() {
 
 #[test]
 fn show_lists_config_and_sessions() {
-    use ferry_iscsi::initiator::Session;
+    use ferry_iscsi::initiator::simple::Session;
     let san = San::new("san-show", &[]);
     let addr = format!("127.0.0.1:{}", san.port);
     let s = Session::login(&addr, INI1, TARGET, [0x80, 0, 0, 0, 0, 9], None).expect("login");
@@ -632,7 +632,7 @@ fn qemu_img_writes_and_reads_a_lun() {
 /// own connection with a log line; the server keeps serving others.
 #[test]
 fn malformed_input_drops_only_that_connection() {
-    use ferry_iscsi::initiator::Session;
+    use ferry_iscsi::initiator::simple::Session;
     use std::io::{Read, Write};
     let san = San::new("san-junk", &[]);
     let addr = format!("127.0.0.1:{}", san.port);

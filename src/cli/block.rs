@@ -22,7 +22,9 @@ pub enum BlockCmd {
         /// Unix socket to listen on.
         #[arg(long)]
         socket: Option<PathBuf>,
-        /// A disk as NAME=IMAGE or NAME=IMAGE:ro (repeatable).
+        /// A disk as NAME=IMAGE or NAME=IMAGE:ro (repeatable); IMAGE may be an
+        /// iscsi://PORTAL[:PORT]/IQN/LUN URL (credentials from
+        /// /etc/ferry/iscsi-secrets.toml).
         #[arg(long)]
         disk: Vec<String>,
         /// Write per-disk statistics to this JSON file every second.
@@ -46,6 +48,7 @@ fn parse_disk(arg: &str) -> anyhow::Result<DiskExport> {
     Ok(DiskExport {
         name: name.to_string(),
         path: path.into(),
+        secrets: None,
         readonly,
     })
 }

@@ -2,6 +2,8 @@
 //! `ferry` binary, the built test guest, spec files and console waits.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod targets;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};

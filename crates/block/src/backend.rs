@@ -25,6 +25,15 @@ pub enum BackendError {
     /// The backend cannot do this operation.
     #[error("operation not supported by this backend")]
     Unsupported,
+    /// A remote disk (an iSCSI LUN) failed the operation.
+    #[error("I/O error on {disk}")]
+    Remote {
+        /// The disk's identity (URL).
+        disk: String,
+        /// The error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// The storage failed.
     #[error("I/O error on {path}")]
     Io {
@@ -59,6 +68,15 @@ pub trait BlockBackend: Send + Sync {
     /// with splice and sendfile). Servers use them only when this is true.
     fn fd_transfer(&self) -> bool {
         false
+    }
+    /// Whether every request waits on the network (an iSCSI LUN): the
+    /// server then runs all of them on worker threads, never inline.
+    fn remote(&self) -> bool {
+        false
+    }
+    /// How many requests of one connection the server runs at once.
+    fn workers(&self) -> usize {
+        crate::nbd::server::WORKERS
     }
     /// Whether a read (or, with `write`, a write) of the range would be accepted.
     fn check_range(&self, offset: u64, len: u64, write: bool) -> Result<(), BackendError>;

@@ -3,15 +3,18 @@
 //!
 //! QEMU reaches every Ferry-served disk through a unix socket speaking NBD
 //! ([`nbd`]); the service maps each export onto a [`BlockBackend`] (a raw
-//! image file now; an iSCSI LUN and a CSV virtual disk later) and counts
+//! image file, an iSCSI LUN through Ferry's initiator ([`iscsi`]); a CSV
+//! virtual disk later) and counts
 //! what passes ([`stats`]). One service process runs per VM, started and
 //! restarted by the VM's supervisor ([`service`]).
 
 pub mod backend;
+pub mod iscsi;
 pub mod nbd;
 pub mod service;
 mod splice;
 pub mod stats;
 
 pub use backend::{BackendError, BlockBackend, FileBackend};
+pub use iscsi::IscsiBackend;
 pub use service::{DiskExport, ServiceConfig};

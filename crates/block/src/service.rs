@@ -1,9 +1,11 @@
 //! The block service process: serves a VM's disks on one unix socket and
 //! writes their statistics beside it.
 
-use crate::backend::FileBackend;
+use crate::backend::{BlockBackend, FileBackend};
+use crate::iscsi::IscsiBackend;
 use crate::nbd::server::{serve_connection, Export, ServerError};
 use crate::stats::{DiskCounters, Sampler};
+use ferry_spec::IscsiUrl;
 use serde::{Deserialize, Serialize};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -15,8 +17,11 @@ use std::time::Duration;
 pub struct DiskExport {
     /// Export name QEMU asks for (`disk0`, `disk1`, ...).
     pub name: String,
-    /// Raw image file.
+    /// Raw image file, or an `iscsi://` LUN URL.
     pub path: PathBuf,
+    /// For an iSCSI disk: its secrets file (default location if `None`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secrets: Option<PathBuf>,
     /// Refuse writes.
     #[serde(default)]
     pub readonly: bool,
@@ -49,6 +54,17 @@ pub enum ServiceError {
         #[source]
         source: crate::BackendError,
     },
+    /// An iSCSI disk could not be opened (login, credentials, LUN).
+    #[error("disk {name}: cannot open {url}")]
+    OpenIscsi {
+        /// Export name.
+        name: String,
+        /// The LUN URL.
+        url: String,
+        /// Why.
+        #[source]
+        source: crate::iscsi::IscsiOpenError,
+    },
     /// Another live service listens on the socket.
     #[error("socket {0} is in use by another running service")]
     SocketTaken(PathBuf),
@@ -73,20 +89,33 @@ pub fn open_exports(cfg: &ServiceConfig) -> Result<Vec<Export>, ServiceError> {
         if out.iter().any(|e| e.name == d.name) {
             return Err(ServiceError::DuplicateName(d.name.clone()));
         }
-        let backend =
-            FileBackend::open(&d.path, d.readonly).map_err(|source| ServiceError::Open {
-                name: d.name.clone(),
-                path: d.path.clone(),
-                mode: if d.readonly {
-                    "read-only"
-                } else {
-                    "read-write"
-                },
-                source,
-            })?;
+        let backend: Arc<dyn BlockBackend> = match d.path.to_str().filter(|p| IscsiUrl::is_iscsi(p))
+        {
+            Some(url) => Arc::new(
+                IscsiBackend::open(url, d.secrets.as_deref(), d.readonly).map_err(|source| {
+                    ServiceError::OpenIscsi {
+                        name: d.name.clone(),
+                        url: url.to_string(),
+                        source,
+                    }
+                })?,
+            ),
+            None => Arc::new(FileBackend::open(&d.path, d.readonly).map_err(|source| {
+                ServiceError::Open {
+                    name: d.name.clone(),
+                    path: d.path.clone(),
+                    mode: if d.readonly {
+                        "read-only"
+                    } else {
+                        "read-write"
+                    },
+                    source,
+                }
+            })?),
+        };
         out.push(Export {
             name: d.name.clone(),
-            backend: Arc::new(backend),
+            backend,
             counters: Arc::new(DiskCounters::default()),
         });
     }

@@ -13,7 +13,6 @@
 
 pub mod config;
 pub mod initiator;
-pub mod inspect;
 pub mod login;
 pub mod pdu;
 pub mod scsi;

@@ -6,10 +6,12 @@
 //! the same [`VmSpec`], so two QEMU processes for one VM can never disagree.
 
 mod error;
+mod iscsi;
 mod model;
 mod validate;
 
 pub use error::SpecError;
+pub use iscsi::{IscsiUrl, DEFAULT_SECRETS};
 pub use model::{
     Boot, CpuBaseline, Disk, DiskPath, Nic, NicAttachment, VmSpec, DEFAULT_CPU_MODEL,
     DEFAULT_MACHINE,

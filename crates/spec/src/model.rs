@@ -72,12 +72,17 @@ pub struct Boot {
     pub cmdline: String,
 }
 
-/// A virtual disk backed by an image file.
+/// A virtual disk backed by an image file or an iSCSI LUN.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Disk {
-    /// Raw image file.
+    /// Raw image file, or `iscsi://PORTAL[:PORT]/IQN/LUN` for a LUN served
+    /// through Ferry's block service and initiator.
     pub path: PathBuf,
+    /// For an iSCSI disk: the secrets file with its CHAP credentials and
+    /// initiator settings (default [`crate::DEFAULT_SECRETS`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secrets: Option<PathBuf>,
     /// Guest may only read.
     #[serde(default)]
     pub readonly: bool,
@@ -120,6 +125,13 @@ pub enum NicAttachment {
     Tap(String),
 }
 
+impl Disk {
+    /// The disk's `iscsi://` URL, when its path is one (valid or not).
+    pub fn iscsi_url(&self) -> Option<&str> {
+        self.path.to_str().filter(|p| crate::IscsiUrl::is_iscsi(p))
+    }
+}
+
 fn default_vcpus() -> u32 {
     1
 }
@@ -143,7 +155,12 @@ impl VmSpec {
             fix(initrd);
         }
         for disk in &mut self.disks {
-            fix(&mut disk.path);
+            if disk.iscsi_url().is_none() {
+                fix(&mut disk.path);
+            }
+            if let Some(s) = disk.secrets.as_mut() {
+                fix(s);
+            }
         }
         if let Some(CpuBaseline::Hosts(files)) = self.cpu_baseline.as_mut() {
             files.iter_mut().for_each(fix);

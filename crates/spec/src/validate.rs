@@ -86,6 +86,25 @@ impl VmSpec {
             if disk.path.as_os_str().is_empty() {
                 return Err(SpecError::invalid(format!("disks[{i}].path"), "is empty"));
             }
+            match disk.iscsi_url() {
+                Some(url) => {
+                    crate::IscsiUrl::parse(url)
+                        .map_err(|p| SpecError::invalid(format!("disks[{i}].path"), p))?;
+                    if disk.via == crate::DiskPath::Qemu {
+                        return Err(SpecError::invalid(
+                            format!("disks[{i}].via"),
+                            "an iSCSI disk goes through Ferry's block service; remove `via = \"qemu\"`",
+                        ));
+                    }
+                }
+                None if disk.secrets.is_some() => {
+                    return Err(SpecError::invalid(
+                        format!("disks[{i}].secrets"),
+                        "only applies to iscsi:// disks",
+                    ))
+                }
+                None => {}
+            }
         }
         Ok(())
     }
@@ -259,6 +278,30 @@ bridge = "br0"
             err_of(&GOOD.replace("bridge = \"br0\"", "bridge = \"a-very-long-bridge-name\""))
                 .contains("nics[0].bridge")
         );
+    }
+
+    #[test]
+    fn iscsi_disks_keep_their_url_and_are_checked() {
+        let with = |disk: &str| GOOD.replace("path = \"disk.img\"", disk);
+        let spec = VmSpec::from_toml(
+            &with("path = \"iscsi://10.0.0.5/iqn.2026-01.dev.ferry:d/1\"\nsecrets = \"s.toml\""),
+            Path::new("/specs"),
+        )
+        .unwrap();
+        assert_eq!(
+            spec.disks[0].iscsi_url(),
+            Some("iscsi://10.0.0.5/iqn.2026-01.dev.ferry:d/1")
+        );
+        assert_eq!(
+            spec.disks[0].secrets.as_deref(),
+            Some(Path::new("/specs/s.toml"))
+        );
+        assert!(err_of(&with("path = \"iscsi://10.0.0.5/iqn.x:d\"")).contains("disks[0].path"));
+        assert!(err_of(&with(
+            "path = \"iscsi://10.0.0.5/iqn.x:d/0\"\nvia = \"qemu\""
+        ))
+        .contains("disks[0].via"));
+        assert!(err_of(&with("path = \"d.img\"\nsecrets = \"s\"")).contains("only applies"));
     }
 
     #[test]

@@ -28,6 +28,7 @@ pub fn config_for(spec: &VmSpec, dir: &RunDir) -> Option<ServiceConfig> {
         .map(|(i, d)| DiskExport {
             name: export_name(i),
             path: d.path.clone(),
+            secrets: d.secrets.clone(),
             readonly: d.readonly,
         })
         .collect();

@@ -50,6 +50,18 @@ fn check_boot_files(spec: &VmSpec) -> Result<(), VmError> {
 
 fn check_disks(spec: &VmSpec) -> Result<(), VmError> {
     for (i, disk) in spec.disks.iter().enumerate() {
+        if disk.iscsi_url().is_some() {
+            // The block service logs in at start and says what is wrong;
+            // here only the secrets file the spec names must exist.
+            if let Some(s) = disk.secrets.as_ref().filter(|s| !s.exists()) {
+                return Err(VmError::MissingFile {
+                    what: format!("iSCSI secrets file (disks[{i}].secrets)"),
+                    path: s.clone(),
+                    hint: String::new(),
+                });
+            }
+            continue;
+        }
         if !disk.path.exists() {
             return Err(VmError::MissingFile {
                 what: format!("disk image (disks[{i}])"),

@@ -188,7 +188,7 @@ fn transmission(mut rd: UnixStream, wr: UnixStream, export: &Export) -> Result<(
     let (tx, rx) = mpsc::sync_channel::<Job>(QUEUE_DEPTH);
     let rx = Mutex::new(rx);
     std::thread::scope(|scope| {
-        for _ in 0..WORKERS {
+        for _ in 0..export.backend.workers().clamp(1, QUEUE_DEPTH) {
             scope.spawn(|| {
                 let mut reply = Vec::new();
                 loop {
@@ -218,11 +218,13 @@ fn transmission(mut rd: UnixStream, wr: UnixStream, export: &Export) -> Result<(
     })
 }
 
-/// True for requests that can block for long (they reach the disk): those go
-/// to the workers. Everything else is served by the reader itself, which
+/// True for requests that can block for long (they reach the disk, or any
+/// request on a remote backend, which waits for the network): those go to
+/// the workers. Everything else is served by the reader itself, which
 /// saves a thread wake-up per request; the page cache answers in microseconds.
-fn is_slow(req: &Request) -> bool {
-    req.kind == cmd::FLUSH
+fn is_slow(export: &Export, req: &Request) -> bool {
+    export.backend.remote()
+        || req.kind == cmd::FLUSH
         || req.flags & proto::CMD_FLAG_FUA != 0
         || matches!(req.kind, cmd::TRIM | cmd::WRITE_ZEROES)
 }
@@ -296,7 +298,7 @@ fn serve_requests(
             0
         };
         let direct = export.backend.fd_transfer() && req.length as usize >= SPLICE_MIN;
-        if direct && req.kind == cmd::WRITE && !is_slow(&req) {
+        if direct && req.kind == cmd::WRITE && !is_slow(export, &req) {
             pending.flush()?;
             write_direct(export, &req, rd, pending.writer)?;
             continue;
@@ -306,7 +308,7 @@ fn serve_requests(
             read_direct(export, &req, pending.writer)?;
             continue;
         }
-        if !is_slow(&req) {
+        if !is_slow(export, &req) {
             // Served here, with the reader's own reused buffers.
             data.resize(len, 0);
             rd.read_exact(&mut data)?;
@@ -411,7 +413,7 @@ fn error_code(e: &BackendError) -> u32 {
     match e {
         BackendError::ReadOnly => errno::EPERM,
         BackendError::OutOfRange { .. } => errno::EINVAL,
-        BackendError::Io { .. } => {
+        BackendError::Io { .. } | BackendError::Remote { .. } => {
             tracing::error!("{e}: {:?}", std::error::Error::source(e));
             errno::EIO
         }

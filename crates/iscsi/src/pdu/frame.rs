@@ -221,6 +221,59 @@ impl Pdu {
     }
 }
 
+/// Why [`read_rest`] could not produce a PDU.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// The stream failed or ended early.
+    #[error("reading a PDU")]
+    Io(#[from] std::io::Error),
+    /// The bytes are not a valid PDU.
+    #[error("invalid PDU")]
+    Frame(#[from] FrameError),
+}
+
+/// Reads the rest of one PDU, whose 48-byte header is `bhs`, from a stream:
+/// the checks of [`Pdu::parse`], with the data segment read straight into
+/// its own buffer instead of a frame buffer it is then copied out of.
+pub fn read_rest(
+    r: &mut impl std::io::Read,
+    bhs: [u8; BHS_LEN],
+    digests: Digests,
+    max_data: usize,
+) -> Result<Pdu, ReadError> {
+    frame_len(&bhs, digests, max_data)?;
+    let (ahs_len, data_len) = announced_lengths(&bhs);
+    let mut ahs = vec![0u8; ahs_len];
+    r.read_exact(&mut ahs)?;
+    if digests.header {
+        let mut d = [0u8; 4];
+        r.read_exact(&mut d)?;
+        let computed = crc32c_parts(&[&bhs, &ahs]);
+        let received = u32::from_le_bytes(d);
+        if computed != received {
+            return Err(FrameError::HeaderDigest { computed, received }.into());
+        }
+    }
+    let header = Header::decode(&bhs).map_err(FrameError::from)?;
+    check_ahs(&ahs)?;
+    let mut data = Vec::new();
+    if data_len > 0 {
+        let padded = data_len + pad4(data_len);
+        let digest = if digests.data { 4 } else { 0 };
+        data = vec![0u8; padded + digest];
+        r.read_exact(&mut data)?;
+        if digests.data {
+            let computed = crc32c(&data[..padded]);
+            let received = le32(&data[padded..]);
+            if computed != received {
+                return Err(FrameError::DataDigest { computed, received }.into());
+            }
+        }
+        data.truncate(data_len);
+    }
+    Ok(Pdu { header, ahs, data })
+}
+
 /// Iterates (type, body) over well-formed AHS segments.
 fn ahs_segments(ahs: &[u8]) -> impl Iterator<Item = (u8, &[u8])> {
     let mut at = 0;
@@ -313,6 +366,30 @@ mod tests {
             Pdu::parse(&bytes, d, 8192),
             Err(FrameError::HeaderDigest { .. })
         ));
+    }
+
+    #[test]
+    fn streamed_reading_matches_parse() {
+        for digests in [
+            Digests::default(),
+            Digests {
+                header: true,
+                data: true,
+            },
+        ] {
+            let bytes = sample().encode(digests);
+            let mut bhs = [0u8; BHS_LEN];
+            bhs.copy_from_slice(&bytes[..BHS_LEN]);
+            let mut rest = &bytes[BHS_LEN..];
+            let p = read_rest(&mut rest, bhs, digests, 8192).expect("read");
+            assert_eq!(p, Pdu::parse(&bytes, digests, 8192).expect("parse").0);
+            assert!(rest.is_empty());
+            let mut bad = bytes.clone();
+            let n = bad.len();
+            bad[n - 1] ^= 1;
+            let mut rest = &bad[BHS_LEN..];
+            assert!(read_rest(&mut rest, bhs, digests, 8192).is_err() == digests.data);
+        }
     }
 
     #[test]

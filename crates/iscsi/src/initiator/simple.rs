@@ -1,6 +1,7 @@
 //! A small blocking iSCSI initiator: one connection, one command at a
-//! time. Ferry's tests and tools use it to drive a target directly (raw
-//! CDBs such as PERSISTENT RESERVE, FUA writes); it is not a data path.
+//! time, no digests. Ferry's tests use it to drive a target directly (raw
+//! CDBs such as PERSISTENT RESERVE, FUA writes); the data path uses
+//! [`super::Session`].
 
 use crate::login::chap;
 use crate::pdu::bhs::{self, Header};

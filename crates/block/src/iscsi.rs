@@ -1,0 +1,321 @@
+//! A disk on an iSCSI LUN, through Ferry's own initiator: the block
+//! service's worker threads call straight into the initiator, whose
+//! pipelined session carries many of them at once.
+//!
+//! Credentials and initiator settings come from a secrets file (TOML),
+//! never from a command line or the VM spec:
+//!
+//! ```toml
+//! initiator_name = "iqn.2026-01.dev.ferry:host1"   # default: from the host name
+//! chap_user = "alice"                              # one-way CHAP
+//! chap_secret = "..."
+//! mutual_user = "san"                              # mutual CHAP (optional)
+//! mutual_secret = "..."
+//! io_timeout_secs = 30                             # a command's limit, reconnects included
+//! digests = false                                  # ask for CRC32C header/data digests
+//! ```
+
+use crate::backend::{BackendError, BlockBackend};
+use ferry_iscsi::initiator::{random_isid, Chap, IscsiError, LoginConfig, Lun, SessionConfig};
+use ferry_spec::IscsiUrl;
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The secrets file's contents.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IscsiSecrets {
+    /// Our initiator IQN.
+    pub initiator_name: Option<String>,
+    /// One-way CHAP user.
+    pub chap_user: Option<String>,
+    /// One-way CHAP secret.
+    pub chap_secret: Option<String>,
+    /// Mutual CHAP: the target's user.
+    pub mutual_user: Option<String>,
+    /// Mutual CHAP: the target's secret.
+    pub mutual_secret: Option<String>,
+    /// I/O timeout in seconds.
+    pub io_timeout_secs: Option<u64>,
+    /// Ask for CRC32C digests.
+    #[serde(default)]
+    pub digests: bool,
+}
+
+/// Why an iSCSI disk could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum IscsiOpenError {
+    /// The URL is malformed.
+    #[error("{0}")]
+    Url(String),
+    /// The secrets file cannot be read.
+    #[error("cannot read iSCSI secrets file {path}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The secrets file is not valid.
+    #[error("iSCSI secrets file {path} is invalid: {message}")]
+    Secrets {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message.
+        message: String,
+    },
+    /// The initiator failed (login, LUN check).
+    #[error(transparent)]
+    Iscsi(#[from] IscsiError),
+}
+
+impl IscsiSecrets {
+    /// Reads `path`; a missing file at the default location means "no
+    /// credentials", a missing file the spec named is an error.
+    pub fn load(path: Option<&Path>) -> Result<IscsiSecrets, IscsiOpenError> {
+        let (path, named) = match path {
+            Some(p) => (p.to_path_buf(), true),
+            None => (PathBuf::from(ferry_spec::DEFAULT_SECRETS), false),
+        };
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if !named && e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(IscsiSecrets::default())
+            }
+            Err(source) => return Err(IscsiOpenError::Read { path, source }),
+        };
+        let s: IscsiSecrets = toml::from_str(&text).map_err(|e| IscsiOpenError::Secrets {
+            path: path.clone(),
+            message: e.message().to_string(),
+        })?;
+        let pair = |u: &Option<String>, s: &Option<String>, what: &str| match (u, s) {
+            (Some(_), None) | (None, Some(_)) => Err(IscsiOpenError::Secrets {
+                path: path.clone(),
+                message: format!("{what}_user and {what}_secret go together"),
+            }),
+            _ => Ok(()),
+        };
+        pair(&s.chap_user, &s.chap_secret, "chap")?;
+        pair(&s.mutual_user, &s.mutual_secret, "mutual")?;
+        if s.mutual_user.is_some() && s.chap_user.is_none() {
+            return Err(IscsiOpenError::Secrets {
+                path,
+                message: "mutual CHAP needs chap_user and chap_secret too".into(),
+            });
+        }
+        Ok(s)
+    }
+}
+
+/// The default initiator name: Ferry's prefix and the host name.
+pub fn default_initiator_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_lowercase())
+        .unwrap_or_default();
+    let host: String = host
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    format!(
+        "iqn.2026-01.dev.ferry:{}",
+        if host.is_empty() { "host" } else { &host }
+    )
+}
+
+/// A disk on an iSCSI LUN.
+pub struct IscsiBackend {
+    lun: Lun,
+    url: String,
+    read_only: bool,
+}
+
+impl IscsiBackend {
+    /// Logs in to the URL's target and checks its LUN.
+    pub fn open(
+        url: &str,
+        secrets: Option<&Path>,
+        read_only: bool,
+    ) -> Result<IscsiBackend, IscsiOpenError> {
+        let u = IscsiUrl::parse(url).map_err(IscsiOpenError::Url)?;
+        let s = IscsiSecrets::load(secrets)?;
+        let chap = |u: &Option<String>, s: &Option<String>| {
+            u.clone()
+                .zip(s.clone())
+                .map(|(user, secret)| Chap { user, secret })
+        };
+        let mut cfg = SessionConfig::new(LoginConfig {
+            portal: u.portal(),
+            target: u.target.clone(),
+            initiator: s
+                .initiator_name
+                .clone()
+                .unwrap_or_else(default_initiator_name),
+            isid: random_isid(),
+            chap: chap(&s.chap_user, &s.chap_secret),
+            mutual: chap(&s.mutual_user, &s.mutual_secret),
+            digests: s.digests,
+            timeout: Duration::from_secs(5),
+        });
+        if let Some(t) = s.io_timeout_secs {
+            cfg.io_timeout = Duration::from_secs(t.max(1));
+        }
+        let lun = Lun::open(cfg, u.lun)?;
+        Ok(IscsiBackend {
+            lun,
+            url: url.to_string(),
+            read_only,
+        })
+    }
+
+    /// The LUN underneath (for reservations).
+    pub fn lun(&self) -> &Lun {
+        &self.lun
+    }
+
+    fn err(&self, e: IscsiError) -> BackendError {
+        BackendError::Remote {
+            disk: self.url.clone(),
+            source: Box::new(e),
+        }
+    }
+}
+
+impl BlockBackend for IscsiBackend {
+    fn size(&self) -> u64 {
+        self.lun.size()
+    }
+    fn read_only(&self) -> bool {
+        self.read_only
+    }
+    fn remote(&self) -> bool {
+        true
+    }
+    fn workers(&self) -> usize {
+        // Enough threads to keep the session's pipeline full.
+        32
+    }
+    fn identity(&self) -> String {
+        match self.lun.device_id() {
+            "" => self.url.clone(),
+            id => format!("{} ({id})", self.url),
+        }
+    }
+    fn check_range(&self, offset: u64, len: u64, write: bool) -> Result<(), BackendError> {
+        if write && self.read_only {
+            return Err(BackendError::ReadOnly);
+        }
+        let size = self.size();
+        if offset.checked_add(len).is_none_or(|end| end > size) {
+            return Err(BackendError::OutOfRange { offset, len, size });
+        }
+        Ok(())
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<(), BackendError> {
+        self.check_range(offset, buf.len() as u64, false)?;
+        let bs = u64::from(self.lun.block_size());
+        if offset.is_multiple_of(bs) && (buf.len() as u64).is_multiple_of(bs) {
+            return self.lun.read_at(buf, offset).map_err(|e| self.err(e));
+        }
+        let (start, end) = widen(offset, buf.len() as u64, bs);
+        let mut tmp = vec![0u8; (end - start) as usize];
+        self.lun.read_at(&mut tmp, start).map_err(|e| self.err(e))?;
+        let at = (offset - start) as usize;
+        buf.copy_from_slice(&tmp[at..at + buf.len()]);
+        Ok(())
+    }
+    fn write_at(&self, buf: &[u8], offset: u64, fua: bool) -> Result<(), BackendError> {
+        self.check_range(offset, buf.len() as u64, true)?;
+        let bs = u64::from(self.lun.block_size());
+        if offset.is_multiple_of(bs) && (buf.len() as u64).is_multiple_of(bs) {
+            return self.lun.write_at(buf, offset, fua).map_err(|e| self.err(e));
+        }
+        // Read-modify-write of the partial blocks at the edges.
+        let (start, end) = widen(offset, buf.len() as u64, bs);
+        let mut tmp = vec![0u8; (end - start) as usize];
+        self.lun.read_at(&mut tmp, start).map_err(|e| self.err(e))?;
+        let at = (offset - start) as usize;
+        tmp[at..at + buf.len()].copy_from_slice(buf);
+        self.lun.write_at(&tmp, start, fua).map_err(|e| self.err(e))
+    }
+    fn flush(&self) -> Result<(), BackendError> {
+        if self.read_only {
+            return Ok(());
+        }
+        self.lun.flush().map_err(|e| self.err(e))
+    }
+    fn discard(&self, offset: u64, len: u64) -> Result<(), BackendError> {
+        self.check_range(offset, len, true)?;
+        let bs = u64::from(self.lun.block_size());
+        // Only whole blocks inside the range can go.
+        let start = offset.div_ceil(bs) * bs;
+        let end = (offset + len) / bs * bs;
+        if end <= start {
+            return Ok(());
+        }
+        self.lun
+            .discard(start, end - start)
+            .map_err(|e| self.err(e))
+    }
+    fn write_zeroes(&self, offset: u64, len: u64, fua: bool) -> Result<(), BackendError> {
+        self.check_range(offset, len, true)?;
+        let bs = u64::from(self.lun.block_size());
+        if offset.is_multiple_of(bs) && len.is_multiple_of(bs) {
+            return self
+                .lun
+                .write_zeroes(offset, len, fua)
+                .map_err(|e| self.err(e));
+        }
+        let zeroes = vec![0u8; len as usize];
+        self.write_at(&zeroes, offset, fua)
+    }
+}
+
+/// The block-aligned range covering `offset..offset+len`.
+fn widen(offset: u64, len: u64, bs: u64) -> (u64, u64) {
+    (offset / bs * bs, (offset + len).div_ceil(bs) * bs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn widen_to_blocks() {
+        assert_eq!(widen(0, 512, 512), (0, 512));
+        assert_eq!(widen(100, 10, 512), (0, 512));
+        assert_eq!(widen(500, 30, 512), (0, 1024));
+    }
+
+    #[test]
+    fn secrets_file_rules() {
+        let dir = std::env::temp_dir().join(format!("ferry-secrets-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap_or_default();
+        let write = |name: &str, text: &str| {
+            let p = dir.join(name);
+            std::fs::write(&p, text).unwrap_or_default();
+            p
+        };
+        let ok = write(
+            "ok.toml",
+            "chap_user = \"a\"\nchap_secret = \"b\"\nio_timeout_secs = 5\n",
+        );
+        let s = IscsiSecrets::load(Some(&ok)).ok();
+        assert_eq!(s.and_then(|s| s.io_timeout_secs), Some(5));
+        let half = write("half.toml", "chap_user = \"a\"\n");
+        let e = IscsiSecrets::load(Some(&half)).err().map(|e| e.to_string());
+        assert!(e.unwrap_or_default().contains("go together"));
+        let e = IscsiSecrets::load(Some(&dir.join("missing.toml")))
+            .err()
+            .map(|e| e.to_string());
+        assert!(e.unwrap_or_default().contains("cannot read"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

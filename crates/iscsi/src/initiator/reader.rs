@@ -1,0 +1,266 @@
+//! The session's reader thread: every PDU from the target goes through
+//! here, is matched to its task by ITT and wakes the caller waiting on it;
+//! the CmdSN window and ExpStatSN follow the target's answers. When the
+//! connection breaks (or stays silent past three ping intervals) the reader
+//! logs in again and re-queues every outstanding command in issue order.
+
+use super::login::login;
+use super::sender::Chore;
+use super::session::{lock, Shared, State, MAX_BACKOFF, PING_ITT};
+use super::task::{sn_lt, Task, Violation};
+use super::wire::Wire;
+use crate::pdu::bhs::Header;
+use crate::pdu::Pdu;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// What one PDU carries for the window: (StatSN if it acknowledges status,
+/// ExpCmdSN, MaxCmdSN).
+fn sequence_numbers(h: &Header) -> Option<(Option<u32>, u32, u32)> {
+    Some(match h {
+        Header::DataIn(d) => (
+            d.has_status.then_some(d.stat_sn),
+            d.exp_cmd_sn,
+            d.max_cmd_sn,
+        ),
+        Header::ScsiResponse(r) => (Some(r.stat_sn), r.exp_cmd_sn, r.max_cmd_sn),
+        Header::R2t(r) => (None, r.exp_cmd_sn, r.max_cmd_sn),
+        Header::NopIn(n) => (
+            (n.itt != 0xffff_ffff).then_some(n.stat_sn),
+            n.exp_cmd_sn,
+            n.max_cmd_sn,
+        ),
+        Header::AsyncMsg(a) => (Some(a.stat_sn), a.exp_cmd_sn, a.max_cmd_sn),
+        Header::Reject(r) => (Some(r.stat_sn), r.exp_cmd_sn, r.max_cmd_sn),
+        Header::TaskMgmtResp(r) => (Some(r.stat_sn), r.exp_cmd_sn, r.max_cmd_sn),
+        Header::LogoutResp(r) => (Some(r.stat_sn), r.exp_cmd_sn, r.max_cmd_sn),
+        Header::TextResp(r) => (Some(r.stat_sn), r.exp_cmd_sn, r.max_cmd_sn),
+        _ => return None,
+    })
+}
+
+/// What the reader must do after a PDU.
+enum Next {
+    Continue,
+    /// Answer a target's ping with this TTT.
+    Pong(u32, u64),
+    /// Drop the connection and log in again.
+    Reconnect(String),
+}
+
+pub(super) fn reader_loop(sh: &Arc<Shared>, mut wire: Wire, mut generation: u64) {
+    let ping = sh.cfg.ping_interval;
+    let mut last_rx = Instant::now();
+    let mut pinged = false;
+    let _ = wire.set_read_timeout(Some(ping));
+    loop {
+        let why = match wire.recv_idle() {
+            Ok(Some(pdu)) => {
+                last_rx = Instant::now();
+                pinged = false;
+                match dispatch(sh, pdu, generation) {
+                    Next::Continue => continue,
+                    Next::Pong(ttt, lun) => {
+                        sh.chore(Chore::Nop {
+                            generation,
+                            ttt,
+                            lun,
+                            itt: 0xffff_ffff,
+                        });
+                        continue;
+                    }
+                    Next::Reconnect(why) => why,
+                }
+            }
+            Ok(None) => {
+                if last_rx.elapsed() >= ping * 3 {
+                    format!("no answer for {} s", last_rx.elapsed().as_secs())
+                } else {
+                    if !pinged {
+                        sh.chore(Chore::Nop {
+                            generation,
+                            ttt: 0xffff_ffff,
+                            lun: 0,
+                            itt: PING_ITT,
+                        });
+                        pinged = true;
+                    }
+                    continue;
+                }
+            }
+            Err(e) => format!(
+                "{e}: {:?}",
+                std::error::Error::source(&e).map(|s| s.to_string())
+            ),
+        };
+        if lock(&sh.state).closing {
+            return;
+        }
+        tracing::warn!(portal = %sh.cfg.login.portal, target = %sh.cfg.login.target, "iSCSI connection lost ({why}); logging in again");
+        // Unblocks a caller stuck writing to a dead connection.
+        wire.shutdown();
+        match reconnect(sh, generation) {
+            Some((w, g)) => {
+                wire = w;
+                generation = g;
+                last_rx = Instant::now();
+                pinged = false;
+                let _ = wire.set_read_timeout(Some(ping));
+            }
+            None => return,
+        }
+    }
+}
+
+fn dispatch(sh: &Shared, pdu: Pdu, generation: u64) -> Next {
+    let mut s = lock(&sh.state);
+    if let Some((stat_sn, exp_cmd_sn, max_cmd_sn)) = sequence_numbers(&pdu.header) {
+        if let Some(sn) = stat_sn {
+            s.exp_stat_sn = sn.wrapping_add(1);
+        }
+        // RFC 7143 4.2.2.1: ignore a MaxCmdSN below ExpCmdSN - 1.
+        if !sn_lt(max_cmd_sn, exp_cmd_sn.wrapping_sub(1)) && sn_lt(s.max_cmd_sn, max_cmd_sn) {
+            s.max_cmd_sn = max_cmd_sn;
+            if !s.unsent.is_empty() {
+                // Never send from the reader: a reader blocked writing while
+                // the target blocks writing to it would deadlock both.
+                s.chores.push_back(Chore::Pump);
+                sh.kick.notify_one();
+            }
+            sh.room.notify_all();
+        }
+    }
+    let result = match &pdu.header {
+        Header::DataIn(h) => with_task(&mut s, h.itt, generation, |t| t.data_in(h, pdu.data)),
+        Header::ScsiResponse(h) => {
+            with_task(&mut s, h.itt, generation, |t| t.response(h, &pdu.data))
+        }
+        Header::R2t(h) => with_task(&mut s, h.itt, generation, |t| t.r2t(h, generation)),
+        Header::NopIn(n) if n.ttt != 0xffff_ffff => return Next::Pong(n.ttt, n.lun),
+        Header::AsyncMsg(a) if matches!(a.event, 1..=3) => {
+            return Next::Reconnect(format!("target asked us to log out (event {})", a.event))
+        }
+        Header::Reject(r) => {
+            let itt = pdu
+                .data
+                .get(16..20)
+                .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+            return Next::Reconnect(format!(
+                "target rejected a PDU (reason {:#04x}, ITT {itt:?})",
+                r.reason
+            ));
+        }
+        _ => Ok(()),
+    };
+    match result {
+        Ok(()) => {
+            let completes = match &pdu.header {
+                Header::ScsiResponse(_) => true,
+                Header::DataIn(d) => d.has_status,
+                _ => false,
+            };
+            if completes {
+                // A submitter may be waiting for a free slot.
+                sh.room.notify_all();
+            }
+            Next::Continue
+        }
+        Err(v) => Next::Reconnect(v.0),
+    }
+}
+
+fn with_task(
+    s: &mut State,
+    itt: u32,
+    generation: u64,
+    f: impl FnOnce(&mut Task) -> Result<(), Violation>,
+) -> Result<(), Violation> {
+    // An answer to a command that timed out or belongs to a dead
+    // connection is dropped.
+    let Some(t) = s
+        .tasks
+        .get_mut(&itt)
+        .filter(|t| t.sent_on == Some(generation))
+    else {
+        return Ok(());
+    };
+    f(t)?;
+    t.wake.notify_all();
+    Ok(())
+}
+
+/// Logs in again until it works or the session closes; re-queues every
+/// outstanding command in its original order.
+fn reconnect(sh: &Shared, old: u64) -> Option<(Wire, u64)> {
+    {
+        let mut w = lock(&sh.writer);
+        if let Some(wire) = w.wire.take() {
+            wire.shutdown();
+        }
+        let mut s = lock(&sh.state);
+        s.connected = false;
+        debug_assert_eq!(w.generation, old);
+    }
+    let mut backoff = Duration::from_millis(50);
+    let mut attempts = 0u32;
+    loop {
+        if lock(&sh.state).closing {
+            return None;
+        }
+        let cmd_sn = lock(&sh.state).cmd_sn;
+        match login(&sh.cfg.login, cmd_sn) {
+            Ok((wire, neg)) => {
+                let reader = match wire.try_clone() {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::warn!("reconnect: {e}");
+                        continue;
+                    }
+                };
+                let mut w = lock(&sh.writer);
+                let generation = {
+                    let mut s = lock(&sh.state);
+                    if s.closing {
+                        wire.shutdown();
+                        return None;
+                    }
+                    s.generation += 1;
+                    s.reconnects += 1;
+                    s.cmd_sn = neg.cmd_sn;
+                    s.exp_stat_sn = neg.exp_stat_sn;
+                    s.max_cmd_sn = neg.max_cmd_sn;
+                    s.neg = neg;
+                    s.connected = true;
+                    let mut again: Vec<(u64, u32)> = Vec::new();
+                    for (itt, t) in s.tasks.iter_mut() {
+                        if t.outcome.is_none() {
+                            t.reset();
+                            again.push((t.seq, *itt));
+                        }
+                    }
+                    s.unsent = again.into_iter().collect();
+                    tracing::info!(
+                    target = %sh.cfg.login.target,
+                        resent = s.unsent.len(),
+                        "iSCSI session re-established"
+                    );
+                    s.generation
+                };
+                w.generation = generation;
+                w.wire = Some(wire);
+                drop(w);
+                sh.chore(Chore::Pump);
+                sh.room.notify_all();
+                return Some((reader, generation));
+            }
+            Err(e) => {
+                attempts += 1;
+                if attempts == 1 || attempts.is_multiple_of(20) {
+                    tracing::warn!(attempts, "iSCSI login failed: {e}");
+                }
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+}

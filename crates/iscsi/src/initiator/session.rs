@@ -1,0 +1,440 @@
+//! The pipelined session: many commands in flight on one connection.
+//!
+//! Threads: callers submit commands and block on their own task; one reader
+//! thread per session reads every PDU, matches it to its task by ITT and
+//! wakes that caller. Whoever holds the writer lock sends: commands go out
+//! in submission order, CmdSN by CmdSN, while the target's window
+//! (MaxCmdSN) allows; a caller sends the Data-Out its own R2Ts ask for.
+//! A sender thread sends on the reader's behalf (see [`super::sender`]).
+//! Lock order is writer, then state.
+//!
+//! Connection loss: the reader thread logs in again (same ISID, so the
+//! target reinstates the session and persistent-reservation registrations
+//! stay bound to us) and re-sends every outstanding command in its original
+//! order. A caller whose command does not complete within the I/O timeout
+//! gets [`IscsiError::Timeout`]; it never hangs.
+
+use super::encode::{encode_command, encode_data_out, DataOutRun};
+use super::login::{login, LoginConfig, Negotiated};
+use super::sender::Chore;
+use super::task::{sn_le, Request, ScsiResult, Task, Transfer};
+use super::wire::Wire;
+use super::IscsiError;
+use crate::pdu::bhs::{self, Header};
+use crate::pdu::Pdu;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// How a session behaves beyond login.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// Where and who.
+    pub login: LoginConfig,
+    /// How long a command may take, reconnects included, before its caller
+    /// gets an error.
+    pub io_timeout: Duration,
+    /// Most commands in flight (sent or queued, not yet answered) at once.
+    pub queue_depth: usize,
+    /// A silent connection is pinged after this long and dropped after
+    /// three times this long.
+    pub ping_interval: Duration,
+}
+
+impl SessionConfig {
+    /// Defaults: 30 s I/O timeout, queue depth 64, 5 s pings.
+    pub fn new(login: LoginConfig) -> SessionConfig {
+        SessionConfig {
+            login,
+            io_timeout: Duration::from_secs(30),
+            queue_depth: 64,
+            ping_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+/// ITTs at or above this are the session's own (NOP-Out pings).
+pub(super) const PING_ITT: u32 = 0xffff_ff00;
+/// Longest reconnect back-off.
+pub(super) const MAX_BACKOFF: Duration = Duration::from_secs(1);
+
+pub(super) struct Writer {
+    pub(super) wire: Option<Wire>,
+    pub(super) generation: u64,
+    /// Frames are encoded here, reused so large writes allocate once.
+    pub(super) scratch: Vec<u8>,
+}
+
+impl Writer {
+    /// Sends what `frames` holds and keeps the buffer for next time.
+    fn send_frames(&mut self, mut frames: Vec<u8>) {
+        if !frames.is_empty() {
+            if let Some(wire) = self.wire.as_mut() {
+                if let Err(e) = wire.send_raw(&frames) {
+                    // The reader notices too and reconnects; the commands
+                    // are still in the table and will be sent again.
+                    tracing::debug!("send failed: {e}");
+                    wire.shutdown();
+                }
+            }
+        }
+        frames.clear();
+        if frames.capacity() <= SCRATCH_KEEP {
+            self.scratch = frames;
+        }
+    }
+}
+
+/// Largest encode buffer kept between sends.
+const SCRATCH_KEEP: usize = 8 << 20;
+
+pub(super) struct State {
+    pub(super) neg: Negotiated,
+    pub(super) cmd_sn: u32,
+    pub(super) exp_stat_sn: u32,
+    pub(super) max_cmd_sn: u32,
+    pub(super) next_itt: u32,
+    pub(super) next_seq: u64,
+    pub(super) tasks: HashMap<u32, Task>,
+    /// Tasks not yet sent on the current connection, by issue order.
+    pub(super) unsent: BTreeMap<u64, u32>,
+    pub(super) generation: u64,
+    pub(super) connected: bool,
+    pub(super) closing: bool,
+    pub(super) reconnects: u64,
+    /// Work for the sender thread.
+    pub(super) chores: VecDeque<Chore>,
+}
+
+pub(super) struct Shared {
+    pub(super) cfg: SessionConfig,
+    pub(super) writer: Mutex<Writer>,
+    pub(super) state: Mutex<State>,
+    /// Signalled when a slot frees, the window opens or the connection changes.
+    pub(super) room: Condvar,
+    /// Wakes the sender thread.
+    pub(super) kick: Condvar,
+}
+
+/// A logged-in session with pipelined commands; cheap to share by `Arc`.
+pub struct Session {
+    shared: Arc<Shared>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+/// A submitted command; [`Session::wait`] returns its result.
+pub struct Ticket {
+    itt: u32,
+    opcode: u8,
+    deadline: Instant,
+    wake: Arc<Condvar>,
+}
+
+pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panicking thread cannot leave these structures half-updated in a
+    // way later code trusts; keep going rather than poison everyone.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Session {
+    /// Logs in and starts the reader thread.
+    pub fn open(cfg: SessionConfig) -> Result<Session, IscsiError> {
+        let (wire, neg) = login(&cfg.login, 1)?;
+        tracing::info!(
+            portal = %cfg.login.portal,
+            target = %cfg.login.target,
+            header_digest = neg.digests.header,
+            data_digest = neg.digests.data,
+            max_burst = neg.max_burst,
+            first_burst = neg.first_burst,
+            max_send = neg.max_send,
+            immediate_data = neg.immediate_data,
+            initial_r2t = neg.initial_r2t,
+            "iSCSI session logged in"
+        );
+        let reader_wire = wire.try_clone()?;
+        let state = State {
+            cmd_sn: neg.cmd_sn,
+            exp_stat_sn: neg.exp_stat_sn,
+            max_cmd_sn: neg.max_cmd_sn,
+            neg,
+            next_itt: 1,
+            next_seq: 0,
+            tasks: HashMap::new(),
+            unsent: BTreeMap::new(),
+            generation: 1,
+            connected: true,
+            closing: false,
+            reconnects: 0,
+            chores: VecDeque::new(),
+        };
+        let shared = Arc::new(Shared {
+            cfg,
+            writer: Mutex::new(Writer {
+                wire: Some(wire),
+                generation: 1,
+                scratch: Vec::new(),
+            }),
+            state: Mutex::new(state),
+            room: Condvar::new(),
+            kick: Condvar::new(),
+        });
+        let spawn_err = |source| IscsiError::Io {
+            portal: shared.cfg.login.portal.clone(),
+            source,
+        };
+        let s2 = shared.clone();
+        let sender = std::thread::Builder::new()
+            .name("iscsi-sender".into())
+            .spawn(move || super::sender::sender_loop(&s2))
+            .map_err(spawn_err)?;
+        // From here on, dropping the session stops the sender thread.
+        let mut session = Session {
+            shared: shared.clone(),
+            threads: vec![sender],
+        };
+        let s2 = shared.clone();
+        let reader = std::thread::Builder::new()
+            .name("iscsi-reader".into())
+            .spawn(move || super::reader::reader_loop(&s2, reader_wire, 1))
+            .map_err(spawn_err)?;
+        session.threads.push(reader);
+        Ok(session)
+    }
+
+    /// The configuration the session runs with.
+    pub fn config(&self) -> &SessionConfig {
+        &self.shared.cfg
+    }
+
+    /// The parameters the current connection negotiated.
+    pub fn negotiated(&self) -> Negotiated {
+        lock(&self.shared.state).neg.clone()
+    }
+
+    /// How many times the connection was re-established.
+    pub fn reconnects(&self) -> u64 {
+        lock(&self.shared.state).reconnects
+    }
+
+    /// Queues a command; it is sent as soon as the window allows.
+    pub fn submit(&self, req: Request) -> Result<Ticket, IscsiError> {
+        let sh = &self.shared;
+        let opcode = req.opcode();
+        if req.cdb.len() > 16 {
+            return Err(IscsiError::Invalid(format!(
+                "CDB of {} bytes (at most 16)",
+                req.cdb.len()
+            )));
+        }
+        let deadline = Instant::now() + sh.cfg.io_timeout;
+        let mut s = lock(&sh.state);
+        // Only commands without an answer count: answered ones wait for
+        // their callers, who may be right here waiting for room.
+        while s.tasks.values().filter(|t| t.outcome.is_none()).count() >= sh.cfg.queue_depth
+            && !s.closing
+        {
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(sh.timeout(opcode));
+            }
+            s = sh
+                .room
+                .wait_timeout(s, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        if s.closing {
+            return Err(sh.closed());
+        }
+        let itt = s.next_itt;
+        s.next_itt = if s.next_itt + 1 >= PING_ITT {
+            1
+        } else {
+            s.next_itt + 1
+        };
+        let seq = s.next_seq;
+        s.next_seq += 1;
+        let task = Task::new(seq, req);
+        let wake = task.wake.clone();
+        s.tasks.insert(itt, task);
+        s.unsent.insert(seq, itt);
+        drop(s);
+        sh.pump();
+        Ok(Ticket {
+            itt,
+            opcode,
+            deadline,
+            wake,
+        })
+    }
+
+    /// Waits for a submitted command, serving its R2Ts meanwhile.
+    pub fn wait(&self, t: Ticket) -> Result<ScsiResult, IscsiError> {
+        let sh = &self.shared;
+        let mut s = lock(&sh.state);
+        loop {
+            let Some(task) = s.tasks.get_mut(&t.itt) else {
+                return Err(sh.closed());
+            };
+            if let Some(r) = task.outcome.take() {
+                s.tasks.remove(&t.itt);
+                sh.room.notify_all();
+                return Ok(r);
+            }
+            if let Some(x) = task.transfers.pop_front() {
+                let data = task.req.data.clone();
+                let lun = task.req.lun;
+                drop(s);
+                sh.send_data_out(t.itt, lun, &data, x);
+                s = lock(&sh.state);
+                continue;
+            }
+            let seq = task.seq;
+            if s.closing {
+                s.tasks.remove(&t.itt);
+                return Err(sh.closed());
+            }
+            let now = Instant::now();
+            if now >= t.deadline {
+                s.tasks.remove(&t.itt);
+                s.unsent.remove(&seq);
+                sh.room.notify_all();
+                tracing::warn!(opcode = t.opcode, target = %sh.cfg.login.target, "iSCSI command timed out");
+                return Err(sh.timeout(t.opcode));
+            }
+            s = t
+                .wake
+                .wait_timeout(s, t.deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    /// Submits and waits.
+    pub fn command(&self, req: Request) -> Result<ScsiResult, IscsiError> {
+        let t = self.submit(req)?;
+        self.wait(t)
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        let sh = &self.shared;
+        {
+            let mut w = lock(&sh.writer);
+            let mut s = lock(&sh.state);
+            s.closing = true;
+            for t in s.tasks.values() {
+                t.wake.notify_all();
+            }
+            sh.room.notify_all();
+            sh.kick.notify_all();
+            let (cmd_sn, exp_stat_sn) = (s.cmd_sn, s.exp_stat_sn);
+            drop(s);
+            if let Some(wire) = w.wire.as_mut() {
+                let logout = bhs::LogoutReq {
+                    immediate: true,
+                    reason: 0,
+                    itt: PING_ITT + 1,
+                    cid: 0,
+                    cmd_sn,
+                    exp_stat_sn,
+                };
+                let _ = wire.send(&Pdu::new(Header::LogoutReq(logout), Vec::new()));
+                wire.shutdown();
+            }
+            w.wire = None;
+        }
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Shared {
+    fn timeout(&self, opcode: u8) -> IscsiError {
+        IscsiError::Timeout {
+            opcode,
+            secs: self.cfg.io_timeout.as_secs(),
+            target: self.cfg.login.target.clone(),
+        }
+    }
+
+    fn closed(&self) -> IscsiError {
+        IscsiError::Closed {
+            target: self.cfg.login.target.clone(),
+        }
+    }
+
+    /// Sends every unsent command the window allows, in issue order.
+    pub(super) fn pump(&self) {
+        let mut w = lock(&self.writer);
+        self.pump_locked(&mut w);
+    }
+
+    pub(super) fn pump_locked(&self, w: &mut Writer) {
+        let mut frames = std::mem::take(&mut w.scratch);
+        {
+            let mut s = lock(&self.state);
+            if !s.connected || w.wire.is_none() || s.generation != w.generation {
+                w.scratch = frames;
+                return;
+            }
+            let digests = s.neg.digests;
+            while let Some((&seq, &itt)) = s.unsent.first_key_value() {
+                if !sn_le(s.cmd_sn, s.max_cmd_sn) {
+                    break;
+                }
+                s.unsent.remove(&seq);
+                let (cmd_sn, exp_stat_sn, generation) = (s.cmd_sn, s.exp_stat_sn, s.generation);
+                let neg = s.neg.clone();
+                let Some(task) = s.tasks.get_mut(&itt) else {
+                    continue;
+                };
+                task.sent_on = Some(generation);
+                encode_command(
+                    &mut frames,
+                    digests,
+                    &neg,
+                    itt,
+                    cmd_sn,
+                    exp_stat_sn,
+                    &task.req,
+                );
+                s.cmd_sn = s.cmd_sn.wrapping_add(1);
+            }
+        }
+        w.send_frames(frames);
+    }
+
+    fn send_data_out(&self, itt: u32, lun: u64, data: &[u8], x: Transfer) {
+        let mut w = lock(&self.writer);
+        if w.generation != x.generation {
+            return; // The command was sent again on a new connection.
+        }
+        let (exp_stat_sn, max_send, digests) = {
+            let s = lock(&self.state);
+            (s.exp_stat_sn, s.neg.max_send as usize, s.neg.digests)
+        };
+        let mut frames = std::mem::take(&mut w.scratch);
+        let start = x.offset as usize;
+        let end = (start + x.len as usize).min(data.len());
+        encode_data_out(
+            &mut frames,
+            digests,
+            DataOutRun {
+                itt,
+                lun,
+                ttt: x.ttt,
+                exp_stat_sn,
+                max_send,
+            },
+            data,
+            start,
+            end,
+        );
+        w.send_frames(frames);
+    }
+}

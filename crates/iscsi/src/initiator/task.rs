@@ -1,0 +1,322 @@
+//! One outstanding SCSI command as the session tracks it: what to send
+//! (kept so it can be sent again on a new connection), the Data-In
+//! gathered so far, R2Ts waiting for data, and the outcome. No I/O here:
+//! the reader thread feeds PDUs in, the caller's thread takes results out.
+
+use crate::pdu::bhs::{DataIn, R2t, ScsiResponse};
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar};
+
+/// SCSI status GOOD.
+pub const GOOD: u8 = 0x00;
+/// SCSI status CHECK CONDITION.
+pub const CHECK_CONDITION: u8 = 0x02;
+/// SCSI status BUSY.
+pub const BUSY: u8 = 0x08;
+/// SCSI status RESERVATION CONFLICT.
+pub const RESERVATION_CONFLICT: u8 = 0x18;
+/// SCSI status TASK SET FULL.
+pub const TASK_SET_FULL: u8 = 0x28;
+
+/// A command to send: the CDB, the data it writes, how much it reads.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// LUN number.
+    pub lun: u64,
+    /// The CDB (up to 16 bytes).
+    pub cdb: Vec<u8>,
+    /// Data-Out bytes (empty for reads).
+    pub data: Arc<[u8]>,
+    /// Data-In bytes expected.
+    pub read_len: u32,
+}
+
+impl Request {
+    /// The CDB's operation code.
+    pub fn opcode(&self) -> u8 {
+        self.cdb.first().copied().unwrap_or(0)
+    }
+}
+
+/// How a command ended at the SCSI level.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScsiResult {
+    /// Status byte.
+    pub status: u8,
+    /// Sense data (without the 2-byte length), if any.
+    pub sense: Vec<u8>,
+    /// Data-In, as long as the target sent (residual removed).
+    pub data: Vec<u8>,
+}
+
+impl ScsiResult {
+    /// (sense key, ASC, ASCQ) from fixed or descriptor sense data.
+    pub fn sense_code(&self) -> Option<(u8, u8, u8)> {
+        let s = &self.sense;
+        match s.first().map(|b| b & 0x7f) {
+            Some(0x70) | Some(0x71) => Some((
+                s.get(2)? & 0x0f,
+                *s.get(12).unwrap_or(&0),
+                *s.get(13).unwrap_or(&0),
+            )),
+            Some(0x72) | Some(0x73) => Some((s.get(1)? & 0x0f, *s.get(2)?, *s.get(3)?)),
+            _ => None,
+        }
+    }
+}
+
+/// A data transfer the target asked for with an R2T.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transfer {
+    /// Target transfer tag to echo.
+    pub ttt: u32,
+    /// Offset into the write buffer.
+    pub offset: u32,
+    /// Bytes wanted.
+    pub len: u32,
+    /// The connection generation the R2T came on.
+    pub generation: u64,
+}
+
+/// Why the reader refused a PDU for this task (the connection is then
+/// dropped and the command sent again).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation(pub String);
+
+/// The session's record of one command.
+#[derive(Debug)]
+pub struct Task {
+    /// Issue order; commands are re-sent in this order after a reconnect.
+    pub seq: u64,
+    /// What to send.
+    pub req: Request,
+    /// The connection generation the command went out on, if sent.
+    pub sent_on: Option<u64>,
+    /// Data-In received so far (filled in order; grown to the offset of a
+    /// PDU that arrives out of order).
+    data_in: Vec<u8>,
+    /// R2Ts the caller's thread has not served yet.
+    pub transfers: VecDeque<Transfer>,
+    /// The end of the command, once known.
+    pub outcome: Option<ScsiResult>,
+    /// Wakes the caller waiting on this task.
+    pub wake: Arc<Condvar>,
+}
+
+impl Task {
+    /// A task not yet sent.
+    pub fn new(seq: u64, req: Request) -> Task {
+        let data_in = Vec::new();
+        Task {
+            seq,
+            req,
+            sent_on: None,
+            data_in,
+            transfers: VecDeque::new(),
+            outcome: None,
+            wake: Arc::new(Condvar::new()),
+        }
+    }
+
+    /// Forgets everything a lost connection delivered, ready to send again.
+    pub fn reset(&mut self) {
+        self.sent_on = None;
+        self.data_in = Vec::new();
+        self.transfers.clear();
+        self.outcome = None;
+    }
+
+    /// Places one Data-In PDU's bytes; completes the task when it carries status.
+    pub fn data_in(&mut self, h: &DataIn, data: Vec<u8>) -> Result<(), Violation> {
+        let want = self.req.read_len as usize;
+        let off = h.buffer_offset as usize;
+        let end = off
+            .checked_add(data.len())
+            .filter(|e| *e <= want)
+            .ok_or_else(|| {
+                Violation(format!(
+                    "Data-In {}+{} beyond the {} bytes asked for",
+                    off,
+                    data.len(),
+                    want
+                ))
+            })?;
+        if off == 0 && self.data_in.is_empty() {
+            // The first (often the only) PDU: keep its buffer, no copy.
+            self.data_in = data;
+        } else if off == self.data_in.len() {
+            if self.data_in.capacity() < want {
+                self.data_in.reserve_exact(want - self.data_in.len());
+            }
+            self.data_in.extend_from_slice(&data);
+        } else {
+            if self.data_in.len() < end {
+                self.data_in.resize(end, 0);
+            }
+            self.data_in[off..end].copy_from_slice(&data);
+        }
+        if h.has_status {
+            let residual = if h.underflow { h.residual } else { 0 };
+            self.finish(h.status, Vec::new(), residual);
+        }
+        Ok(())
+    }
+
+    /// Completes the task from a SCSI Response.
+    pub fn response(&mut self, h: &ScsiResponse, data: &[u8]) -> Result<(), Violation> {
+        if h.response != 0 {
+            return Err(Violation(format!(
+                "target reported iSCSI response {:#04x} (target failure)",
+                h.response
+            )));
+        }
+        let sense = match data.get(..2) {
+            Some(l) => {
+                let n = usize::from(u16::from_be_bytes([l[0], l[1]]));
+                data.get(2..2 + n).unwrap_or(&data[2..]).to_vec()
+            }
+            None => Vec::new(),
+        };
+        let residual = if h.underflow { h.residual } else { 0 };
+        self.finish(h.status, sense, residual);
+        Ok(())
+    }
+
+    /// Queues an R2T for the caller's thread.
+    pub fn r2t(&mut self, h: &R2t, generation: u64) -> Result<(), Violation> {
+        let end = u64::from(h.buffer_offset) + u64::from(h.desired_len);
+        if end > self.req.data.len() as u64 || h.desired_len == 0 {
+            return Err(Violation(format!(
+                "R2T for {}+{} beyond the {} bytes of the write",
+                h.buffer_offset,
+                h.desired_len,
+                self.req.data.len()
+            )));
+        }
+        self.transfers.push_back(Transfer {
+            ttt: h.ttt,
+            offset: h.buffer_offset,
+            len: h.desired_len,
+            generation,
+        });
+        Ok(())
+    }
+
+    fn finish(&mut self, status: u8, sense: Vec<u8>, residual: u32) {
+        let mut data = std::mem::take(&mut self.data_in);
+        // What the target did not send of the expected length reads as zeros.
+        let keep = (self.req.read_len as usize).saturating_sub(residual as usize);
+        data.resize(keep, 0);
+        self.outcome = Some(ScsiResult {
+            status,
+            sense,
+            data,
+        });
+    }
+}
+
+/// `a < b` in 32-bit serial number arithmetic (RFC 1982).
+pub fn sn_lt(a: u32, b: u32) -> bool {
+    a != b && (a.wrapping_sub(b) as i32) < 0
+}
+
+/// `a <= b` in serial number arithmetic.
+pub fn sn_le(a: u32, b: u32) -> bool {
+    a == b || sn_lt(a, b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read_task(len: u32) -> Task {
+        Task::new(
+            1,
+            Request {
+                lun: 0,
+                cdb: vec![0x88],
+                data: Arc::from(Vec::new()),
+                read_len: len,
+            },
+        )
+    }
+
+    #[test]
+    fn data_in_in_pieces_then_status() {
+        let mut t = read_task(8);
+        let mut h = DataIn {
+            buffer_offset: 4,
+            ..Default::default()
+        };
+        t.data_in(&h, vec![5, 6, 7, 8]).unwrap();
+        assert!(t.outcome.is_none());
+        h.buffer_offset = 0;
+        h.has_status = true;
+        t.data_in(&h, vec![1, 2, 3, 4]).unwrap();
+        let r = t.outcome.clone().unwrap();
+        assert_eq!(r.data, vec![1, 2, 3, 4, 5, 6, 7, 8]);
+        assert_eq!(r.status, GOOD);
+    }
+
+    #[test]
+    fn data_in_beyond_the_buffer_is_a_violation() {
+        let mut t = read_task(4);
+        let h = DataIn {
+            buffer_offset: 2,
+            ..Default::default()
+        };
+        assert!(t.data_in(&h, vec![0; 4]).is_err());
+    }
+
+    #[test]
+    fn residual_shortens_and_sense_is_parsed() {
+        let mut t = read_task(8);
+        let h = ScsiResponse {
+            status: CHECK_CONDITION,
+            underflow: true,
+            residual: 8,
+            ..Default::default()
+        };
+        let mut sense = vec![0, 18, 0x70, 0, 0x05];
+        sense.resize(20, 0);
+        sense[2 + 12] = 0x25;
+        t.response(&h, &sense).unwrap();
+        let r = t.outcome.clone().unwrap();
+        assert!(r.data.is_empty());
+        assert_eq!(r.sense_code(), Some((5, 0x25, 0)));
+        // Reset makes it sendable again, buffer intact in size.
+        t.reset();
+        assert!(t.outcome.is_none());
+    }
+
+    #[test]
+    fn r2t_must_stay_inside_the_write() {
+        let mut t = Task::new(
+            1,
+            Request {
+                lun: 0,
+                cdb: vec![0x8a],
+                data: Arc::from(vec![0u8; 4096]),
+                read_len: 0,
+            },
+        );
+        let mut h = R2t {
+            buffer_offset: 0,
+            desired_len: 4096,
+            ..Default::default()
+        };
+        t.r2t(&h, 3).unwrap();
+        assert_eq!(t.transfers.front().map(|x| x.generation), Some(3));
+        h.buffer_offset = 1;
+        assert!(t.r2t(&h, 3).is_err());
+    }
+
+    #[test]
+    fn serial_numbers_wrap() {
+        assert!(sn_lt(1, 2));
+        assert!(sn_lt(u32::MAX, 0));
+        assert!(!sn_lt(0, u32::MAX));
+        assert!(sn_le(5, 5));
+        assert!(!sn_le(6, 5));
+    }
+}
