@@ -235,10 +235,12 @@ impl Demo<'_> {
             },
         )?;
         let spec = lab.dir().join(format!("{VM}.toml"));
-        let image = lab.dir().join(format!("{VM}-data.img"));
+        // The VM's disk is the SAN's data LUN; the integrity check reads
+        // its image on dc afterwards.
+        let image = lab.dir().join("san").join("data.img");
         self.step(
             say,
-            "Create the VM in the cluster: a data disk on shared storage, processor compatibility on, server002 preferred",
+            "Create the VM in the cluster: its disk on the SAN (LUN 1), processor compatibility on, server002 preferred",
             |d| {
                 let detail = d.write_spec(&spec, &image, &profiles)?;
                 let spec_arg = spec.display().to_string();
@@ -374,7 +376,7 @@ impl Demo<'_> {
             seen.push(format!("{server}: 3 LUNs"));
         }
         Ok(format!(
-            "{}; the VM's disk stays an image file both hosts see until Ferry's initiator serves LUNs to VMs (issue 6)",
+            "{}; the VM's disk will be LUN 1, opened by Ferry's initiator on the host that runs it",
             seen.join(", ")
         ))
     }
@@ -578,8 +580,16 @@ impl Demo<'_> {
     }
 
     fn write_spec(&mut self, spec: &Path, image: &Path, profiles: &Path) -> StepResult {
+        // A clean start for the integrity workload's blocks: an earlier
+        // demo's generations must not count. The LUN keeps its size.
         let size = DISK_BLOCKS as usize * disktest::BLOCK;
-        std::fs::write(image, vec![0u8; size]).map_err(|e| e.to_string())?;
+        let lun_image = std::fs::OpenOptions::new()
+            .write(true)
+            .open(image)
+            .map_err(|e| format!("cannot open the data LUN's image {}: {e}", image.display()))?;
+        std::os::unix::fs::FileExt::write_all_at(&lun_image, &vec![0u8; size], 0)
+            .map_err(|e| format!("cannot clear the data LUN's first blocks: {e}"))?;
+        let lun_url = format!("iscsi://{SAN_PORTAL}/{SAN_TARGET}/1");
         let memory = if self.opts.short { 256 } else { 1024 };
         let g = &self.opts.guest_dir;
         let text = format!(
@@ -592,13 +602,12 @@ impl Demo<'_> {
             profiles.join("server002.json").display(),
             g.join("vmlinuz").display(),
             g.join("initramfs.img").display(),
-            image.display()
+            lun_url
         );
         std::fs::write(spec, text).map_err(|e| e.to_string())?;
         self.report.vm = VM.into();
         Ok(format!(
-            "{memory} MiB, CPU = baseline of both hosts, disk {}",
-            image.display()
+            "{memory} MiB, CPU = baseline of both hosts, disk = SAN LUN 1 ({lun_url}) through Ferry's block service and initiator on whichever host runs it"
         ))
     }
 
