@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+use common::targets::{Kind, Target, TargetAuth};
 use common::*;
 use ferry_lab::{TwoHosts, HOST1_INTERNAL, HOST2_INTERNAL, VM_BRIDGE};
 use ferry_workloads::{counter, cpuid, disktest};
@@ -523,4 +524,43 @@ fn cpu_mismatches_are_refused_before_memory_moves_and_compatible_vms_move() {
     );
     assert_eq!(m.h[1].status("vm")["state"], "running");
     run_ok(m.ferry(1).args(["vm", "stop", "vm", "--force"]));
+}
+
+/// A VM whose disk is an iSCSI LUN on `ferry san` (in host 1's namespace,
+/// on the internal network) moves back and forth with `ferry vm migrate`:
+/// each host's block service logs in to the LUN itself, the source flushes
+/// at switchover, and every block the guest flushed verifies on the LUN.
+#[test]
+fn vm_on_an_iscsi_lun_moves_back_and_forth_with_its_disk_workload() {
+    let m = MigLab::new("miglun");
+    let t = Target::start_in(
+        &m.h[0],
+        Kind::Ferry,
+        64,
+        TargetAuth {
+            chap: Some(("ferryhost".into(), "hostsecret123".into())),
+            mutual: None,
+        },
+        Some(m.lab.host1.name.clone()),
+        ferry_lab::HOST1_INTERNAL,
+    );
+    let spec = guest(
+        &m.h[0],
+        PathBuf::from(t.url()),
+        &format!("ferry.run=memtest:32:16 ferry.run=disktest:/dev/vda:{BLOCKS}:write"),
+        192,
+    );
+    let text = std::fs::read_to_string(&spec).unwrap().replace(
+        "via = \"ferry\"\n",
+        &format!(
+            "via = \"ferry\"\nsecrets = \"{}\"\n",
+            t.secrets_file(None).display()
+        ),
+    );
+    std::fs::write(&spec, text).unwrap();
+    run_ok(m.ferry(0).args(["vm", "start"]).arg(&spec));
+    m.h[0].wait_console("vm", "FERRY-MEMTEST ok", Duration::from_secs(60));
+    let mut history = String::new();
+    m.bounce(2, &[], &mut history);
+    m.stop_and_verify(0, history, &t.image);
 }

@@ -58,8 +58,12 @@ pub struct Target {
     pub iqn: String,
     /// The data LUN's number (1 on tgt, whose LUN 0 is its controller).
     pub lun: u64,
-    /// TCP port on 127.0.0.1.
+    /// TCP port.
     pub port: u16,
+    /// Address it listens on (127.0.0.1 unless started in a namespace).
+    pub host: String,
+    /// Network namespace it runs in, if any.
+    ns: Option<String>,
     /// The LUN's image.
     pub image: PathBuf,
     size_mib: u64,
@@ -75,6 +79,19 @@ pub struct Target {
 impl Target {
     /// Creates and starts a target of `kind` with a `size_mib` LUN.
     pub fn start(env: &TestEnv, kind: Kind, size_mib: u64, auth: TargetAuth) -> Target {
+        Self::start_in(env, kind, size_mib, auth, None, "127.0.0.1")
+    }
+
+    /// Like [`Target::start`], inside network namespace `ns` (by name),
+    /// listening on `host` there.
+    pub fn start_in(
+        env: &TestEnv,
+        kind: Kind,
+        size_mib: u64,
+        auth: TargetAuth,
+        ns: Option<String>,
+        host: &str,
+    ) -> Target {
         match kind {
             Kind::Tgt => {
                 need("tgtd", "tgt");
@@ -93,6 +110,8 @@ impl Target {
             iqn,
             lun: if kind == Kind::Tgt { 1 } else { 0 },
             port: free_port(),
+            host: host.to_string(),
+            ns,
             image,
             size_mib,
             auth,
@@ -116,7 +135,35 @@ impl Target {
 
     /// `host:port` of the portal.
     pub fn portal(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        format!("{}:{}", self.host, self.port)
+    }
+
+    /// `program`, run in the target's namespace if it has one.
+    fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        match &self.ns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(program);
+                c
+            }
+            None => Command::new(program),
+        }
+    }
+
+    /// True once something accepts connections on the portal.
+    fn listening(&self) -> bool {
+        match &self.ns {
+            None => TcpStream::connect((self.host.as_str(), self.port)).is_ok(),
+            Some(_) => self
+                .command("bash")
+                .args([
+                    "-c",
+                    &format!("exec 3<>/dev/tcp/{}/{}", self.host, self.port),
+                ])
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success()),
+        }
     }
 
     /// The `iscsi://` URL of the data LUN.
@@ -193,7 +240,8 @@ impl Target {
             .unwrap();
         let child = match self.kind {
             Kind::Ferry => self
-                .ferry_cmd()
+                .command(&self.ferry)
+                .env("FERRY_RUN_DIR", &self.run_dir)
                 .args([
                     "san",
                     "serve",
@@ -204,7 +252,8 @@ impl Target {
                 .stderr(log)
                 .spawn()
                 .expect("spawn ferry san serve"),
-            Kind::Tgt => Command::new("tgtd")
+            Kind::Tgt => self
+                .command("tgtd")
                 .args(["-f", "-C", &self.control.to_string(), "--iscsi"])
                 .arg(format!("portal={}", self.portal()))
                 .stdout(log.try_clone().unwrap())
@@ -214,7 +263,7 @@ impl Target {
         };
         self.server = Some(ChildGuard(child));
         let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+        while !self.listening() {
             assert!(
                 Instant::now() < deadline,
                 "{:?} target did not listen:\n{}",
