@@ -103,9 +103,10 @@ fn validation_checks_shared_luns_and_reservations() {
     assert!(up.status.success(), "{up:?}");
     let dir = std::env::temp_dir().join(format!("ferry-validate-luns-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let (open, only) = (
+    let (open, only, chap) = (
         "iqn.2026-01.dev.ferry:open",
         "iqn.2026-01.dev.ferry:server001-only",
+        "iqn.2026-01.dev.ferry:chap",
     );
     let d = dir.display();
     std::fs::write(
@@ -114,7 +115,9 @@ fn validation_checks_shared_luns_and_reservations() {
             "portals = [\"10.20.0.1:3260\"]\nstate_dir = \"{d}/state\"\n\
              [[targets]]\nname = \"{open}\"\n[[targets.luns]]\nid = 0\npath = \"{d}/open.img\"\nsize = 16777216\n\
              [[targets]]\nname = \"{only}\"\nallowed_initiators = [\"iqn.2026-01.dev.ferry:server001\"]\n\
-             [[targets.luns]]\nid = 0\npath = \"{d}/only.img\"\nsize = 16777216\n"
+             [[targets.luns]]\nid = 0\npath = \"{d}/only.img\"\nsize = 16777216\n\
+             [[targets]]\nname = \"{chap}\"\nchap = {{ user = \"ferryhost\", secret = \"hostsecret1234\" }}\n\
+             [[targets.luns]]\nid = 0\npath = \"{d}/chap.img\"\nsize = 16777216\n"
         ),
     )
     .unwrap();
@@ -202,5 +205,29 @@ fn validation_checks_shared_luns_and_reservations() {
         serde_json::json!(["0x99"]),
         "{v}"
     );
+
+    // A target behind CHAP: refused without credentials, with the reason;
+    // seen and reserved with the hosts' secrets file.
+    let chap_url = format!("iscsi://10.20.0.1/{chap}/0");
+    let (ok, r) = run(&["--lun", &chap_url]);
+    assert!(!ok, "{r}");
+    let t = find(&r, "storage", &format!("{chap}/0 seen by server001"));
+    assert_eq!(t["outcome"], "fail", "{t}");
+    assert!(t["reason"].as_str().unwrap().contains("CHAP"), "{t}");
+    let secrets = dir.join("iscsi-secrets.toml");
+    std::fs::write(
+        &secrets,
+        "chap_user = \"ferryhost\"\nchap_secret = \"hostsecret1234\"\n",
+    )
+    .unwrap();
+    let (ok, r) = run(&[
+        "--lun",
+        &chap_url,
+        "--lun-secrets",
+        secrets.to_str().unwrap(),
+    ]);
+    assert!(ok, "{r}");
+    let t = find(&r, "storage", &format!("{chap}/0 persistent reservations"));
+    assert_eq!(t["outcome"], "pass", "{t}");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -93,6 +93,11 @@ pub enum ClusterCmd {
         /// repeatable. iscsi://PORTAL/TARGET-IQN/LUN
         #[arg(long = "lun")]
         luns: Vec<String>,
+        /// For LUNs behind CHAP: the secrets file each host reads (the same
+        /// path on every host; the format of a VM disk's `secrets`)
+        /// [default: /etc/ferry/iscsi-secrets.toml where it exists].
+        #[arg(long)]
+        lun_secrets: Option<PathBuf>,
     },
 }
 
@@ -149,7 +154,8 @@ pub async fn run(cmd: ClusterCmd, json: bool) -> anyhow::Result<ExitCode> {
             hosts_file,
             html,
             luns,
-        } => validate(hosts, hosts_file, html, &luns, json),
+            lun_secrets,
+        } => validate(hosts, hosts_file, html, &luns, lun_secrets.as_deref(), json),
         ClusterCmd::Create { config } => {
             let config = MemberConfig::load(&config)?;
             let made = setup::create(&config).await?;
@@ -317,6 +323,7 @@ fn validate(
     hosts_file: Option<PathBuf>,
     html: Option<PathBuf>,
     luns: &[String],
+    lun_secrets: Option<&std::path::Path>,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
     let path = super::migrate::hosts_path(hosts_file);
@@ -336,7 +343,7 @@ fn validate(
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let exe = std::env::current_exe().context("cannot find the ferry binary")?;
-    let report = ferry_validate::validate(&targets, &exe, luns);
+    let report = ferry_validate::validate(&targets, &exe, luns, lun_secrets);
     if let Some(page) = &html {
         std::fs::write(page, report.html())
             .with_context(|| format!("writing {}", page.display()))?;

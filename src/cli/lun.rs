@@ -6,7 +6,8 @@
 
 use anyhow::Context;
 use clap::{Subcommand, ValueEnum};
-use ferry_iscsi::initiator::{IscsiError, LoginConfig, Lun, ReservationType, SessionConfig};
+use ferry_block::iscsi::{default_initiator_name, IscsiSecrets};
+use ferry_iscsi::initiator::{Chap, IscsiError, LoginConfig, Lun, ReservationType, SessionConfig};
 use ferry_spec::IscsiUrl;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -22,9 +23,14 @@ pub enum LunCmd {
     Show {
         /// iscsi://HOST[:PORT]/TARGET-IQN/LUN
         url: String,
-        /// This host's initiator name [default: iqn.2026-01.dev.ferry:<hostname>].
+        /// This host's initiator name [default: the secrets file's
+        /// initiator_name, else iqn.2026-01.dev.ferry:<hostname>].
         #[arg(long)]
         initiator: Option<String>,
+        /// CHAP credentials, as for a VM disk on a LUN [default:
+        /// /etc/ferry/iscsi-secrets.toml if it exists].
+        #[arg(long)]
+        secrets: Option<std::path::PathBuf>,
     },
     /// Run one PERSISTENT RESERVE OUT. A reservation conflict is reported
     /// (exit status 2), never retried.
@@ -42,9 +48,14 @@ pub enum LunCmd {
         /// The reservation type.
         #[arg(long, value_enum, default_value_t = PrType::WriteExclusive)]
         r#type: PrType,
-        /// This host's initiator name [default: iqn.2026-01.dev.ferry:<hostname>].
+        /// This host's initiator name [default: the secrets file's
+        /// initiator_name, else iqn.2026-01.dev.ferry:<hostname>].
         #[arg(long)]
         initiator: Option<String>,
+        /// CHAP credentials, as for a VM disk on a LUN [default:
+        /// /etc/ferry/iscsi-secrets.toml if it exists].
+        #[arg(long)]
+        secrets: Option<std::path::PathBuf>,
     },
 }
 
@@ -99,28 +110,30 @@ fn parse_key(s: &str) -> Result<u64, String> {
     parsed.map_err(|_| format!("{s:?} is not a key (decimal, or hex with 0x)"))
 }
 
-/// This host's default initiator name.
-pub fn default_initiator() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_ascii_lowercase())
-        .unwrap_or_default();
-    format!(
-        "iqn.2026-01.dev.ferry:{}",
-        if host.is_empty() { "host" } else { &host }
-    )
-}
-
-fn open(url: &str, initiator: Option<String>) -> anyhow::Result<(IscsiUrl, Lun)> {
+fn open(
+    url: &str,
+    initiator: Option<String>,
+    secrets: Option<&std::path::Path>,
+) -> anyhow::Result<(IscsiUrl, Lun)> {
     let url = IscsiUrl::parse(url).map_err(anyhow::Error::msg)?;
-    let initiator = initiator.unwrap_or_else(default_initiator);
+    // The same secrets file, and the same default, as a VM disk on a LUN.
+    let s = IscsiSecrets::load(secrets)?;
+    let initiator = initiator
+        .or(s.initiator_name.clone())
+        .unwrap_or_else(default_initiator_name);
+    let pair = |u: &Option<String>, p: &Option<String>| {
+        u.clone()
+            .zip(p.clone())
+            .map(|(user, secret)| Chap { user, secret })
+    };
     let login = LoginConfig {
         portal: url.portal(),
         target: url.target.clone(),
         initiator: initiator.clone(),
         isid: TOOL_ISID,
-        chap: None,
-        mutual: None,
-        digests: false,
+        chap: pair(&s.chap_user, &s.chap_secret),
+        mutual: pair(&s.mutual_user, &s.mutual_secret),
+        digests: s.digests,
         timeout: Duration::from_secs(10),
     };
     let mut cfg = SessionConfig::new(login);
@@ -145,8 +158,12 @@ fn vendor_product(lun: &Lun) -> (String, String) {
 /// Runs a LUN verb.
 pub fn run(cmd: LunCmd, json: bool) -> anyhow::Result<ExitCode> {
     match cmd {
-        LunCmd::Show { url, initiator } => {
-            let (url, lun) = open(&url, initiator)?;
+        LunCmd::Show {
+            url,
+            initiator,
+            secrets,
+        } => {
+            let (url, lun) = open(&url, initiator, secrets.as_deref())?;
             let (vendor, product) = vendor_product(&lun);
             let (generation, keys) = lun.pr_read_keys()?;
             let reservation = lun.pr_read_reservation()?;
@@ -196,8 +213,9 @@ pub fn run(cmd: LunCmd, json: bool) -> anyhow::Result<ExitCode> {
             sa_key,
             r#type,
             initiator,
+            secrets,
         } => {
-            let (url, lun) = open(&url, initiator)?;
+            let (url, lun) = open(&url, initiator, secrets.as_deref())?;
             let kind = ReservationType::from(r#type);
             let result = match action {
                 PrAction::Register => lun.pr_register(key, sa_key),

@@ -114,7 +114,12 @@ fn ping_avg_ms(text: &str) -> Option<f64> {
 }
 
 /// Runs every check on `targets`, with `exe` as the `ferry` they run.
-pub fn validate(targets: &[Target], exe: &Path, luns: &[String]) -> Report {
+pub fn validate(
+    targets: &[Target],
+    exe: &Path,
+    luns: &[String],
+    lun_secrets: Option<&Path>,
+) -> Report {
     let mut r = Report {
         hosts: targets.iter().map(|t| t.name.clone()).collect(),
         ..Report::default()
@@ -124,7 +129,11 @@ pub fn validate(targets: &[Target], exe: &Path, luns: &[String]) -> Report {
     cpus(&mut r, targets, exe);
     networks(&mut r, targets);
     clocks(&mut r, targets);
-    crate::storage::storage(&mut r, targets, exe, luns);
+    let ctx = crate::storage::LunCtx {
+        exe,
+        secrets: lun_secrets,
+    };
+    crate::storage::storage(&mut r, targets, &ctx, luns);
     r
 }
 

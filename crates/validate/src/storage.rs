@@ -19,10 +19,11 @@ pub fn initiator_of(t: &Target) -> String {
 }
 
 impl Target {
-    /// `ferry [--json] host lun VERB URL ARGS... --initiator <this host's>`.
+    /// `ferry [--json] host lun VERB URL ARGS... --initiator <this host's>
+    /// [--secrets FILE]`.
     fn lun(
         &self,
-        exe: &Path,
+        ctx: &LunCtx<'_>,
         json: bool,
         verb: &str,
         url: &str,
@@ -33,21 +34,34 @@ impl Target {
         argv.extend_from_slice(&["host", "lun", verb, url]);
         argv.extend_from_slice(args);
         argv.extend_from_slice(&["--initiator", &ini]);
-        self.ferry(exe, &argv)
+        let secrets = ctx.secrets.map(|p| p.display().to_string());
+        if let Some(file) = &secrets {
+            argv.extend_from_slice(&["--secrets", file]);
+        }
+        self.ferry(ctx.exe, &argv)
     }
 
-    fn lun_show(&self, exe: &Path, url: &str) -> Result<Value, String> {
-        let text = self.lun(exe, true, "show", url, &[])?;
+    fn lun_show(&self, ctx: &LunCtx<'_>, url: &str) -> Result<Value, String> {
+        let text = self.lun(ctx, true, "show", url, &[])?;
         serde_json::from_str(&text).map_err(|e| format!("unreadable answer: {e}"))
     }
 
-    fn pr(&self, exe: &Path, url: &str, args: &[&str]) -> Result<String, String> {
-        self.lun(exe, false, "pr", url, args)
+    fn pr(&self, ctx: &LunCtx<'_>, url: &str, args: &[&str]) -> Result<String, String> {
+        self.lun(ctx, false, "pr", url, args)
     }
 }
 
+/// How the hosts reach the LUNs: the ferry binary and, if the targets want
+/// CHAP, the secrets file (the same path on every host).
+pub struct LunCtx<'a> {
+    /// The ferry binary.
+    pub exe: &'a Path,
+    /// CHAP credentials for `ferry host lun --secrets`.
+    pub secrets: Option<&'a Path>,
+}
+
 /// Checks every LUN in `luns` from every host.
-pub fn storage(r: &mut Report, targets: &[Target], exe: &Path, luns: &[String]) {
+pub fn storage(r: &mut Report, targets: &[Target], ctx: &LunCtx<'_>, luns: &[String]) {
     if luns.is_empty() {
         r.add(
             "storage",
@@ -61,7 +75,7 @@ pub fn storage(r: &mut Report, targets: &[Target], exe: &Path, luns: &[String]) 
         let mut seen = Vec::new();
         for t in targets {
             let test = format!("{url} seen by {}", t.name);
-            match t.lun_show(exe, url) {
+            match t.lun_show(ctx, url) {
                 Ok(v) => {
                     let ids = v["lun"]["device_id"].clone();
                     r.add(
@@ -136,10 +150,10 @@ pub fn storage(r: &mut Report, targets: &[Target], exe: &Path, luns: &[String]) 
             );
             continue;
         }
-        let result = reservation_dance(a, b, exe, url);
+        let result = reservation_dance(a, b, ctx, url);
         // Whatever happened, leave no key behind.
-        if b.pr(exe, url, &["clear", "--key", KEY_B]).is_err() {
-            let _ = a.pr(exe, url, &["clear", "--key", KEY_A]);
+        if b.pr(ctx, url, &["clear", "--key", KEY_B]).is_err() {
+            let _ = a.pr(ctx, url, &["clear", "--key", KEY_A]);
         }
         match result {
             Ok(()) => r.add(
@@ -158,16 +172,16 @@ pub fn storage(r: &mut Report, targets: &[Target], exe: &Path, luns: &[String]) 
 }
 
 /// Register, reserve, conflict, preempt: what failover does to a disk.
-fn reservation_dance(a: &Target, b: &Target, exe: &Path, url: &str) -> Result<(), String> {
+fn reservation_dance(a: &Target, b: &Target, ctx: &LunCtx<'_>, url: &str) -> Result<(), String> {
     let step = |who: &Target, what: &str, args: &[&str]| {
-        who.pr(exe, url, args)
+        who.pr(ctx, url, args)
             .map(|_| ())
             .map_err(|e| format!("{} could not {what}: {e}", who.name))
     };
     step(a, "register", &["register-ignore", "--sa-key", KEY_A])?;
     step(a, "reserve", &["reserve", "--key", KEY_A])?;
     step(b, "register", &["register-ignore", "--sa-key", KEY_B])?;
-    match b.pr(exe, url, &["reserve", "--key", KEY_B]) {
+    match b.pr(ctx, url, &["reserve", "--key", KEY_B]) {
         Err(e) if e.contains("reservation conflict") => {}
         Err(e) => return Err(format!("{}'s reserve failed oddly: {e}", b.name)),
         Ok(_) => {
@@ -182,7 +196,7 @@ fn reservation_dance(a: &Target, b: &Target, exe: &Path, url: &str) -> Result<()
         "preempt",
         &["preempt", "--key", KEY_B, "--sa-key", KEY_A],
     )?;
-    let after = a.lun_show(exe, url)?;
+    let after = a.lun_show(ctx, url)?;
     let holder = after["reservations"]["reservation"]["key"]
         .as_str()
         .unwrap_or("none");
