@@ -157,34 +157,7 @@ fn disk_path_survives_live_migration_between_two_block_services() {
     assert_eq!(dst.status("mig")["state"], "paused");
 
     let uri = format!("unix:{}", src.root.join("migrate.sock").display());
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let (d, _) = ferry_qemu::QmpClient::connect(&dst.run_dir.join("mig/qmp.sock"))
-            .await
-            .unwrap();
-        d.execute("migrate-incoming", Some(serde_json::json!({ "uri": uri })))
-            .await
-            .unwrap();
-        let (s, _) = ferry_qemu::QmpClient::connect(&src.run_dir.join("mig/qmp.sock"))
-            .await
-            .unwrap();
-        s.execute("migrate", Some(serde_json::json!({ "uri": uri })))
-            .await
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
-            let v = s.execute("query-migrate", None).await.unwrap();
-            match v["status"].as_str() {
-                Some("completed") => break,
-                Some("failed") | Some("cancelled") => panic!("migration failed: {v}"),
-                _ => assert!(Instant::now() < deadline, "migration did not finish: {v}"),
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    });
+    qmp_migrate(&src.run_dir.join("mig"), &dst.run_dir.join("mig"), &uri);
     run_ok(dst.ferry().args(["vm", "resume", "mig"]));
     run_ok(src.ferry().args(["vm", "stop", "mig", "--force"]));
     // The guest keeps writing and flushing on the destination.

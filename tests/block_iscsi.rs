@@ -214,34 +214,7 @@ fn live_migration_of_a_vm_on_a_lun_keeps_every_block() {
         run_ok(dst.ferry().args(["vm", "start", "--incoming"]).arg(&spec));
         assert_eq!(dst.status(&vm)["state"], "paused");
         let uri = format!("unix:{}", src.root.join(format!("{vm}.sock")).display());
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let (d, _) = ferry_qemu::QmpClient::connect(&dst.run_dir.join(&vm).join("qmp.sock"))
-                .await
-                .unwrap();
-            d.execute("migrate-incoming", Some(serde_json::json!({ "uri": uri })))
-                .await
-                .unwrap();
-            let (s, _) = ferry_qemu::QmpClient::connect(&src.run_dir.join(&vm).join("qmp.sock"))
-                .await
-                .unwrap();
-            s.execute("migrate", Some(serde_json::json!({ "uri": uri })))
-                .await
-                .unwrap();
-            let deadline = Instant::now() + Duration::from_secs(120);
-            loop {
-                let v = s.execute("query-migrate", None).await.unwrap();
-                match v["status"].as_str() {
-                    Some("completed") => break,
-                    Some("failed") | Some("cancelled") => panic!("migration failed: {v}"),
-                    _ => assert!(Instant::now() < deadline, "migration did not finish: {v}"),
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        });
+        qmp_migrate(&src.run_dir.join(&vm), &dst.run_dir.join(&vm), &uri);
         run_ok(dst.ferry().args(["vm", "resume", &vm]));
         run_ok(src.ferry().args(["vm", "stop", &vm, "--force"]));
         // The guest keeps writing and flushing on the destination's session.

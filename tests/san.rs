@@ -6,36 +6,16 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+use common::targets::free_port;
 use common::*;
 use std::net::TcpStream;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 const TARGET: &str = "iqn.2026-01.dev.ferry:test";
 const INI1: &str = "iqn.2007-10.com.github:sahlberg:libiscsi:iscsi-test";
 const INI2: &str = "iqn.2007-10.com.github:sahlberg:libiscsi:iscsi-test-2";
-
-fn need(tool: &str) {
-    let found = Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .stdout(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    assert!(
-        found,
-        "{tool} is missing: install libiscsi-bin (scripts/install-deps)"
-    );
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// A configured target with one 64 MiB LUN, and a running server.
 struct San {
@@ -47,7 +27,7 @@ struct San {
 
 impl San {
     fn new(test: &str, extra_target_args: &[&str]) -> San {
-        need("iscsi-test-cu");
+        common::targets::need("iscsi-test-cu", "libiscsi-bin");
         let env = TestEnv::new(test);
         let config = env.root.join("san.toml");
         let port = free_port();
@@ -229,7 +209,7 @@ fn conformance_suites_pass() {
 
 #[test]
 fn discovery_inquiry_chap_and_acl() {
-    need("iscsi-inq");
+    common::targets::need("iscsi-inq", "libiscsi-bin");
     let san = San::new(
         "san-auth",
         &[
@@ -580,7 +560,7 @@ fn show_lists_config_and_sessions() {
 /// QEMU's own iSCSI driver (qemu-block-extra) writes and reads a LUN.
 #[test]
 fn qemu_img_writes_and_reads_a_lun() {
-    need("qemu-img");
+    common::targets::need("qemu-img", "qemu-utils");
     let san = San::new("san-qemu", &[]);
     let src = san.env.root.join("src.raw");
     let back = san.env.root.join("back.raw");

@@ -34,6 +34,17 @@ pub struct AttachOptions {
     pub timeout: Option<Duration>,
 }
 
+impl AttachOptions {
+    /// Interactive unless waiting for `until`; `timeout_secs` bounds it.
+    pub fn waiting_for(until: Option<String>, timeout_secs: Option<u64>) -> Self {
+        AttachOptions {
+            interactive: until.is_none(),
+            until,
+            timeout: timeout_secs.map(Duration::from_secs),
+        }
+    }
+}
+
 /// Puts the terminal in raw mode and restores it when dropped.
 struct RawMode {
     saved: termios::Termios,

@@ -6,8 +6,8 @@
 
 use anyhow::Context;
 use clap::{Subcommand, ValueEnum};
-use ferry_block::iscsi::{default_initiator_name, IscsiSecrets};
-use ferry_iscsi::initiator::{Chap, IscsiError, LoginConfig, Lun, ReservationType, SessionConfig};
+use ferry_block::iscsi::IscsiSecrets;
+use ferry_iscsi::initiator::{IscsiError, Lun, ReservationType, SessionConfig};
 use ferry_spec::IscsiUrl;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -118,24 +118,8 @@ fn open(
     let url = IscsiUrl::parse(url).map_err(anyhow::Error::msg)?;
     // The same secrets file, and the same default, as a VM disk on a LUN.
     let s = IscsiSecrets::load(secrets)?;
-    let initiator = initiator
-        .or(s.initiator_name.clone())
-        .unwrap_or_else(default_initiator_name);
-    let pair = |u: &Option<String>, p: &Option<String>| {
-        u.clone()
-            .zip(p.clone())
-            .map(|(user, secret)| Chap { user, secret })
-    };
-    let login = LoginConfig {
-        portal: url.portal(),
-        target: url.target.clone(),
-        initiator: initiator.clone(),
-        isid: TOOL_ISID,
-        chap: pair(&s.chap_user, &s.chap_secret),
-        mutual: pair(&s.mutual_user, &s.mutual_secret),
-        digests: s.digests,
-        timeout: Duration::from_secs(10),
-    };
+    let login = s.login_config(&url, initiator, TOOL_ISID, Duration::from_secs(10));
+    let initiator = login.initiator.clone();
     let mut cfg = SessionConfig::new(login);
     cfg.io_timeout = Duration::from_secs(10);
     let lun = Lun::open(cfg, url.lun).with_context(|| format!("LUN {} as {initiator}", url.lun))?;

@@ -327,10 +327,7 @@ async fn console(
     };
     let status = roles.client.status(&roles.via).await?;
     let member = status
-        .voters
-        .values()
-        .chain(status.learners.values())
-        .find(|m| m.name == owner)
+        .member(&owner)
         .cloned()
         .with_context(|| format!("no member {owner} in the cluster"))?;
     let stream = roles
@@ -342,15 +339,7 @@ async fn console(
         )
         .await?;
     eprintln!("ferry: attached to {name}'s console on {owner}; Ctrl-] detaches");
-    let end = attach(
-        stream,
-        AttachOptions {
-            interactive: until.is_none(),
-            until: until.clone(),
-            timeout: timeout.map(Duration::from_secs),
-        },
-    )
-    .await?;
+    let end = attach(stream, AttachOptions::waiting_for(until.clone(), timeout)).await?;
     match end {
         AttachEnd::TimedOut if until.is_some() => {
             anyhow::bail!(

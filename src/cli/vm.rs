@@ -429,15 +429,7 @@ async fn run_foreground(
         .await
         .context("cannot attach to the console")?;
     control::resume(&name).await?;
-    let end = console::attach(
-        stream,
-        AttachOptions {
-            interactive: until.is_none(),
-            until: until.clone(),
-            timeout: timeout.map(Duration::from_secs),
-        },
-    )
-    .await?;
+    let end = console::attach(stream, AttachOptions::waiting_for(until.clone(), timeout)).await?;
     let stop = |force| StopOptions {
         timeout: Duration::from_secs(stop_timeout),
         force,

@@ -249,3 +249,38 @@ impl Drop for LabGuard {
             .output();
     }
 }
+
+/// Moves a paused VM between two run directories by raw QMP (the
+/// destination already started with `--incoming`): migrate over `uri`,
+/// wait up to 2 minutes for completion. Tests of the disk path use it to
+/// migrate without Ferry's orchestration.
+pub fn qmp_migrate(src_vm_dir: &Path, dst_vm_dir: &Path, uri: &str) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let (d, _) = ferry_qemu::QmpClient::connect(&dst_vm_dir.join("qmp.sock"))
+            .await
+            .unwrap();
+        d.execute("migrate-incoming", Some(serde_json::json!({ "uri": uri })))
+            .await
+            .unwrap();
+        let (s, _) = ferry_qemu::QmpClient::connect(&src_vm_dir.join("qmp.sock"))
+            .await
+            .unwrap();
+        s.execute("migrate", Some(serde_json::json!({ "uri": uri })))
+            .await
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let v = s.execute("query-migrate", None).await.unwrap();
+            match v["status"].as_str() {
+                Some("completed") => break,
+                Some("failed") | Some("cancelled") => panic!("migration failed: {v}"),
+                _ => assert!(Instant::now() < deadline, "migration did not finish: {v}"),
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+}

@@ -60,10 +60,7 @@ impl Agent {
         }
         let status = self.client.status(&self.me).await?;
         status
-            .voters
-            .values()
-            .chain(status.learners.values())
-            .find(|m| m.name == name)
+            .member(name)
             .cloned()
             .ok_or_else(|| AgentError::NotFound(format!("no member host {name}")))
     }

@@ -183,19 +183,7 @@ impl Agent {
             }
         }
         let host = match &req.on {
-            Some(h) => {
-                let host = state
-                    .hosts
-                    .get(h)
-                    .ok_or_else(|| AgentError::NotFound(format!("no host {h}")))?;
-                if host.role == HostRole::Witness || host.state != HostState::Up {
-                    return Err(AgentError::Conflict(format!(
-                        "host {h} cannot take VMs: it is {} ({})",
-                        host.state, host.role
-                    )));
-                }
-                h.clone()
-            }
+            Some(h) => host_taking_vms(&state, h)?,
             None => self.place(&state, def, None).await?,
         };
         tracing::info!("starting VM {name} on {host}");
@@ -243,19 +231,7 @@ impl Agent {
             _ => return Err(AgentError::Conflict(format!("VM {name} is not running"))),
         };
         let to = match &req.to {
-            Some(to) => {
-                let host = state
-                    .hosts
-                    .get(to)
-                    .ok_or_else(|| AgentError::NotFound(format!("no host {to}")))?;
-                if host.role == HostRole::Witness || host.state != HostState::Up {
-                    return Err(AgentError::Conflict(format!(
-                        "host {to} cannot take VMs: it is {} ({})",
-                        host.state, host.role
-                    )));
-                }
-                to.clone()
-            }
+            Some(to) => host_taking_vms(&state, to)?,
             None => self.place(&state, def, Some(&owner)).await?,
         };
         let req = MigrateRequest {
@@ -387,6 +363,21 @@ fn def_of<'a>(state: &'a ClusterState, name: &str) -> Result<&'a VmDef, AgentErr
         .vms
         .get(name)
         .ok_or_else(|| AgentError::NotFound(format!("no VM {name}")))
+}
+
+/// Host `name`, named by the user, if it can take VMs now: an up hypervisor.
+fn host_taking_vms(state: &ClusterState, name: &str) -> Result<String, AgentError> {
+    let host = state
+        .hosts
+        .get(name)
+        .ok_or_else(|| AgentError::NotFound(format!("no host {name}")))?;
+    if host.role == HostRole::Witness || host.state != HostState::Up {
+        return Err(AgentError::Conflict(format!(
+            "host {name} cannot take VMs: it is {} ({})",
+            host.state, host.role
+        )));
+    }
+    Ok(name.to_string())
 }
 
 #[cfg(test)]

@@ -109,6 +109,36 @@ impl IscsiSecrets {
     }
 }
 
+impl IscsiSecrets {
+    /// How to log in to `url` with these credentials: as `initiator`, else
+    /// the file's `initiator_name`, else [`default_initiator_name`].
+    pub fn login_config(
+        &self,
+        url: &IscsiUrl,
+        initiator: Option<String>,
+        isid: [u8; 6],
+        timeout: Duration,
+    ) -> LoginConfig {
+        let chap = |u: &Option<String>, s: &Option<String>| {
+            u.clone()
+                .zip(s.clone())
+                .map(|(user, secret)| Chap { user, secret })
+        };
+        LoginConfig {
+            portal: url.portal(),
+            target: url.target.clone(),
+            initiator: initiator
+                .or_else(|| self.initiator_name.clone())
+                .unwrap_or_else(default_initiator_name),
+            isid,
+            chap: chap(&self.chap_user, &self.chap_secret),
+            mutual: chap(&self.mutual_user, &self.mutual_secret),
+            digests: self.digests,
+            timeout,
+        }
+    }
+}
+
 /// The default initiator name: Ferry's prefix and the host name.
 pub fn default_initiator_name() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -146,24 +176,8 @@ impl IscsiBackend {
     ) -> Result<IscsiBackend, IscsiOpenError> {
         let u = IscsiUrl::parse(url).map_err(IscsiOpenError::Url)?;
         let s = IscsiSecrets::load(secrets)?;
-        let chap = |u: &Option<String>, s: &Option<String>| {
-            u.clone()
-                .zip(s.clone())
-                .map(|(user, secret)| Chap { user, secret })
-        };
-        let mut cfg = SessionConfig::new(LoginConfig {
-            portal: u.portal(),
-            target: u.target.clone(),
-            initiator: s
-                .initiator_name
-                .clone()
-                .unwrap_or_else(default_initiator_name),
-            isid: random_isid(),
-            chap: chap(&s.chap_user, &s.chap_secret),
-            mutual: chap(&s.mutual_user, &s.mutual_secret),
-            digests: s.digests,
-            timeout: Duration::from_secs(5),
-        });
+        let mut cfg =
+            SessionConfig::new(s.login_config(&u, None, random_isid(), Duration::from_secs(5)));
         if let Some(t) = s.io_timeout_secs {
             cfg.io_timeout = Duration::from_secs(t.max(1));
         }

@@ -152,6 +152,18 @@ impl Peers {
     }
 }
 
+/// A member's refusal: its JSON error message, or the raw body.
+fn api_error(member: &Member, status: reqwest::StatusCode, body: &[u8]) -> ClientError {
+    let message = serde_json::from_slice::<ErrorBody>(body)
+        .map(|e| e.error)
+        .unwrap_or_else(|_| String::from_utf8_lossy(body).into_owned());
+    ClientError::Api {
+        member: member.to_string(),
+        status: status.as_u16(),
+        message,
+    }
+}
+
 /// Reads a reply body, refusing one larger than `max`.
 pub async fn read_capped(
     member: &Member,
@@ -247,14 +259,7 @@ impl ApiClient {
         let status = resp.status();
         let bytes = read_capped(member, resp, MAX_REPLY).await?;
         if !status.is_success() {
-            let message = serde_json::from_slice::<ErrorBody>(&bytes)
-                .map(|e| e.error)
-                .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).into_owned());
-            return Err(ClientError::Api {
-                member: member.to_string(),
-                status: status.as_u16(),
-                message,
-            });
+            return Err(api_error(member, status, &bytes));
         }
         serde_json::from_slice(&bytes).map_err(|source| ClientError::Malformed {
             member: member.to_string(),
@@ -286,14 +291,7 @@ impl ApiClient {
         let status = resp.status();
         if status != reqwest::StatusCode::SWITCHING_PROTOCOLS {
             let bytes = read_capped(member, resp, MAX_REPLY).await?;
-            let message = serde_json::from_slice::<ErrorBody>(&bytes)
-                .map(|e| e.error)
-                .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).into_owned());
-            return Err(ClientError::Api {
-                member: member.to_string(),
-                status: status.as_u16(),
-                message,
-            });
+            return Err(api_error(member, status, &bytes));
         }
         resp.upgrade().await.map_err(http)
     }

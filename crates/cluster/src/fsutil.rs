@@ -95,9 +95,22 @@ pub(crate) fn write_sealed<T: Serialize>(
         path: path.to_path_buf(),
         source,
     })?;
+    write_file(path, &bytes, 0o644)
+}
+
+/// Writes `bytes` to `path` atomically and durably with permissions `mode`:
+/// a temporary file, fsync, rename, fsync of the directory.
+pub(crate) fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), FileError> {
+    use std::os::unix::fs::OpenOptionsExt;
     let tmp = tmp_path(path);
-    let mut f = std::fs::File::create(&tmp).map_err(io_err("cannot create", &tmp))?;
-    f.write_all(&bytes)
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&tmp)
+        .map_err(io_err("cannot create", &tmp))?;
+    f.write_all(bytes)
         .and_then(|()| f.sync_all())
         .map_err(io_err("cannot write", &tmp))?;
     std::fs::rename(&tmp, path).map_err(io_err("cannot rename into place", path))?;

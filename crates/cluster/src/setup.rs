@@ -19,9 +19,8 @@ use crate::node::{Node, NodeError};
 use crate::state::Command;
 use crate::tls::{Identity, TlsError};
 use crate::Member;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::net::SocketAddr;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -74,20 +73,18 @@ fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> SetupEr
     move |source| SetupError::Io { what, path, source }
 }
 
-/// Writes a private file (mode 0600), durably.
+/// Writes a private file (mode 0600), atomically and durably.
 fn write_private(path: &Path, text: &str) -> Result<(), SetupError> {
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(io("cannot write", &tmp))?;
-    f.write_all(text.as_bytes())
-        .and_then(|()| f.sync_all())
-        .map_err(io("cannot write", &tmp))?;
-    std::fs::rename(&tmp, path).map_err(io("cannot write", path))
+    crate::fsutil::write_file(path, text.as_bytes(), 0o600).map_err(|e| match e {
+        crate::fsutil::FileError::Io { what, path, source } => {
+            SetupError::Io { what, path, source }
+        }
+        other => SetupError::Io {
+            what: "cannot write",
+            path: path.to_path_buf(),
+            source: std::io::Error::other(other.to_string()),
+        },
+    })
 }
 
 /// A new random API token: 32 bytes from the kernel, hex.

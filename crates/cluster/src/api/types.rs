@@ -69,6 +69,16 @@ pub struct Status {
     pub learners: BTreeMap<NodeId, Member>,
 }
 
+impl Status {
+    /// The member (voter or learner) on host `name`.
+    pub fn member(&self, name: &str) -> Option<&Member> {
+        self.voters
+            .values()
+            .chain(self.learners.values())
+            .find(|m| m.name == name)
+    }
+}
+
 /// Ask the CA-holding member for a host certificate.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CertificateRequest {

@@ -254,7 +254,7 @@ impl Ffp {
         }
     }
 
-    fn command(&mut self, pdu: Pdu, out: &mut Vec<Pdu>) {
+    fn command(&mut self, mut pdu: Pdu, out: &mut Vec<Pdu>) {
         let Header::ScsiCommand(h) = &pdu.header else {
             return;
         };
@@ -282,7 +282,8 @@ impl Ffp {
                 );
                 return;
             }
-            let mut buf = pdu.data.clone();
+            // The command is ours: its immediate data moves, not copies.
+            let mut buf = std::mem::take(&mut pdu.data);
             buf.truncate(h.edtl as usize);
             let unsolicited = !self.params.initial_r2t
                 && !h.final_
@@ -483,7 +484,13 @@ impl Ffp {
                     buffer_offset: off as u32,
                     residual: if with_status { residual as u32 } else { 0 },
                 };
-                out.push(Pdu::new(Header::DataIn(h), data[off..off + n].to_vec()));
+                // One PDU carries it all (the usual case): hand the buffer over.
+                let payload = if off == 0 && last {
+                    std::mem::take(&mut data)
+                } else {
+                    data[off..off + n].to_vec()
+                };
+                out.push(Pdu::new(Header::DataIn(h), payload));
                 data_sn += 1;
                 off += n;
             }
