@@ -343,7 +343,8 @@ impl Demo<'_> {
     }
 
     /// Each server asks the SAN what it offers, with libiscsi's `iscsi-ls`
-    /// (a standard initiator) until Ferry's own lands (issue 6).
+    /// (a standard initiator, which also shows `ferry san` to tools nobody here
+    /// wrote); the VM's disk is then opened by Ferry's own initiator.
     fn discover_san(&mut self) -> StepResult {
         let mut seen = Vec::new();
         for server in crate::seed::SERVERS {
