@@ -37,19 +37,9 @@ impl Lab {
         let lab = TwoHosts::create("fyr").expect("lab namespaces");
         let h = [TestEnv::new("roles1"), TestEnv::new("roles2")];
         let root = h[0].root.clone();
-        let hosts_file = root.join("hosts.toml");
-        std::fs::write(
-            &hosts_file,
-            format!(
-                "[hosts.h1]\nrun_dir = \"{}\"\nmigration_address = \"{HOST1_INTERNAL}\"\nnetns = \"{}\"\n\
-                 [hosts.h2]\nrun_dir = \"{}\"\nmigration_address = \"{HOST2_INTERNAL}\"\nnetns = \"{}\"\n",
-                h[0].run_dir.display(),
-                lab.host1.name,
-                h[1].run_dir.display(),
-                lab.host2.name,
-            ),
-        )
-        .unwrap();
+        // Quick migrations' state: the one directory the hosts share.
+        let quick_dir = root.join("quick");
+        std::fs::create_dir_all(&quick_dir).unwrap();
         // The witness shares host1's namespace, on its own port.
         let listen = [
             format!("{HOST1_INTERNAL}:7441"),
@@ -71,12 +61,12 @@ impl Lab {
                     "id = {}\nname = \"{}\"\nlisten = \"{}\"\ndata_dir = \"{}\"\npeers = [{peers}]\nrole = \"{role}\"\n\
                      [raft]\nheartbeat_ms = 150\nelection_timeout_ms = [1000, 2000]\n\
                      [networks]\ninternal = \"{ip}\"\n[heartbeat]\ndelay_ms = 500\nthreshold = 6\n\
-                     [agent]\nhosts_file = \"{}\"\n",
+                     [agent]\nquick_dir = \"{}\"\n",
                     i + 1,
                     NAMES[i],
                     listen[i],
                     root.join(format!("data-{}", NAMES[i])).display(),
-                    hosts_file.display()
+                    quick_dir.display()
                 ),
             )
             .unwrap();
@@ -136,11 +126,38 @@ impl Lab {
             .join(format!("{}-{}.log", NAMES[i], self.starts[i]))
     }
 
+    /// Starts agent `i`. Like an agent on a machine of its own, it cannot
+    /// see the other hypervisor's runtime directory (an empty tmpfs is
+    /// mounted over it in the agent's own mount namespace), nor `hide`.
     fn start_daemon(&mut self, i: usize) {
+        self.start_daemon_hiding(i, &[]);
+    }
+
+    fn start_daemon_hiding(&mut self, i: usize, hide: &[PathBuf]) {
         self.starts[i] += 1;
         let log = std::fs::File::create(self.log(i)).unwrap();
-        let child = self
-            .ferry(i)
+        let mut hidden: Vec<PathBuf> = hide.to_vec();
+        if i < 2 {
+            hidden.push(self.h[1 - i].run_dir.clone());
+        }
+        // unshare and sh exec in turn: the pid is the agent's, for kills.
+        let mut c = Command::new("unshare");
+        c.args(["--mount", "--propagation", "private", "sh", "-c"])
+            .arg("for d in $HIDE; do mount -t tmpfs ferry-hidden \"$d\" || exit 1; done; exec \"$@\"")
+            .arg("sh")
+            .args(["ip", "netns", "exec", &self.ns(i).name])
+            .arg(env!("CARGO_BIN_EXE_ferry"))
+            .env(
+                "HIDE",
+                hidden
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            )
+            .env("FERRY_RUN_DIR", self.run_dir(i))
+            .env_remove("FERRY_TOKEN");
+        let child = c
             .env("FERRY_LOG", "info,openraft=warn")
             .args(["daemon", "--config"])
             .arg(&self.configs[i])
@@ -232,6 +249,28 @@ impl Lab {
 /// The Raft id's index (0-based) of the leader as member `i` sees it.
 fn leader(lab: &Lab, i: usize) -> usize {
     lab.status(i)["status"]["leader"].as_u64().expect("leader") as usize - 1
+}
+
+/// Waits until member h1 sees `host` up and its agent answers.
+fn wait_host_up(lab: &Lab, host: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let s = lab.status(0);
+        let i = NAMES.iter().position(|n| *n == host).unwrap();
+        let answers = lab
+            .ferry(i)
+            .args(["cluster", "status", "--config"])
+            .arg(&lab.configs[i])
+            .output()
+            .unwrap()
+            .status
+            .success();
+        if s["state"]["hosts"][host]["state"] == "up" && answers {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{host} is not up: {s}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
 }
 
 fn qemu_pid(v: &Value) -> i64 {
@@ -473,6 +512,32 @@ fn vm_roles_are_created_started_migrated_drained_and_survive_agent_crashes() {
     );
     lab.json(0, &["node", "resume", "h2"]);
     assert_eq!(lab.status(1)["state"]["hosts"]["h2"]["state"], "up");
+
+    // A quick migration needs a state directory both hosts share: while h2
+    // cannot see it, the VM is not even paused and stays on h1.
+    let quick_dir = lab.h[0].root.join("quick");
+    lab.kill_daemon(1);
+    lab.start_daemon_hiding(1, &[quick_dir]);
+    wait_host_up(&lab, "h2");
+    let refused = lab
+        .ferry(0)
+        .args(["cluster", "vm", "migrate", "rvm", "--to", "h2", "--quick"])
+        .arg("--config")
+        .arg(&lab.configs[0])
+        .output()
+        .unwrap();
+    let why = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && why.contains("not shared storage"),
+        "{why}"
+    );
+    let v = lab.vm(1, "rvm");
+    assert_eq!(v["def"]["owner"], "h1", "{v}");
+    assert!(v["migration"].is_null(), "{v}");
+    assert_eq!(v["local"]["state"], "running", "{v}");
+    lab.kill_daemon(1);
+    lab.start_daemon(1);
+    wait_host_up(&lab, "h2");
 
     // A quick migration there, and a placed one back (the only other host).
     let moved = lab.json(

@@ -132,13 +132,14 @@ pub async fn run(args: MigrateArgs, json: bool) -> anyhow::Result<ExitCode> {
         stall_timeout: Duration::from_secs(args.stall_timeout.max(1)),
         multifd_channels: args.channels.max(1),
         port: args.port,
-        ferry_exe: std::env::current_exe().context("cannot find the ferry binary")?,
-        tls: (!args.plain).then(|| ferry_migrate::TlsPlan {
-            ca_dir: hosts.ca_dir.clone(),
-            source: from.clone(),
-            destination: to.to_string(),
-            credentials: None,
-        }),
+        tls: if args.plain {
+            None
+        } else {
+            Some(
+                ferry_migrate::TlsPlan::from_ca(&hosts.ca_dir, (&from, src), (to, dst))
+                    .context("preparing TLS credentials for the migration stream")?,
+            )
+        },
         quick: args.quick.then(|| {
             args.state_file
                 .clone()
@@ -147,7 +148,11 @@ pub async fn run(args: MigrateArgs, json: bool) -> anyhow::Result<ExitCode> {
     };
     let tty = std::io::stderr().is_terminal();
     let mut last_print = std::time::Instant::now() - Duration::from_secs(1);
-    let report = ferry_migrate::migrate(&args.name, src, dst, &opts, |p| {
+    let destination = ferry_migrate::HostDestination {
+        host: dst,
+        ferry_exe: &std::env::current_exe().context("cannot find the ferry binary")?,
+    };
+    let report = ferry_migrate::migrate(&args.name, src, &destination, &opts, |p| {
         if json {
             if let Ok(line) = serde_json::to_string(&serde_json::json!({"progress": p})) {
                 println!("{line}");

@@ -3,8 +3,8 @@
 
 use crate::resources::HostResources;
 use crate::types::{
-    AgentStart, CreateRequest, DrainReport, MigrateRequest, Migrated, RoleView, StartRequest,
-    StopRequest,
+    AgentStart, CreateRequest, DrainReport, IncomingRequest, MigrateRequest, Migrated, QmpRequest,
+    RoleView, StartRequest, StopRequest,
 };
 use crate::AgentError;
 use ferry_cluster::client::{ApiClient, ClientError};
@@ -86,6 +86,45 @@ impl AgentCalls<'_> {
         req: &MigrateRequest,
     ) -> Result<Migrated, AgentError> {
         Ok(post(self.0, m, &format!("/v1/agent/vms/{name}/migrate"), req).await?)
+    }
+
+    /// Prepares that agent's host for VM `name`'s incoming migration.
+    pub async fn incoming(
+        &self,
+        m: &Member,
+        name: &str,
+        req: &IncomingRequest,
+    ) -> Result<StateRecord, ClientError> {
+        post(self.0, m, &format!("/v1/agent/vms/{name}/incoming"), req).await
+    }
+
+    /// Runs a QMP command on the QEMU of VM `name`'s incoming migration
+    /// there.
+    pub async fn incoming_qmp(
+        &self,
+        m: &Member,
+        name: &str,
+        req: &QmpRequest,
+    ) -> Result<serde_json::Value, ClientError> {
+        post(
+            self.0,
+            m,
+            &format!("/v1/agent/vms/{name}/incoming/qmp"),
+            req,
+        )
+        .await
+    }
+
+    /// Removes the destination's half of VM `name`'s failed migration there.
+    pub async fn discard_incoming(&self, m: &Member, name: &str) -> Result<(), ClientError> {
+        post::<_, serde_json::Value>(
+            self.0,
+            m,
+            &format!("/v1/agent/vms/{name}/incoming/discard"),
+            &(),
+        )
+        .await?;
+        Ok(())
     }
 
     /// The tail of a VM's console log on that agent's host.

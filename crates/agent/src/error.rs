@@ -29,9 +29,9 @@ pub enum AgentError {
     /// The migration failed (the VM stays on the source).
     #[error("migration failed; the VM stays on the source")]
     Migrate(#[from] ferry_migrate::MigrateError),
-    /// The hosts file is unusable.
+    /// A QEMU of this host refused or failed a command relayed to it.
     #[error(transparent)]
-    Hosts(#[from] ferry_migrate::hosts::HostsError),
+    Qmp(#[from] ferry_qemu::QmpError),
     /// Something else went wrong here.
     #[error("{0}")]
     Internal(String),
@@ -50,6 +50,9 @@ impl AgentError {
             AgentError::Vm(ferry_vm::VmError::NotFound { .. }) => StatusCode::NOT_FOUND,
             AgentError::Vm(ferry_vm::VmError::AlreadyRunning { .. }) => StatusCode::CONFLICT,
             AgentError::Migrate(ferry_migrate::MigrateError::Busy { .. }) => StatusCode::CONFLICT,
+            AgentError::Qmp(ferry_qemu::QmpError::Command { .. }) => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -8,6 +8,9 @@
 //! - [`local`]: what this host's agent does to its own VMs with the
 //!   engine (crates/vm) and crates/migrate, recording each outcome in the
 //!   database: a start, a stop, a migration's switchover.
+//! - [`incoming`] and [`remote`]: a migration between two agents: the
+//!   destination's agent starts QEMU waiting for the VM and relays the
+//!   source's QMP commands to it; the source's agent drives.
 //! - [`reconcile`]: at start and every few seconds, the database is told
 //!   what really runs here. VMs run under detached supervisors, so a
 //!   restarted agent finds them running and re-attaches; it never kills.
@@ -18,9 +21,11 @@ pub mod client;
 pub mod console;
 pub mod db;
 pub mod error;
+pub mod incoming;
 pub mod local;
 pub mod placement;
 pub mod reconcile;
+pub mod remote;
 pub mod resources;
 pub mod roles;
 pub mod routes;
@@ -56,8 +61,13 @@ pub struct Agent {
     /// This host's cluster credentials (they also secure migration
     /// streams).
     pub tls_dir: PathBuf,
-    /// The hosts file that says how to reach each host's VMs.
-    pub hosts_file: PathBuf,
+    /// The cluster network migration streams go over.
+    pub migration_network: String,
+    /// Where quick migrations save a VM's state (shared storage).
+    pub quick_dir: PathBuf,
+    /// VMs this host prepared for an incoming migration, whose QEMU takes
+    /// relayed QMP commands ([`incoming`]).
+    pub incoming: Mutex<std::collections::BTreeSet<String>>,
     /// Migrations a host may take part in at once.
     pub migrations_per_host: u32,
     /// The `ferry` binary (supervisors, migration helpers).
@@ -84,19 +94,20 @@ impl Agent {
         let identity = Identity::load(&config.tls_dir())?;
         let client = ApiClient::new(&identity)?;
         let long = client.clone().with_timeout(LONG_CALL);
-        let hosts_file = config
+        let quick_dir = config
             .agent
-            .hosts_file
+            .quick_dir
             .clone()
-            .or_else(|| std::env::var_os("FERRY_HOSTS").map(PathBuf::from))
-            .unwrap_or_else(|| "/etc/ferry/hosts.toml".into());
+            .unwrap_or_else(ferry_vm::rundir::root);
         Ok(Agent {
             name: config.name.clone(),
             me: config.member(),
             tls_dir: config.tls_dir(),
             client,
             long,
-            hosts_file,
+            migration_network: config.agent.migration_network.clone(),
+            quick_dir,
+            incoming: Mutex::new(Default::default()),
             migrations_per_host: config.agent.migrations_per_host,
             exe,
             cpu_profile: OnceLock::new(),

@@ -1,11 +1,15 @@
 //! What this host's agent does to its own VMs: start, stop and migrate
 //! them with the engine, and record each outcome in the database.
 
+use crate::remote::AgentDestination;
+use crate::types::SharedProbe;
 use crate::types::{MigrateRequest, Migrated, StopRequest};
 use crate::{Agent, AgentError};
+use ferry_cluster::state::ClusterState;
 use ferry_cluster::state::{Command, VmDef};
+use ferry_cluster::Member;
 use ferry_migrate::live::OnTimeout;
-use ferry_migrate::{HostsFile, MigrateOptions, TlsPlan};
+use ferry_migrate::{Host, MigrateOptions, TlsPlan};
 use ferry_spec::VmSpec;
 use ferry_vm::control::{self, StartOptions, StopOptions};
 use ferry_vm::{RunDir, StateRecord, VmError, VmState};
@@ -13,14 +17,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// How long a VM may take to come up under a loaded TCG host.
-const START_TIMEOUT: Duration = Duration::from_secs(180);
+pub(crate) const START_TIMEOUT: Duration = Duration::from_secs(180);
 
 /// Decodes the spec a definition holds, with the reason if it is bad.
 pub fn spec_of(def: &VmDef) -> Result<VmSpec, AgentError> {
-    let spec: VmSpec = serde_json::from_value(def.spec.clone())
-        .map_err(|e| AgentError::BadRequest(format!("the spec of VM {}: {e}", def.name)))?;
-    spec.validate()
-        .map_err(|e| AgentError::BadRequest(format!("the spec of VM {}: {e}", def.name)))?;
+    spec_of_value(&def.name, def.spec.clone())
+}
+
+/// Decodes VM `name`'s spec from JSON, with the reason if it is bad.
+pub fn spec_of_value(name: &str, value: serde_json::Value) -> Result<VmSpec, AgentError> {
+    let bad = |e: String| AgentError::BadRequest(format!("the spec of VM {name}: {e}"));
+    let spec: VmSpec = serde_json::from_value(value).map_err(|e| bad(e.to_string()))?;
+    spec.validate().map_err(|e| bad(e.to_string()))?;
     Ok(spec)
 }
 
@@ -175,9 +183,6 @@ impl Agent {
             .to
             .clone()
             .ok_or_else(|| AgentError::BadRequest("a destination host is needed".into()))?;
-        let hosts = HostsFile::load(&self.hosts_file)?;
-        let src = hosts.get(&self.name, &self.hosts_file)?.clone();
-        let dst = hosts.get(&to, &self.hosts_file)?.clone();
         match record(name)? {
             Some(r) if r.state == VmState::Running => {}
             Some(r) => {
@@ -193,9 +198,11 @@ impl Agent {
                 )))
             }
         }
+        let member = self.member_of(&to).await?;
+        let state = self.state().await?;
+        let address = self.migration_address(&state, &to, &member)?;
         // The stream is secured with the cluster's own host certificates:
         // only a member can send or receive a VM.
-        let member = self.member_of(&to).await?;
         let dst_tls = crate::client::AgentCalls(&self.client)
             .resources(&member)
             .await?
@@ -203,6 +210,24 @@ impl Agent {
             .ok_or_else(|| {
                 AgentError::Conflict(format!("host {to}'s agent names no credentials"))
             })?;
+        let quick = req
+            .quick
+            .then(|| SharedFile::write(&self.quick_dir, name))
+            .transpose()?;
+        let dst = AgentDestination {
+            long: self.long.clone(),
+            short: self.client.clone(),
+            member,
+            address,
+            probe: quick.as_ref().map(|q| q.probe.clone()),
+        };
+        let src = Host {
+            run_dir: ferry_vm::rundir::root(),
+            migration_address: String::new(),
+            netns: None,
+            networks: Default::default(),
+            config: None,
+        };
         self.commit(Command::BeginMigration {
             name: name.to_string(),
             from: self.name.clone(),
@@ -217,17 +242,15 @@ impl Agent {
         let opts = MigrateOptions {
             cancel: Some(cancel),
             bandwidth_mibps: req.bandwidth_mibps,
-            ferry_exe: self.exe.clone(),
             timeout: Duration::from_secs(300),
             on_timeout: OnTimeout::Cancel,
             stall_timeout: Duration::from_secs(30),
             tls: Some(TlsPlan {
-                ca_dir: hosts.ca_dir.clone(),
-                source: self.name.clone(),
                 destination: to.clone(),
-                credentials: Some((self.tls_dir.clone(), dst_tls)),
+                source_dir: self.tls_dir.clone(),
+                destination_dir: dst_tls,
             }),
-            quick: req.quick.then(|| src.run_dir.join(format!("{name}.state"))),
+            quick: quick.as_ref().map(|q| q.state_file.clone()),
             ..MigrateOptions::default()
         };
         tracing::info!(
@@ -246,6 +269,7 @@ impl Agent {
         if let Ok(mut map) = self.cancels.lock() {
             map.remove(name);
         }
+        drop(quick);
         let committed = result.is_ok();
         let ended = self
             .commit_retrying(Command::EndMigration {
@@ -266,6 +290,34 @@ impl Agent {
 }
 
 impl Agent {
+    /// Where host `to` receives migration streams: its address on the
+    /// migration network, or else its member address.
+    fn migration_address(
+        &self,
+        state: &ClusterState,
+        to: &str,
+        member: &Member,
+    ) -> Result<String, AgentError> {
+        let on_network = state
+            .hosts
+            .get(to)
+            .and_then(|h| h.networks.get(&self.migration_network))
+            .and_then(|a| a.first());
+        if let Some(ip) = on_network {
+            return Ok(ip.to_string());
+        }
+        member
+            .addr
+            .parse::<std::net::SocketAddr>()
+            .map(|a| a.ip().to_string())
+            .map_err(|e| {
+                AgentError::Internal(format!(
+                    "host {to} has no {} network address and its member address {} is not one: {e}",
+                    self.migration_network, member.addr
+                ))
+            })
+    }
+
     /// Cancels the live migration of VM `name` this host drives; the VM
     /// stays here.
     pub fn cancel_here(&self, name: &str) -> Result<(), AgentError> {
@@ -291,4 +343,44 @@ fn resolved_spec(name: &str, def: &VmDef) -> Option<serde_json::Value> {
     let spec: serde_json::Value = serde_json::from_str(&text).ok()?;
     spec.get("cpu_model").filter(|m| !m.is_null())?;
     Some(spec)
+}
+
+/// A quick migration's state file in the shared directory, with the probe
+/// the destination reads back first; both are removed when dropped.
+struct SharedFile {
+    state_file: std::path::PathBuf,
+    probe: SharedProbe,
+}
+
+impl SharedFile {
+    fn write(dir: &std::path::Path, name: &str) -> Result<Self, AgentError> {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        let content = format!(
+            "ferry quick migration of {name}: {}-{nanos}\n",
+            std::process::id()
+        );
+        let path = dir.join(format!(".{name}.probe"));
+        std::fs::create_dir_all(dir)
+            .and_then(|()| std::fs::write(&path, &content))
+            .map_err(|e| {
+                AgentError::Internal(format!(
+                    "cannot write {} for a quick migration: {e}",
+                    path.display()
+                ))
+            })?;
+        Ok(SharedFile {
+            state_file: dir.join(format!("{name}.state")),
+            probe: SharedProbe { path, content },
+        })
+    }
+}
+
+impl Drop for SharedFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.probe.path);
+        let _ = std::fs::remove_file(&self.state_file);
+    }
 }

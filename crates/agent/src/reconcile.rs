@@ -35,6 +35,7 @@ pub async fn run(agent: Arc<Agent>) {
     loop {
         tokio::time::sleep(EVERY).await;
         if let Ok(state) = agent.state().await {
+            agent.forget_incoming(&state);
             stopped_by_themselves(&agent, &state).await;
         }
     }

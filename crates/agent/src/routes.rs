@@ -6,12 +6,17 @@
 //! `GET /v1/roles/{name}/progress`, `POST /v1/roles/{name}/cancel` (the
 //! migration), `POST /v1/nodes/{host}/{drain,resume}`.
 //! This host's agent: `GET /v1/agent/resources`, `GET /v1/agent/vms/{name}`,
-//! `POST /v1/agent/vms/{name}/{start,stop,migrate,cancel}`,
+//! `POST /v1/agent/vms/{name}/{start,stop,migrate,cancel}`, the
+//! destination's half of a migration `POST /v1/agent/vms/{name}/incoming`
+//! and `.../incoming/{qmp,discard}`,
 //! `GET /v1/agent/migrations/{name}`, `GET /v1/agent/vms/{name}/console`
 //! (an HTTP upgrade to the serial console) and `.../console-log`.
 
 use crate::resources::{self, HostResources};
-use crate::types::{AgentStart, CreateRequest, MigrateRequest, StartRequest, StopRequest};
+use crate::types::{
+    AgentStart, CreateRequest, IncomingRequest, MigrateRequest, QmpRequest, StartRequest,
+    StopRequest,
+};
 use crate::{Agent, AgentError};
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
@@ -54,6 +59,15 @@ pub fn router(agent: Arc<Agent>) -> Router {
         .route("/v1/agent/vms/{name}/start", post(agent_start))
         .route("/v1/agent/vms/{name}/stop", post(agent_stop))
         .route("/v1/agent/vms/{name}/migrate", post(agent_migrate))
+        .route("/v1/agent/vms/{name}/incoming", post(agent_incoming))
+        .route(
+            "/v1/agent/vms/{name}/incoming/qmp",
+            post(agent_incoming_qmp),
+        )
+        .route(
+            "/v1/agent/vms/{name}/incoming/discard",
+            post(agent_incoming_discard),
+        )
         .route("/v1/agent/migrations/{name}", get(agent_progress))
         .route("/v1/agent/vms/{name}/cancel", post(agent_cancel))
         .route("/v1/agent/vms/{name}/console", get(crate::console::relay))
@@ -214,6 +228,27 @@ async fn agent_migrate(
     b: Result<Json<MigrateRequest>, JsonRejection>,
 ) -> Reply {
     reply(a.migrate_from_here(&name, &body(b)?).await?)
+}
+
+async fn agent_incoming(
+    State(a): State<Arc<Agent>>,
+    Path(name): Path<String>,
+    b: Result<Json<IncomingRequest>, JsonRejection>,
+) -> Reply {
+    reply(a.prepare_incoming(&name, body(b)?).await?)
+}
+
+async fn agent_incoming_qmp(
+    State(a): State<Arc<Agent>>,
+    Path(name): Path<String>,
+    b: Result<Json<QmpRequest>, JsonRejection>,
+) -> Reply {
+    reply(a.relay_qmp(&name, body(b)?).await?)
+}
+
+async fn agent_incoming_discard(State(a): State<Arc<Agent>>, Path(name): Path<String>) -> Reply {
+    a.discard_incoming(&name).await?;
+    reply(json!({ "discarded": name }))
 }
 
 async fn agent_progress(State(a): State<Arc<Agent>>, Path(name): Path<String>) -> Reply {

@@ -56,6 +56,43 @@ pub struct MigrateRequest {
     pub bandwidth_mibps: Option<u64>,
 }
 
+/// Prepare this host for an incoming migration
+/// (`POST /v1/agent/vms/{name}/incoming`, the source's agent to the
+/// destination's).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IncomingRequest {
+    /// The spec the source runs (its `spec.json`, CPU model resolved).
+    pub spec: serde_json::Value,
+    /// For a quick migration: a file the source just wrote in the state
+    /// directory, and what it holds; the destination must read the same,
+    /// or the directory is not shared and the VM is not paused.
+    #[serde(default)]
+    pub probe: Option<SharedProbe>,
+}
+
+/// A file one host wrote for another to read back (shared storage check).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SharedProbe {
+    /// The file.
+    pub path: std::path::PathBuf,
+    /// What it holds.
+    pub content: String,
+}
+
+/// One QMP command for the QEMU of an incoming migration
+/// (`POST /v1/agent/vms/{name}/incoming/qmp`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QmpRequest {
+    /// The command.
+    pub execute: String,
+    /// Its arguments.
+    #[serde(default)]
+    pub arguments: Option<serde_json::Value>,
+}
+
 /// A finished migration.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Migrated {

@@ -11,7 +11,9 @@ use crate::tls::{Identity, TlsError};
 use crate::{Member, NodeId};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// The largest JSON reply a client accepts.
@@ -75,11 +77,17 @@ pub enum ClientError {
     },
 }
 
+/// A client for one member and the base URL to use with it.
+type ClientAndBase = (reqwest::Client, String);
+
 /// Makes HTTPS clients that reach members with this member's identity.
+/// One client (one connection pool) per member is kept and shared by
+/// clones, so calls after the first reuse its TLS connection.
 #[derive(Clone)]
 pub struct Peers {
     tls: rustls::ClientConfig,
     timeout: Duration,
+    pool: Arc<Mutex<HashMap<(String, String), ClientAndBase>>>,
 }
 
 impl std::fmt::Debug for Peers {
@@ -94,6 +102,7 @@ impl Peers {
         Ok(Peers {
             tls: identity.client_config()?,
             timeout: Duration::from_secs(10),
+            pool: Arc::default(),
         })
     }
 
@@ -103,12 +112,15 @@ impl Peers {
         Ok(Peers {
             tls: crate::tls::anonymous_client_config(ca_cert)?,
             timeout: Duration::from_secs(10),
+            pool: Arc::default(),
         })
     }
 
     /// How long one call may take.
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
+        // Clients carry their timeout: this one needs clients of its own.
+        self.pool = Arc::default();
         self
     }
 
@@ -117,7 +129,15 @@ impl Peers {
     /// certificate must carry the name; one without (the CLI given only an
     /// address) must have the address in its certificate.
     pub fn client_for(&self, member: &Member) -> Result<(reqwest::Client, String), ClientError> {
-        self.client_with(member, false)
+        let key = (member.name.clone(), member.addr.clone());
+        if let Some(hit) = self.pool.lock().ok().and_then(|p| p.get(&key).cloned()) {
+            return Ok(hit);
+        }
+        let made = self.client_with(member, false)?;
+        if let Ok(mut pool) = self.pool.lock() {
+            pool.insert(key, made.clone());
+        }
+        Ok(made)
     }
 
     fn client_with(

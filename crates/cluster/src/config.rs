@@ -21,7 +21,8 @@
 //! threshold = 10              # 10 missed
 //!
 //! [agent]                     # optional: the node agent's VM roles
-//! hosts_file = "/etc/ferry/hosts.toml"  # how to reach each host's VMs
+//! migration_network = "internal"  # the network migration streams go over
+//! quick_dir = "/srv/ferry/quick"  # shared storage for quick migrations' state
 //! migrations_per_host = 1     # migrations a host takes part in at once
 //! ```
 //!
@@ -120,11 +121,17 @@ impl Default for HeartbeatSettings {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AgentSettings {
-    /// The hosts file that says how to reach each host's VMs for a
-    /// migration (runtime directory, migration address, lab namespace)
-    /// [default: $FERRY_HOSTS or /etc/ferry/hosts.toml].
+    /// The cluster network migration streams go over: a destination is
+    /// reached at its address on it [default: `internal`; a host with no
+    /// address there is reached at its member address].
+    #[serde(default = "internal")]
+    pub migration_network: String,
+    /// Where quick migrations save a VM's state: a directory on storage
+    /// every hypervisor host mounts at the same path (the source writes the
+    /// file, the destination reads it) [default: the runtime directory,
+    /// which only hosts on one machine share]. Checked before the VM pauses.
     #[serde(default)]
-    pub hosts_file: Option<PathBuf>,
+    pub quick_dir: Option<PathBuf>,
     /// Migrations a host may take part in at once (as source or
     /// destination).
     #[serde(default = "one")]
@@ -135,10 +142,15 @@ fn one() -> u32 {
     1
 }
 
+fn internal() -> String {
+    "internal".into()
+}
+
 impl Default for AgentSettings {
     fn default() -> Self {
         AgentSettings {
-            hosts_file: None,
+            migration_network: internal(),
+            quick_dir: None,
             migrations_per_host: 1,
         }
     }

@@ -457,8 +457,7 @@ impl Demo<'_> {
         let mut cmd = Command::new("setsid");
         cmd.args(["ip", "netns", "exec", &self.lab.netns(machine)])
             .arg(&self.opts.ferry)
-            .args(args)
-            .env("FERRY_HOSTS", self.lab.hosts_file());
+            .args(args);
         // A server's agent runs its VMs in that server's runtime directory.
         if crate::seed::SERVERS.contains(&machine) {
             cmd.env("FERRY_RUN_DIR", self.lab.run_dir(machine))

@@ -8,12 +8,14 @@
 //! MAC, source stops. Any failure before the switchover leaves the VM
 //! running on the source and removes the destination's half.
 
+pub mod destination;
 pub mod hosts;
 pub mod inflight;
 pub mod live;
 pub mod quick;
 pub mod tls;
 
+pub use destination::{Destination, HostDestination, Qmp};
 pub use hosts::{Host, HostsFile};
 pub use live::{migrate, MigrateError, MigrateOptions, MigrationReport, Policy, Progress};
 pub use tls::TlsPlan;

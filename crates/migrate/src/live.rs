@@ -11,6 +11,7 @@
 //!        └ failed/cancelled/timeout ─► src keeps running, dst: stop --force
 //! ```
 
+use crate::destination::{Destination, Qmp};
 use crate::hosts::Host;
 use ferry_qemu::{QmpClient, QmpError};
 use ferry_vm::{StateRecord, VmState};
@@ -136,8 +137,6 @@ pub struct MigrateOptions {
     pub multifd_channels: u8,
     /// TCP port the destination listens on.
     pub port: u16,
-    /// The `ferry` binary to run on the destination.
-    pub ferry_exe: PathBuf,
     /// Encrypt and authenticate the stream with these hosts' certificates;
     /// `None` sends it in the clear (benchmarks only).
     pub tls: Option<crate::tls::TlsPlan>,
@@ -162,7 +161,6 @@ impl Default for MigrateOptions {
             stall_timeout: Duration::from_secs(10),
             multifd_channels: 2,
             port: 49152,
-            ferry_exe: PathBuf::from("ferry"),
             tls: None,
             quick: None,
             cancel: None,
@@ -245,31 +243,12 @@ fn progress_of(v: &Value, elapsed: Duration, limit: u64) -> Progress {
     }
 }
 
-/// Runs a `ferry` command on a host; returns its stderr on failure.
-async fn on_host(host: &Host, exe: &std::path::Path, args: &[&str]) -> Result<(), String> {
-    let mut cmd: tokio::process::Command = host.ferry(exe).into();
-    let out = cmd
-        .args(args)
-        .output()
-        .await
-        .map_err(|e| format!("cannot run ferry: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr)
-            .trim()
-            .lines()
-            .last()
-            .unwrap_or("failed")
-            .to_string())
-    }
-}
-
-/// Migrates VM `name` from `src` to `dst`, calling `on_progress` as it goes.
-pub async fn migrate(
+/// Migrates VM `name` from `src` (this host) to `dst`, calling
+/// `on_progress` as it goes.
+pub async fn migrate<D: Destination>(
     name: &str,
     src: &Host,
-    dst: &Host,
+    dst: &D,
     opts: &MigrateOptions,
     mut on_progress: impl FnMut(&Progress),
 ) -> Result<MigrationReport, MigrateError> {
@@ -287,44 +266,48 @@ pub async fn migrate(
     let _inflight = crate::inflight::InFlight::begin(
         name,
         &src_dir,
-        &dst.migration_address,
+        dst.migration_address(),
         opts.cancel.is_some(),
     )?;
     // From here on, Ctrl-C or `--cancel` (SIGTERM) cancels cleanly instead of
     // killing this process with the destination half-built.
     let mut cancel = CancelSignals::new(opts.cancel.clone())?;
-    let dst_dir = dst.vm_dir(name);
-    if let Some(other) = StateRecord::load(&dst_dir)? {
-        if let Some(pid) = other
-            .qemu_pid
-            .filter(|&p| !other.state.is_final() && ferry_vm::state::pid_alive(p))
-        {
-            return Err(MigrateError::AlreadyOnDestination {
-                name: name.into(),
-                pid,
-            });
-        }
-    }
 
     // The destination runs exactly the spec the source runs.
-    let spec_path = src_dir.spec();
-    let spec_arg = spec_path.to_string_lossy().to_string();
-    on_host(
-        dst,
-        &opts.ferry_exe,
-        &["vm", "start", "--incoming", &spec_arg],
-    )
-    .await
-    .map_err(MigrateError::Prepare)?;
-    let result = match &opts.quick {
-        Some(file) => {
-            crate::quick::drive(name, src, dst, file, opts.policy, &mut on_progress).await
+    dst.prepare(name, &src_dir.spec()).await?;
+    let result = async {
+        let d = dst.connect(name).await?;
+        match &opts.quick {
+            Some(file) => {
+                crate::quick::drive(
+                    name,
+                    src,
+                    &d,
+                    file,
+                    opts.policy,
+                    &mut cancel,
+                    &mut on_progress,
+                )
+                .await
+            }
+            None => {
+                drive(
+                    name,
+                    src,
+                    dst.migration_address(),
+                    &d,
+                    opts,
+                    &mut cancel,
+                    &mut on_progress,
+                )
+                .await
+            }
         }
-        None => drive(name, src, dst, opts, &mut cancel, &mut on_progress).await,
-    };
+    }
+    .await;
     if result.is_err() {
         // Whatever happened, the destination's half goes away; the source runs on.
-        if let Err(e) = on_host(dst, &opts.ferry_exe, &["vm", "stop", name, "--force"]).await {
+        if let Err(e) = dst.discard(name).await {
             tracing::warn!("could not remove the destination's QEMU: {e}");
         }
     }
@@ -334,7 +317,8 @@ pub async fn migrate(
 async fn drive(
     name: &str,
     src: &Host,
-    dst: &Host,
+    dst_address: &str,
+    d: &impl Qmp,
     opts: &MigrateOptions,
     cancel: &mut CancelSignals,
     on_progress: &mut impl FnMut(&Progress),
@@ -342,9 +326,6 @@ async fn drive(
     let (s, mut s_events) = QmpClient::connect(&src.vm_dir(name).qmp_control())
         .await
         .map_err(qmp_err("connecting to the source QEMU"))?;
-    let (d, _) = QmpClient::connect(&dst.vm_dir(name).qmp_control())
-        .await
-        .map_err(qmp_err("connecting to the destination QEMU"))?;
 
     let ferry = opts.policy == Policy::Ferry;
     let caps = |list: &[(&str, bool)]| json!({"capabilities": list.iter().map(|(c, on)| json!({"capability": c, "state": on})).collect::<Vec<_>>()});
@@ -393,11 +374,11 @@ async fn drive(
     .await
     .map_err(qmp_err("setting the downtime budget and bandwidth"))?;
 
-    crate::tls::configure(opts.tls.as_ref(), src, dst, &s, &d).await?;
+    crate::tls::configure(opts.tls.as_ref(), &s, d).await?;
 
-    let uri = format!("tcp:{}:{}", dst.migration_address, opts.port);
+    let uri = format!("tcp:{dst_address}:{}", opts.port);
     let peer = StreamPeer {
-        address: dst.migration_address.clone(),
+        address: dst_address.to_string(),
         port: opts.port,
     };
     d.execute("migrate-incoming", Some(json!({"uri": uri})))
@@ -508,7 +489,7 @@ async fn drive(
     };
 
     let completed_at = Instant::now();
-    let running_at = switch_over(name, src, &s, &d).await?;
+    let running_at = switch_over(name, src, &s, d).await?;
     let resume_ms = running_at.duration_since(completed_at).as_millis() as u64;
     let report = MigrationReport {
         name: name.to_string(),
@@ -531,15 +512,14 @@ pub(crate) async fn switch_over(
     name: &str,
     src: &Host,
     s: &QmpClient,
-    d: &QmpClient,
+    d: &impl Qmp,
 ) -> Result<Instant, MigrateError> {
     loop {
-        match d
-            .run_state()
+        let v = d
+            .execute("query-status", None)
             .await
-            .map_err(qmp_err("checking the destination"))?
-            .as_str()
-        {
+            .map_err(qmp_err("checking the destination"))?;
+        match v.get("status").and_then(Value::as_str).unwrap_or("unknown") {
             "running" => break,
             "inmigrate" | "finish-migrate" => tokio::time::sleep(Duration::from_millis(2)).await,
             _ => {
@@ -587,7 +567,8 @@ impl CancelSignals {
         })
     }
 
-    async fn recv(&mut self) {
+    /// Waits for a cancel request.
+    pub(crate) async fn recv(&mut self) {
         let notified = async {
             match &self.notify {
                 Some(n) => n.notified().await,

@@ -6,8 +6,11 @@
 //! the guest's memory. The source is paused, not stopped, until the
 //! destination runs: any failure resumes the VM where it was.
 
+use crate::destination::Qmp;
 use crate::hosts::Host;
-use crate::live::{qmp_err, switch_over, MigrateError, MigrationReport, Policy, Progress};
+use crate::live::{
+    qmp_err, switch_over, CancelSignals, MigrateError, MigrationReport, Policy, Progress,
+};
 use ferry_qemu::QmpClient;
 use serde_json::json;
 use std::path::Path;
@@ -16,10 +19,13 @@ use std::time::{Duration, Instant};
 /// Parallel channels for saving and restoring.
 const QUICK_CHANNELS: u8 = 4;
 
+/// Waits until the save (or restore) on `q` completes; a cancel stops it
+/// there.
 async fn wait_completed(
-    q: &QmpClient,
+    q: &impl Qmp,
     side: &str,
     started: Instant,
+    cancel: &mut CancelSignals,
     on_progress: &mut impl FnMut(&Progress),
 ) -> Result<serde_json::Value, MigrateError> {
     loop {
@@ -44,29 +50,40 @@ async fn wait_completed(
                     .to_string();
                 return Err(MigrateError::Failed(format!("{side}: {why}")));
             }
-            _ => tokio::time::sleep(Duration::from_millis(20)).await,
+            _ => {
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_millis(20)) => {}
+                    () = cancel.recv() => {
+                        tracing::info!("cancel requested during the {side}");
+                        if let Err(e) = q.execute("migrate_cancel", None).await {
+                            tracing::warn!("cancelling the {side}: {e}");
+                        }
+                        return Err(MigrateError::Cancelled);
+                    }
+                }
+            }
         }
     }
 }
 
-/// Saves VM `name` on `src` to `state_file`, restores it on `dst`.
-pub async fn drive(
+/// Saves VM `name` on `src` to `state_file`, restores it on the
+/// destination whose QEMU `d` reaches. A cancel (as for a live migration)
+/// stops the save or the restore; the VM resumes on the source.
+pub(crate) async fn drive(
     name: &str,
     src: &Host,
-    dst: &Host,
+    d: &impl Qmp,
     state_file: &Path,
     policy: Policy,
+    cancel: &mut CancelSignals,
     on_progress: &mut impl FnMut(&Progress),
 ) -> Result<MigrationReport, MigrateError> {
     let (s, _) = QmpClient::connect(&src.vm_dir(name).qmp_control())
         .await
         .map_err(qmp_err("connecting to the source QEMU"))?;
-    let (d, _) = QmpClient::connect(&dst.vm_dir(name).qmp_control())
-        .await
-        .map_err(qmp_err("connecting to the destination QEMU"))?;
     // A VM that arrived by live migration still carries that migration's
     // settings: TLS (which file migration refuses) and multifd.
-    crate::tls::configure(None, src, dst, &s, &d).await?;
+    crate::tls::configure(None, &s, d).await?;
     // Ferry's: mapped-ram (each page at a fixed offset, the file no larger
     // than RAM) written and read by parallel multifd channels. QEMU's
     // defaults, as a plain `virsh save` leaves them: one sequential stream.
@@ -77,14 +94,12 @@ pub async fn drive(
     ]});
     if ferry {
         let params = json!({"multifd-channels": QUICK_CHANNELS});
-        for (q, side) in [(&s, "source"), (&d, "destination")] {
-            q.execute("migrate-set-parameters", Some(params.clone()))
-                .await
-                .map_err(|source| MigrateError::Qmp {
-                    step: format!("setting the {side}'s save channels"),
-                    source,
-                })?;
-        }
+        s.execute("migrate-set-parameters", Some(params.clone()))
+            .await
+            .map_err(qmp_err("setting the source's save channels"))?;
+        d.execute("migrate-set-parameters", Some(params))
+            .await
+            .map_err(qmp_err("setting the destination's restore channels"))?;
     }
     s.execute("migrate-set-capabilities", Some(caps.clone()))
         .await
@@ -103,11 +118,11 @@ pub async fn drive(
         s.execute("migrate", Some(json!({"uri": uri})))
             .await
             .map_err(qmp_err("saving the state"))?;
-        let saved = wait_completed(&s, "save", started, on_progress).await?;
+        let saved = wait_completed(&s, "save", started, cancel, on_progress).await?;
         d.execute("migrate-incoming", Some(json!({"uri": uri})))
             .await
             .map_err(qmp_err("restoring the state"))?;
-        wait_completed(&d, "restore", started, on_progress).await?;
+        wait_completed(d, "restore", started, cancel, on_progress).await?;
         Ok::<_, MigrateError>(saved)
     }
     .await;
@@ -123,7 +138,7 @@ pub async fn drive(
         }
     };
     let completed_at = Instant::now();
-    let running_at = switch_over(name, src, &s, &d).await?;
+    let running_at = switch_over(name, src, &s, d).await?;
     let _ = std::fs::remove_file(state_file);
     let total_ms = running_at.duration_since(started).as_millis() as u64;
     Ok(MigrationReport {

@@ -60,6 +60,15 @@ pub enum QmpError {
     /// Writing to the socket failed.
     #[error("QMP socket I/O")]
     Io(#[source] std::io::Error),
+    /// A command relayed to a QEMU on another host (by that host's agent)
+    /// failed there or on the way.
+    #[error("{command} on the other host: {message}")]
+    Relay {
+        /// The command.
+        command: String,
+        /// What the other host or the link said.
+        message: String,
+    },
 }
 
 /// An asynchronous event from QEMU (`STOP`, `RESUME`, `SHUTDOWN`, ...).
