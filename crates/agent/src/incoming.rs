@@ -8,11 +8,11 @@
 //! only the commands a migration needs are relayed: a member's certificate
 //! does not make this host's QEMUs a general-purpose remote control.
 
-use crate::local::{record, spec_of_value, START_TIMEOUT};
+use crate::local::{record, spec_of_value};
 use crate::types::{IncomingRequest, QmpRequest, SharedProbe};
 use crate::{Agent, AgentError};
 use ferry_qemu::QmpClient;
-use ferry_vm::control::{self, StartOptions, StopOptions};
+use ferry_vm::control::{self, StopOptions};
 use ferry_vm::{RunDir, StateRecord};
 use serde_json::Value;
 use std::time::Duration;
@@ -66,16 +66,7 @@ impl Agent {
         if let Some(probe) = &req.probe {
             self.check_shared(probe)?;
         }
-        let opts = StartOptions {
-            accel: None,
-            hold: false,
-            incoming: true,
-            supervisor_exe: self.exe.clone(),
-            timeout: START_TIMEOUT,
-        };
-        let rec = tokio::task::spawn_blocking(move || control::start(&spec, &opts))
-            .await
-            .map_err(|e| AgentError::Internal(format!("start task: {e}")))??;
+        let rec = self.launch(spec, true).await?;
         if let Ok(mut set) = self.incoming.lock() {
             set.insert(name.to_string());
         }

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// How long a VM may take to come up under a loaded TCG host.
-pub(crate) const START_TIMEOUT: Duration = Duration::from_secs(180);
+const START_TIMEOUT: Duration = Duration::from_secs(180);
 
 /// Decodes the spec a definition holds, with the reason if it is bad.
 pub fn spec_of(def: &VmDef) -> Result<VmSpec, AgentError> {
@@ -73,6 +73,26 @@ pub fn read_cpu_profile(agent: Arc<Agent>) {
 }
 
 impl Agent {
+    /// Starts QEMU for `spec` here under a detached supervisor: booting,
+    /// or waiting for an incoming migration.
+    pub(crate) async fn launch(
+        &self,
+        spec: VmSpec,
+        incoming: bool,
+    ) -> Result<StateRecord, AgentError> {
+        let opts = StartOptions {
+            accel: None,
+            hold: false,
+            incoming,
+            supervisor_exe: self.exe.clone(),
+            timeout: START_TIMEOUT,
+        };
+        tokio::task::spawn_blocking(move || control::start(&spec, &opts))
+            .await
+            .map_err(|e| AgentError::Internal(format!("start task: {e}")))?
+            .map_err(AgentError::from)
+    }
+
     /// Starts VM `def` here and records this host as its owner. A VM
     /// already running here is only recorded.
     pub async fn start_here(&self, def: VmDef) -> Result<StateRecord, AgentError> {
@@ -97,17 +117,7 @@ impl Agent {
             .await?;
             return Ok(rec);
         }
-        let spec = spec_of(current)?;
-        let opts = StartOptions {
-            accel: None,
-            hold: false,
-            incoming: false,
-            supervisor_exe: self.exe.clone(),
-            timeout: START_TIMEOUT,
-        };
-        let rec = tokio::task::spawn_blocking(move || control::start(&spec, &opts))
-            .await
-            .map_err(|e| AgentError::Internal(format!("start task: {e}")))??;
+        let rec = self.launch(spec_of(current)?, false).await?;
         tracing::info!("started VM {name} (QEMU pid {:?})", rec.qemu_pid);
         // The CPU the engine computed at the first start travels with the
         // definition, so every host it moves to gives the same CPU.
