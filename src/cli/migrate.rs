@@ -159,19 +159,7 @@ pub async fn run(args: MigrateArgs, json: bool) -> anyhow::Result<ExitCode> {
             }
         } else if last_print.elapsed() >= Duration::from_millis(if tty { 200 } else { 1000 }) {
             last_print = std::time::Instant::now();
-            let line = format!(
-                "migrating {}: {:<9} {:>6.0} MiB sent, {:>6.0} MiB left, {:>6.0} Mbit/s, round {}, dirty {} pages/s, expected downtime {} ms (budget {} ms){}",
-                args.name,
-                p.status,
-                p.transferred_mib,
-                p.remaining_mib,
-                p.mbps,
-                p.rounds,
-                p.dirty_pages_rate,
-                p.expected_downtime_ms,
-                p.downtime_limit_ms,
-                if p.throttle_pct > 0 { format!(", throttled {}%", p.throttle_pct) } else { String::new() }
-            );
+            let line = p.line(&args.name);
             if tty {
                 eprint!("\r\x1b[2K{line}");
             } else {
@@ -190,10 +178,7 @@ pub async fn run(args: MigrateArgs, json: bool) -> anyhow::Result<ExitCode> {
             serde_json::to_string(&serde_json::json!({"report": report}))?
         );
     } else {
-        println!(
-            "migrated {} to {to} in {} ms: downtime {} ms, {:.0} MiB in {} rounds, destination running {} ms after completion",
-            report.name, report.total_ms, report.downtime_ms, report.transferred_mib, report.rounds, report.resume_ms
-        );
+        println!("{}", report.line(to));
     }
     Ok(ExitCode::SUCCESS)
 }

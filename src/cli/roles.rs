@@ -377,13 +377,7 @@ async fn migrate(
                     if json {
                         println!("{}", serde_json::json!({ "progress": p }));
                     } else {
-                        eprintln!(
-                            "migrating {name}: {:<10} {:>6.0} MiB sent, {:>6.0} MiB left, {:>6.0} Mbit/s",
-                            p["status"].as_str().unwrap_or("?"),
-                            p["transferred_mib"].as_f64().unwrap_or(0.0),
-                            p["remaining_mib"].as_f64().unwrap_or(0.0),
-                            p["mbps"].as_f64().unwrap_or(0.0),
-                        );
+                        eprintln!("{}", p.line(&name));
                     }
                 }
             }
@@ -394,8 +388,10 @@ async fn migrate(
         println!("{}", serde_json::json!({ "migrated": m }));
     } else {
         println!(
-            "migrated {name} from {} to {} in {} ms (downtime {} ms); owner now {}",
-            m.from, m.to, m.report["total_ms"], m.report["downtime_ms"], m.to
+            "{} (from {}; owner now {})",
+            m.report.line(&m.to),
+            m.from,
+            m.to
         );
     }
     Ok(ExitCode::SUCCESS)

@@ -10,6 +10,7 @@ use crate::AgentError;
 use ferry_cluster::client::{ApiClient, ClientError};
 use ferry_cluster::state::VmDef;
 use ferry_cluster::Member;
+use ferry_migrate::Progress;
 use ferry_vm::StateRecord;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -140,11 +141,7 @@ impl AgentCalls<'_> {
     }
 
     /// The progress of a migration that agent drives.
-    pub async fn progress(
-        &self,
-        m: &Member,
-        name: &str,
-    ) -> Result<Option<serde_json::Value>, AgentError> {
+    pub async fn progress(&self, m: &Member, name: &str) -> Result<Option<Progress>, AgentError> {
         Ok(get(self.0, m, &format!("/v1/agent/migrations/{name}")).await?)
     }
 }
@@ -236,7 +233,7 @@ impl Roles {
         .await
     }
     /// A migration's latest progress sample, if one is running.
-    pub async fn progress(&self, name: &str) -> Result<Option<serde_json::Value>, ClientError> {
+    pub async fn progress(&self, name: &str) -> Result<Option<Progress>, ClientError> {
         get(
             &self.client,
             &self.via,

@@ -75,7 +75,7 @@ pub struct Agent {
     /// This host's CPU profile, once read.
     pub cpu_profile: OnceLock<ferry_cpu::CpuProfile>,
     /// Progress of the migrations this host drives, by VM.
-    pub progress: Mutex<BTreeMap<String, serde_json::Value>>,
+    pub progress: Mutex<BTreeMap<String, ferry_migrate::Progress>>,
     /// How to cancel each migration this host drives, by VM.
     pub cancels: Mutex<BTreeMap<String, Arc<tokio::sync::Notify>>>,
 }

@@ -268,8 +268,8 @@ impl Agent {
             if req.quick { " (quick)" } else { "" }
         );
         let result = ferry_migrate::migrate(name, &src, &dst, &opts, |p| {
-            if let (Ok(mut map), Ok(v)) = (self.progress.lock(), serde_json::to_value(p)) {
-                map.insert(name.to_string(), v);
+            if let Ok(mut map) = self.progress.lock() {
+                map.insert(name.to_string(), p.clone());
             }
         })
         .await;
@@ -294,7 +294,7 @@ impl Agent {
             name: name.to_string(),
             from: self.name.clone(),
             to,
-            report: serde_json::to_value(&report).unwrap_or_default(),
+            report,
         })
     }
 }

@@ -10,6 +10,7 @@ use crate::types::{
 };
 use crate::{Agent, AgentError};
 use ferry_cluster::state::{ClusterState, Command, HostRole, HostState, VmDef};
+use ferry_migrate::Progress;
 use ferry_spec::VmSpec;
 use ferry_vm::StateRecord;
 
@@ -261,7 +262,7 @@ impl Agent {
     }
 
     /// The progress of VM `name`'s migration, from its source's agent.
-    pub async fn progress(&self, name: &str) -> Result<Option<serde_json::Value>, AgentError> {
+    pub async fn progress(&self, name: &str) -> Result<Option<Progress>, AgentError> {
         let state = self.state().await?;
         let Some(m) = state.migrations.get(name) else {
             return Ok(None);

@@ -102,8 +102,8 @@ pub struct Migrated {
     pub from: String,
     /// Where it runs now (the owner recorded at the switchover).
     pub to: String,
-    /// What it cost (crates/migrate's report).
-    pub report: serde_json::Value,
+    /// What it cost.
+    pub report: ferry_migrate::MigrationReport,
 }
 
 /// Start a VM on this host (`POST /v1/agent/vms/{name}/start`).

@@ -15,7 +15,7 @@ use crate::destination::{Destination, Qmp};
 use crate::hosts::Host;
 use ferry_qemu::{QmpClient, QmpError};
 use ferry_vm::{StateRecord, VmState};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -169,7 +169,7 @@ impl Default for MigrateOptions {
 }
 
 /// A progress sample, emitted about ten times a second.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Progress {
     /// QEMU's status: setup, active, device, completed, ...
     pub status: String,
@@ -194,7 +194,7 @@ pub struct Progress {
 }
 
 /// What a finished migration cost.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct MigrationReport {
     /// The VM.
     pub name: String,
@@ -210,6 +210,38 @@ pub struct MigrationReport {
     pub rounds: u64,
     /// The downtime budget in force at the end, ms.
     pub final_downtime_limit_ms: u64,
+}
+
+impl Progress {
+    /// One line for a terminal: phase, amounts, rates, budget, throttle.
+    pub fn line(&self, name: &str) -> String {
+        format!(
+            "migrating {name}: {:<9} {:>6.0} MiB sent, {:>6.0} MiB left, {:>6.0} Mbit/s, round {}, dirty {} pages/s, expected downtime {} ms (budget {} ms){}",
+            self.status,
+            self.transferred_mib,
+            self.remaining_mib,
+            self.mbps,
+            self.rounds,
+            self.dirty_pages_rate,
+            self.expected_downtime_ms,
+            self.downtime_limit_ms,
+            if self.throttle_pct > 0 {
+                format!(", throttled {}%", self.throttle_pct)
+            } else {
+                String::new()
+            }
+        )
+    }
+}
+
+impl MigrationReport {
+    /// One line for a terminal: how long, the downtime, how much.
+    pub fn line(&self, to: &str) -> String {
+        format!(
+            "migrated {} to {to} in {} ms: downtime {} ms, {:.0} MiB in {} rounds, destination running {} ms after completion",
+            self.name, self.total_ms, self.downtime_ms, self.transferred_mib, self.rounds, self.resume_ms
+        )
+    }
 }
 
 pub(crate) fn qmp_err(step: &str) -> impl FnOnce(QmpError) -> MigrateError + '_ {
