@@ -569,15 +569,35 @@ pub(crate) async fn switch_over(
     }
     let _ = s.execute("quit", None).await;
     let src_dir = src.vm_dir(name);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
+    let deadline = Instant::now() + SOURCE_QUIT;
+    loop {
         match StateRecord::load(&src_dir) {
             Ok(Some(r)) if r.state.is_final() => break,
+            Ok(Some(r)) if Instant::now() >= deadline => {
+                // Never two running copies: a source QEMU that ignores
+                // `quit` is killed.
+                tracing::warn!(
+                    "the source QEMU of {name} has not quit {} s after the switchover; killing it",
+                    SOURCE_QUIT.as_secs()
+                );
+                if let Some(pid) = r.qemu_pid.filter(|&p| ferry_vm::state::pid_alive(p)) {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+                break;
+            }
+            _ if Instant::now() >= deadline => break,
             _ => tokio::time::sleep(Duration::from_millis(10)).await,
         }
     }
     Ok(running_at)
 }
+
+/// How long the source's QEMU may take to quit after the switchover (a
+/// loaded host's QEMU tears down 1 GiB and more of guest memory).
+const SOURCE_QUIT: Duration = Duration::from_secs(30);
 
 /// SIGINT (Ctrl-C) and SIGTERM (`ferry vm migrate --cancel`), or the
 /// caller's notification, any of which cancels the migration.
