@@ -28,29 +28,33 @@ pub fn host_profile_with(
     accel: Accel,
     config: &Path,
 ) -> Result<CpuProfile, VmError> {
-    // One start both computes a VM's CPU and checks the host can give it:
-    // the profile (a QEMU launch) is read once per process.
+    // One start both computes a VM's CPU and checks the host can give it,
+    // and a node agent checks every VM it places: what QEMU offers (a QEMU
+    // launch) is read once per process and binary; the host configuration's
+    // mask is applied afresh each time, so an edit takes effect at once.
     type Cached = Option<(Accel, PathBuf, CpuProfile)>;
-    static LAST: Mutex<Cached> = Mutex::new(None);
-    let hit = LAST.lock().ok().and_then(|last| {
+    static OFFERED: Mutex<Cached> = Mutex::new(None);
+    let hit = OFFERED.lock().ok().and_then(|last| {
         last.as_ref()
-            .filter(|(a, c, _)| *a == accel && c == config)
+            .filter(|(a, bin, _)| *a == accel && *bin == qemu.path)
             .map(|(_, _, p)| p.clone())
     });
-    if let Some(profile) = hit {
-        return Ok(profile);
-    }
     let cpu_err = |detail: String| VmError::Cpu { detail };
-    let expansion =
-        cpuexp::static_expansion(qemu, accel, cpuexp::widest_model(accel)).map_err(cpu_err)?;
+    let offered = match hit {
+        Some(p) => p,
+        None => {
+            let expansion = cpuexp::static_expansion(qemu, accel, cpuexp::widest_model(accel))
+                .map_err(cpu_err)?;
+            let p = CpuProfile::from_static_expansion(&expansion, &accel.to_string())
+                .map_err(|e| cpu_err(e.to_string()))?;
+            if let Ok(mut last) = OFFERED.lock() {
+                *last = Some((accel, qemu.path.clone(), p.clone()));
+            }
+            p
+        }
+    };
     let mask = HostCpuConfig::load(config).map_err(|e| cpu_err(e.to_string()))?;
-    let profile = CpuProfile::from_static_expansion(&expansion, &accel.to_string())
-        .map_err(|e| cpu_err(e.to_string()))?
-        .masked(&mask);
-    if let Ok(mut last) = LAST.lock() {
-        *last = Some((accel, config.to_path_buf(), profile.clone()));
-    }
-    Ok(profile)
+    Ok(offered.masked(&mask))
 }
 
 fn read_profile(path: &PathBuf) -> Result<CpuProfile, VmError> {
