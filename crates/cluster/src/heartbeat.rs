@@ -294,25 +294,23 @@ async fn receive(app: Arc<App>, socket: Arc<UdpSocket>, network: String, heard: 
                 continue;
             }
         };
-        let certs = app
+        let last = heard.lock().map(|h| h.clone()).unwrap_or_default();
+        // Only the sender's certificate is decoded, under the state's read
+        // lock (a signature check, well under a millisecond).
+        let opened = app
             .state
             .read(|s| {
-                s.hosts
-                    .values()
-                    .filter_map(|h| Some((h.name.clone(), unhex(h.cert_der_hex.as_deref()?)?)))
-                    .collect::<HashMap<_, _>>()
+                open(
+                    &buf[..n],
+                    |from| unhex(s.hosts.get(from)?.cert_der_hex.as_deref()?),
+                    now_ms(),
+                    |b| {
+                        last.get(&(b.from.clone(), b.network.clone()))
+                            .map(|(_, ms)| *ms)
+                    },
+                )
             })
             .await;
-        let last = heard.lock().map(|h| h.clone()).unwrap_or_default();
-        let opened = open(
-            &buf[..n],
-            |from| certs.get(from).cloned(),
-            now_ms(),
-            |b| {
-                last.get(&(b.from.clone(), b.network.clone()))
-                    .map(|(_, ms)| *ms)
-            },
-        );
         match opened {
             Ok(beat) if beat.network == network => {
                 if let Ok(mut h) = heard.lock() {
