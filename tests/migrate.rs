@@ -349,6 +349,43 @@ fn killed_destination_or_cancel_leaves_the_vm_on_the_source() {
     );
     assert_still_on_source(&m, out, "cancelled");
 
+    // 2b. The user cancels a quick migration while the state is saved (the
+    // save capped at 8 MiB/s so that it lasts): the VM resumes where it was.
+    let mut mig = slow_migration(&m, &["--quick", "--json", "--timeout", "60"]);
+    let stdout = mig.stdout.take().unwrap();
+    let (seen_tx, seen_rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut all = String::new();
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if line.contains("\"save active\"") {
+                let _ = seen_tx.send(());
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    seen_rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the quick migration's save never showed as active");
+    run_ok(m.ferry(0).args(["vm", "migrate", "vm", "--cancel"]));
+    let out = mig.wait_with_output().unwrap();
+    let progress = reader.join().unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cancelled"),
+        "{}\n{progress}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_still_on_source(&m, out, "quick migration cancelled");
+    assert!(
+        !m.h[0].run_dir.join("vm.state").exists(),
+        "the cancelled save's file is removed"
+    );
+
     // 3. The internal link goes down mid-migration: the stall is noticed.
     let mig = slow_migration(&m, &["--stall-timeout", "3"]);
     wait_destination_started(&m);

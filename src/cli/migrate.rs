@@ -30,7 +30,8 @@ pub struct MigrateArgs {
     /// memory faster than the link carries it, in ms.
     #[arg(long, default_value_t = 1000)]
     pub(super) downtime_max: u64,
-    /// Bandwidth cap in MiB/s [default: unlimited].
+    /// Bandwidth cap in MiB/s, for the live stream or a quick migration's
+    /// save [default: unlimited].
     #[arg(long)]
     pub(super) bandwidth: Option<u64>,
     /// Give up after this many seconds (the VM stays on the source).

@@ -112,7 +112,8 @@ pub enum Policy {
     Ferry,
     /// QEMU's own defaults as a plain `virsh migrate --live` leaves them:
     /// 300 ms downtime, 128 MiB/s, one stream, no throttling, no budget
-    /// changes. Only for comparison in benchmarks.
+    /// changes; for a quick migration, as `virsh save` does: one stream,
+    /// bandwidth unlimited. Only for comparison in benchmarks.
     QemuDefaults,
 }
 
@@ -311,16 +312,12 @@ pub async fn migrate<D: Destination>(
         let d = dst.connect(name).await?;
         match &opts.quick {
             Some(file) => {
-                crate::quick::drive(
-                    name,
-                    src,
-                    &d,
-                    file,
-                    opts.policy,
-                    &mut cancel,
-                    &mut on_progress,
-                )
-                .await
+                let plan = crate::quick::Plan {
+                    state_file: file,
+                    policy: opts.policy,
+                    bandwidth_mibps: opts.bandwidth_mibps,
+                };
+                crate::quick::drive(name, src, &d, &plan, &mut cancel, &mut on_progress).await
             }
             None => {
                 drive(
@@ -692,11 +689,11 @@ const CANCEL_GRACE: Duration = Duration::from_secs(2);
 
 /// How long a cancelled migration may take to wind down once its sockets
 /// are gone.
-const CANCEL_WAIT: Duration = Duration::from_secs(30);
+pub(crate) const CANCEL_WAIT: Duration = Duration::from_secs(30);
 
 /// Waits until a cancelled migration has really stopped; returns the status
 /// QEMU still reports if it has not within `limit`.
-async fn wait_not_active(s: &QmpClient, limit: Duration) -> Option<String> {
+pub(crate) async fn wait_not_active(s: &impl Qmp, limit: Duration) -> Option<String> {
     let deadline = Instant::now() + limit;
     let mut last = String::new();
     while Instant::now() < deadline {
