@@ -211,6 +211,18 @@ pub struct MigrationReport {
     pub rounds: u64,
     /// The downtime budget in force at the end, ms.
     pub final_downtime_limit_ms: u64,
+    /// A quick migration's phases.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quick: Option<QuickTimes>,
+}
+
+/// Where a quick migration's pause went.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuickTimes {
+    /// From pausing the guest to its state saved, ms.
+    pub save_ms: u64,
+    /// From the state saved to it restored on the destination, ms.
+    pub restore_ms: u64,
 }
 
 impl Progress {
@@ -238,10 +250,16 @@ impl Progress {
 impl MigrationReport {
     /// One line for a terminal: how long, the downtime, how much.
     pub fn line(&self, to: &str) -> String {
-        format!(
-            "migrated {} to {to} in {} ms: downtime {} ms, {:.0} MiB in {} rounds, destination running {} ms after completion",
-            self.name, self.total_ms, self.downtime_ms, self.transferred_mib, self.rounds, self.resume_ms
-        )
+        match self.quick {
+            Some(q) => format!(
+                "migrated {} to {to} in {} ms (quick): paused {} ms, saved {:.0} MiB in {} ms, restored in {} ms, destination running {} ms later",
+                self.name, self.total_ms, self.downtime_ms, self.transferred_mib, q.save_ms, q.restore_ms, self.resume_ms
+            ),
+            None => format!(
+                "migrated {} to {to} in {} ms: downtime {} ms, {:.0} MiB in {} rounds, destination running {} ms after completion",
+                self.name, self.total_ms, self.downtime_ms, self.transferred_mib, self.rounds, self.resume_ms
+            ),
+        }
     }
 }
 
@@ -528,6 +546,7 @@ async fn drive(
         transferred_mib: num(&final_state, &["ram", "transferred"]) as f64 / 1048576.0,
         rounds: num(&final_state, &["ram", "dirty-sync-count"]),
         final_downtime_limit_ms: limit,
+        quick: None,
     };
     Ok(report)
 }

@@ -10,7 +10,7 @@ use crate::destination::Qmp;
 use crate::hosts::Host;
 use crate::live::{
     qmp_err, switch_over, wait_not_active, CancelSignals, MigrateError, MigrationReport, Policy,
-    Progress, CANCEL_WAIT,
+    Progress, QuickTimes, CANCEL_WAIT,
 };
 use ferry_qemu::QmpClient;
 use serde_json::json;
@@ -150,14 +150,15 @@ pub(crate) async fn drive(
             .await
             .map_err(qmp_err("saving the state"))?;
         let saved = wait_completed(&s, SAVE, started, cancel, on_progress).await?;
+        let saved_at = Instant::now();
         d.execute("migrate-incoming", Some(json!({"uri": uri})))
             .await
             .map_err(qmp_err("restoring the state"))?;
         wait_completed(d, "restore", started, cancel, on_progress).await?;
-        Ok::<_, MigrateError>(saved)
+        Ok::<_, MigrateError>((saved, saved_at))
     }
     .await;
-    let saved = match result {
+    let (saved, saved_at) = match result {
         Ok(v) => v,
         Err(e) => {
             // Not switched over: the VM resumes where it was.
@@ -181,5 +182,9 @@ pub(crate) async fn drive(
         transferred_mib: saved["ram"]["transferred"].as_u64().unwrap_or(0) as f64 / 1048576.0,
         rounds: 1,
         final_downtime_limit_ms: 0,
+        quick: Some(QuickTimes {
+            save_ms: saved_at.duration_since(started).as_millis() as u64,
+            restore_ms: completed_at.duration_since(saved_at).as_millis() as u64,
+        }),
     })
 }
