@@ -58,8 +58,33 @@ impl Agent {
         if name == self.name {
             return Ok(self.me.clone());
         }
-        let status = self.client.status(&self.me).await?;
-        status
+        self.members().await?.get(name)
+    }
+
+    /// The Raft membership, read once for an operation that reaches many
+    /// hosts.
+    pub async fn members(&self) -> Result<Members, AgentError> {
+        Ok(Members {
+            me: (self.name.clone(), self.me.clone()),
+            status: self.client.status(&self.me).await?,
+        })
+    }
+}
+
+/// The members' endpoints, as read at one moment.
+#[derive(Debug, Clone)]
+pub struct Members {
+    me: (String, Member),
+    status: ferry_cluster::api::types::Status,
+}
+
+impl Members {
+    /// The member endpoint of host `name`.
+    pub fn get(&self, name: &str) -> Result<Member, AgentError> {
+        if name == self.me.0 {
+            return Ok(self.me.1.clone());
+        }
+        self.status
             .member(name)
             .cloned()
             .ok_or_else(|| AgentError::NotFound(format!("no member host {name}")))

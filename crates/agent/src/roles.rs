@@ -2,6 +2,7 @@
 //! read the database, place, and call the agent of the host concerned.
 
 use crate::client::AgentCalls;
+use crate::db::Members;
 use crate::local::spec_of;
 use crate::placement::{self, Candidate, VmNeeds};
 use crate::resources::HostResources;
@@ -67,9 +68,10 @@ impl Agent {
     /// Every VM with what its owner says of it.
     pub async fn list(&self) -> Result<Vec<RoleView>, AgentError> {
         let state = self.state().await?;
+        let members = self.members().await;
         let mut out = Vec::new();
         for def in state.vms.values() {
-            out.push(self.view(&state, def).await);
+            out.push(self.view(&state, members.as_ref(), def).await);
         }
         Ok(out)
     }
@@ -78,13 +80,31 @@ impl Agent {
     pub async fn show(&self, name: &str) -> Result<RoleView, AgentError> {
         let state = self.state().await?;
         let def = def_of(&state, name)?;
-        Ok(self.view(&state, def).await)
+        let members = self.members().await;
+        Ok(self.view(&state, members.as_ref(), def).await)
     }
 
-    async fn view(&self, state: &ClusterState, def: &VmDef) -> RoleView {
+    async fn view(
+        &self,
+        state: &ClusterState,
+        members: Result<&Members, &AgentError>,
+        def: &VmDef,
+    ) -> RoleView {
+        let record = async {
+            match &def.owner {
+                Some(owner) if *owner == self.name => crate::local::record(&def.name),
+                Some(owner) => {
+                    let member = members.map_err(|e| AgentError::Internal(e.to_string()))?;
+                    AgentCalls(&self.client)
+                        .record(&member.get(owner)?, &def.name)
+                        .await
+                }
+                None => Ok(None),
+            }
+        };
         let (local, local_error) = match &def.owner {
             None => (None, None),
-            Some(owner) => match self.local_record(owner, &def.name).await {
+            Some(_) => match record.await {
                 Ok(r) => (r, None),
                 Err(e) => (None, Some(crate::error::chain(&e))),
             },
@@ -121,12 +141,17 @@ impl Agent {
         state: &ClusterState,
     ) -> Vec<(String, Result<HostResources, String>)> {
         let mut out = Vec::new();
+        let members = self.members().await;
         for h in state
             .hosts
             .values()
             .filter(|h| h.role == HostRole::Hypervisor)
         {
-            let r = match self.member_of(&h.name).await {
+            let member = match &members {
+                Ok(m) => m.get(&h.name),
+                Err(e) => Err(AgentError::Internal(e.to_string())),
+            };
+            let r = match member {
                 Ok(m) => AgentCalls(&self.client)
                     .resources(&m)
                     .await
