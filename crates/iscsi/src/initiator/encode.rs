@@ -10,7 +10,7 @@
 use super::login::Negotiated;
 use super::task::Request;
 use crate::pdu::bhs::{self, Header};
-use crate::pdu::digest::{crc32c, crc32c_parts};
+use crate::pdu::frame::{encode_head, encode_tail};
 use crate::pdu::Digests;
 use std::io::IoSlice;
 use std::ops::Range;
@@ -51,10 +51,12 @@ impl Frames {
         }
     }
 
-    fn push_own(&mut self, bytes: &[u8]) {
-        let start = self.own.len();
-        self.own.extend_from_slice(bytes);
+    /// Queues the own bytes appended from `start` on.
+    fn own_since(&mut self, start: usize) {
         let end = self.own.len();
+        if end == start {
+            return;
+        }
         // Consecutive own bytes (a data-less PDU after another) share one
         // slice, keeping the vectored write short.
         if let Some(Part::Own(r)) = self.parts.last_mut() {
@@ -87,8 +89,8 @@ impl Frames {
     }
 }
 
-/// Appends one PDU (no AHS) whose data segment is `data[range]`: the same
-/// bytes as [`crate::pdu::Pdu::encode_into`], with the data borrowed.
+/// Appends one PDU (no AHS) whose data segment is `data[range]`, encoded
+/// by the PDU codec with the data borrowed rather than copied.
 fn frame(
     out: &mut Frames,
     digests: Digests,
@@ -96,35 +98,17 @@ fn frame(
     data: &Arc<[u8]>,
     range: Range<usize>,
 ) {
-    let mut bhs = header.encode();
-    let len = range.len().min(0xff_ffff);
-    let range = range.start..range.start + len;
-    bhs[4] = 0;
-    bhs[5] = (len >> 16) as u8;
-    bhs[6] = (len >> 8) as u8;
-    bhs[7] = len as u8;
-    let mut head = [0u8; 52];
-    head[..48].copy_from_slice(&bhs);
-    let mut n = 48;
-    if digests.header {
-        head[48..52].copy_from_slice(&crc32c(&bhs).to_le_bytes());
-        n = 52;
-    }
-    out.push_own(&head[..n]);
-    if len > 0 {
-        let pad = &[0u8; 3][..(4 - len % 4) % 4];
-        let mut tail = [0u8; 7];
-        tail[..pad.len()].copy_from_slice(pad);
-        let mut t = pad.len();
-        if digests.data {
-            let d = crc32c_parts(&[&data[range.clone()], pad]);
-            tail[t..t + 4].copy_from_slice(&d.to_le_bytes());
-            t += 4;
-        }
+    let range = range.start..range.start + range.len().min(0xff_ffff);
+    let segment = &data[range.clone()];
+    let start = out.own.len();
+    encode_head(header, &[], segment.len(), digests, &mut out.own);
+    out.own_since(start);
+    if !segment.is_empty() {
+        let tail = encode_tail(segment, digests);
         out.parts.push(Part::Data(data.clone(), range));
-        if t > 0 {
-            out.push_own(&tail[..t]);
-        }
+        let start = out.own.len();
+        out.own.extend_from_slice(tail.as_bytes());
+        out.own_since(start);
     }
 }
 

@@ -60,7 +60,12 @@ pub(super) const PING_ITT: u32 = 0xffff_ff00;
 pub(super) const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
 pub(super) struct Writer {
+    /// The connection commands go out on; `None` while the reader logs in
+    /// again.
     pub(super) wire: Option<Wire>,
+    /// Which connection `wire` is: bumped by every reconnect, so a chore,
+    /// an R2T or a sent command from an older connection is recognised as
+    /// stale. Only read and changed under the writer lock.
     pub(super) generation: u64,
     /// Frames are encoded here, reused so a busy session allocates once.
     pub(super) frames: Frames,
@@ -94,8 +99,6 @@ pub(super) struct State {
     pub(super) tasks: HashMap<u32, Task>,
     /// Tasks not yet sent on the current connection, by issue order.
     pub(super) unsent: BTreeMap<u64, u32>,
-    pub(super) generation: u64,
-    pub(super) connected: bool,
     pub(super) closing: bool,
     pub(super) reconnects: u64,
     /// Work for the sender thread.
@@ -158,8 +161,6 @@ impl Session {
             next_seq: 0,
             tasks: HashMap::new(),
             unsent: BTreeMap::new(),
-            generation: 1,
-            connected: true,
             closing: false,
             reconnects: 0,
             chores: VecDeque::new(),
@@ -381,7 +382,9 @@ impl Shared {
         let mut batch: Vec<(u32, u32, Request)> = Vec::new();
         let (neg, exp_stat_sn) = {
             let mut s = lock(&self.state);
-            if !s.connected || w.wire.is_none() || s.generation != w.generation {
+            // No wire: the reader is logging in again and re-queues every
+            // command once it is back.
+            if w.wire.is_none() {
                 return;
             }
             while let Some((&seq, &itt)) = s.unsent.first_key_value() {
@@ -389,7 +392,7 @@ impl Shared {
                     break;
                 }
                 s.unsent.remove(&seq);
-                let (cmd_sn, generation) = (s.cmd_sn, s.generation);
+                let (cmd_sn, generation) = (s.cmd_sn, w.generation);
                 let Some(task) = s.tasks.get_mut(&itt) else {
                     continue;
                 };

@@ -185,31 +185,12 @@ impl Pdu {
 
     /// Appends this PDU's frame to `out`.
     pub fn encode_into(&self, digests: Digests, out: &mut Vec<u8>) {
-        let start = out.len();
-        let mut bhs = self.header.encode();
         // A data segment longer than 24 bits cannot be sent; callers split
         // data by MaxRecvDataSegmentLength long before this.
-        let len = self.data.len().min(0xff_ffff);
-        bhs[4] = u8::try_from(self.ahs.len() / 4).unwrap_or(u8::MAX);
-        bhs[5] = (len >> 16) as u8;
-        bhs[6] = (len >> 8) as u8;
-        bhs[7] = len as u8;
-        out.extend_from_slice(&bhs);
-        out.extend_from_slice(&self.ahs);
-        if digests.header {
-            let d = crc32c(&out[start..]);
-            out.extend_from_slice(&d.to_le_bytes());
-        }
-        if len > 0 {
-            let pad = [0u8; 3];
-            let pad = &pad[..pad4(len)];
-            out.extend_from_slice(&self.data[..len]);
-            out.extend_from_slice(pad);
-            if digests.data {
-                let d = crc32c_parts(&[&self.data[..len], pad]);
-                out.extend_from_slice(&d.to_le_bytes());
-            }
-        }
+        let data = &self.data[..self.data.len().min(0xff_ffff)];
+        encode_head(&self.header, &self.ahs, data.len(), digests, out);
+        out.extend_from_slice(data);
+        out.extend_from_slice(encode_tail(data, digests).as_bytes());
     }
 
     /// The extended CDB bytes from an AHS of type 1, if any (appended after
@@ -219,6 +200,66 @@ impl Pdu {
             .find(|(t, _)| *t == 1)
             .map(|(_, body)| body)
     }
+}
+
+/// Appends what a frame puts before its data segment: the BHS (with the
+/// AHS and data lengths filled in), the AHS and the header digest. With
+/// [`encode_tail`] this is the one PDU encoder; a sender that keeps the
+/// data segment elsewhere (the initiator's write data) sends the three
+/// pieces with a vectored write instead of copying the data after the head.
+pub fn encode_head(
+    header: &Header,
+    ahs: &[u8],
+    data_len: usize,
+    digests: Digests,
+    out: &mut Vec<u8>,
+) {
+    let start = out.len();
+    let mut bhs = header.encode();
+    let len = data_len.min(0xff_ffff);
+    bhs[4] = u8::try_from(ahs.len() / 4).unwrap_or(u8::MAX);
+    bhs[5] = (len >> 16) as u8;
+    bhs[6] = (len >> 8) as u8;
+    bhs[7] = len as u8;
+    out.extend_from_slice(&bhs);
+    out.extend_from_slice(ahs);
+    if digests.header {
+        let d = crc32c(&out[start..]);
+        out.extend_from_slice(&d.to_le_bytes());
+    }
+}
+
+/// What a frame puts after its data segment: padding and data digest.
+#[derive(Debug, Clone, Copy)]
+pub struct Tail {
+    bytes: [u8; 7],
+    len: usize,
+}
+
+impl Tail {
+    /// The bytes to send after the data segment (none for an empty one).
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
+/// The padding and data digest that follow `data` (see [`encode_head`]).
+pub fn encode_tail(data: &[u8], digests: Digests) -> Tail {
+    let mut tail = Tail {
+        bytes: [0; 7],
+        len: 0,
+    };
+    if data.is_empty() {
+        return tail;
+    }
+    let pad = pad4(data.len());
+    tail.len = pad;
+    if digests.data {
+        let d = crc32c_parts(&[data, &tail.bytes[..pad]]);
+        tail.bytes[pad..pad + 4].copy_from_slice(&d.to_le_bytes());
+        tail.len += 4;
+    }
+    tail
 }
 
 /// Why [`read_rest`] could not produce a PDU.
