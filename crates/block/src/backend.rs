@@ -74,6 +74,13 @@ pub trait BlockBackend: Send + Sync {
     fn remote(&self) -> bool {
         false
     }
+    /// The disk's logical block size: the smallest unit it reads and
+    /// writes whole. The NBD server advertises it as the minimum block
+    /// size, so a client that honours it (QEMU does) never sends a request
+    /// the backend would have to widen into a read-modify-write.
+    fn block_size(&self) -> u32 {
+        512
+    }
     /// How many requests of one connection the server runs at once.
     fn workers(&self) -> usize {
         crate::nbd::server::WORKERS

@@ -20,6 +20,7 @@ use ferry_iscsi::initiator::{random_isid, Chap, IscsiError, LoginConfig, Lun, Se
 use ferry_spec::IscsiUrl;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
+use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
 /// The secrets file's contents.
@@ -165,6 +166,58 @@ pub struct IscsiBackend {
     lun: Lun,
     url: String,
     read_only: bool,
+    /// Block ranges of read-modify-writes in progress.
+    rmw: RangeLocks,
+}
+
+/// Exclusive locks on block ranges, for read-modify-writes.
+///
+/// The NBD server advertises the LUN's block size as its minimum, and QEMU
+/// then only sends whole blocks; but a client may ignore that. Two of its
+/// unaligned writes to different bytes of one block would then each read
+/// the block, patch their bytes in and write it back from separate worker
+/// threads, and the later write-back would undo the earlier one. Holding
+/// the widened range for the whole read-modify-write makes them take turns.
+/// Aligned writes do not take it: one that shares a block with a
+/// read-modify-write overlaps its bytes, and the client gave no order
+/// between two overlapping writes in flight at once.
+#[derive(Default)]
+struct RangeLocks {
+    held: Mutex<Vec<(u64, u64)>>,
+    freed: Condvar,
+}
+
+/// A held range; dropping it lets overlapping waiters in.
+struct RangeGuard<'a> {
+    locks: &'a RangeLocks,
+    range: (u64, u64),
+}
+
+impl RangeLocks {
+    /// Waits until no held range overlaps `start..end`, then holds it.
+    fn lock(&self, start: u64, end: u64) -> RangeGuard<'_> {
+        // A panicking holder leaves only its entry behind, which its guard's
+        // drop removes: the list stays valid, so poisoning is ignored.
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        while held.iter().any(|&(s, e)| s < end && start < e) {
+            held = self.freed.wait(held).unwrap_or_else(|e| e.into_inner());
+        }
+        held.push((start, end));
+        RangeGuard {
+            locks: self,
+            range: (start, end),
+        }
+    }
+}
+
+impl Drop for RangeGuard<'_> {
+    fn drop(&mut self) {
+        let mut held = self.locks.held.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(i) = held.iter().position(|r| *r == self.range) {
+            held.swap_remove(i);
+        }
+        self.locks.freed.notify_all();
+    }
 }
 
 impl IscsiBackend {
@@ -186,6 +239,7 @@ impl IscsiBackend {
             lun,
             url: url.to_string(),
             read_only,
+            rmw: RangeLocks::default(),
         })
     }
 
@@ -211,6 +265,9 @@ impl BlockBackend for IscsiBackend {
     }
     fn remote(&self) -> bool {
         true
+    }
+    fn block_size(&self) -> u32 {
+        self.lun.block_size()
     }
     fn workers(&self) -> usize {
         // Enough threads to keep the session's pipeline full.
@@ -251,8 +308,11 @@ impl BlockBackend for IscsiBackend {
         if offset.is_multiple_of(bs) && (buf.len() as u64).is_multiple_of(bs) {
             return self.lun.write_at(buf, offset, fua).map_err(|e| self.err(e));
         }
-        // Read-modify-write of the partial blocks at the edges.
+        // Read-modify-write of the partial blocks at the edges, holding the
+        // blocks so a concurrent one cannot write back stale bytes over
+        // ours (see RangeLocks).
         let (start, end) = widen(offset, buf.len() as u64, bs);
+        let _held = self.rmw.lock(start, end);
         let mut tmp = vec![0u8; (end - start) as usize];
         self.lun.read_at(&mut tmp, start).map_err(|e| self.err(e))?;
         let at = (offset - start) as usize;
@@ -306,6 +366,28 @@ mod tests {
         assert_eq!(widen(0, 512, 512), (0, 512));
         assert_eq!(widen(100, 10, 512), (0, 512));
         assert_eq!(widen(500, 30, 512), (0, 1024));
+    }
+
+    #[test]
+    fn overlapping_ranges_take_turns_and_disjoint_ones_do_not() {
+        let locks = std::sync::Arc::new(RangeLocks::default());
+        let a = locks.lock(0, 4096);
+        // Disjoint: granted at once.
+        let b = locks.lock(4096, 8192);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let l2 = locks.clone();
+        let t = std::thread::spawn(move || {
+            let _c = l2.lock(2048, 6144);
+            let _ = tx.send(());
+        });
+        // Overlapping both: waits for both.
+        assert!(rx.recv_timeout(Duration::from_millis(100)).is_err());
+        drop(a);
+        assert!(rx.recv_timeout(Duration::from_millis(100)).is_err());
+        drop(b);
+        assert!(rx.recv_timeout(Duration::from_secs(5)).is_ok());
+        let _ = t.join();
+        assert!(locks.held.lock().map(|h| h.is_empty()).unwrap_or(false));
     }
 
     #[test]

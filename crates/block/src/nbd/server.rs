@@ -20,9 +20,12 @@ use std::sync::{mpsc, Arc, Mutex};
 pub const WORKERS: usize = 4;
 /// Requests read ahead of the workers before the reader waits.
 pub const QUEUE_DEPTH: usize = 64;
-/// Preferred and minimum block sizes advertised to clients.
+/// Preferred block size advertised to clients (raised to the minimum
+/// when a disk's blocks are larger).
 const PREFERRED_BLOCK: u32 = 4096;
-const MIN_BLOCK: u32 = 512;
+/// Minimum block size advertised when the backend's own block size cannot
+/// be (NBD wants a power of two of at most 64 KiB).
+const DEFAULT_MIN_BLOCK: u32 = 512;
 /// Requests at least this large move between socket and backend inside the
 /// kernel (splice, sendfile) when the backend can.
 const SPLICE_MIN: usize = 64 * 1024;
@@ -44,6 +47,20 @@ pub struct Export {
 }
 
 impl Export {
+    /// `NBD_INFO_BLOCK_SIZE` for this disk: its own block size as the
+    /// minimum, so QEMU aligns every request to whole LUN blocks itself
+    /// rather than leaving the backend a read-modify-write per unaligned
+    /// request.
+    fn block_sizes(&self) -> (u32, u32, u32) {
+        let bs = self.backend.block_size();
+        let min = if bs.is_power_of_two() && bs <= 64 * 1024 {
+            bs
+        } else {
+            DEFAULT_MIN_BLOCK
+        };
+        (min, PREFERRED_BLOCK.max(min), proto::MAX_REQUEST_BYTES)
+    }
+
     fn flags(&self) -> u16 {
         let mut f = tflag::HAS_FLAGS | tflag::SEND_FLUSH | tflag::SEND_FUA | tflag::CAN_MULTI_CONN;
         if self.backend.read_only() {
@@ -159,8 +176,8 @@ pub fn serve_connection(stream: UnixStream, exports: Arc<Vec<Export>>) -> Result
                 let e = &exports[i];
                 let info = proto::info_export(e.backend.size(), e.flags());
                 wr.write_all(&proto::option_reply(option, rep::INFO, &info))?;
-                let bs =
-                    proto::info_block_size(MIN_BLOCK, PREFERRED_BLOCK, proto::MAX_REQUEST_BYTES);
+                let (min, preferred, max) = e.block_sizes();
+                let bs = proto::info_block_size(min, preferred, max);
                 wr.write_all(&proto::option_reply(option, rep::INFO, &bs))?;
                 wr.write_all(&proto::option_reply(option, rep::ACK, &[]))?;
                 if option == opt::GO {
@@ -481,13 +498,20 @@ mod tests {
 
     /// Handshakes with GO for `name`; returns the option replies' types.
     fn go(c: &mut UnixStream, name: &str) -> Vec<u32> {
+        go_replies(c, name).into_iter().map(|(k, _)| k).collect()
+    }
+
+    /// Handshakes with GO for `name`, asking for the block sizes; returns
+    /// the option replies (type, payload).
+    fn go_replies(c: &mut UnixStream, name: &str) -> Vec<(u32, Vec<u8>)> {
         let mut greeting = [0u8; 18];
         c.read_exact(&mut greeting).unwrap();
         assert_eq!(&greeting[..8], b"NBDMAGIC");
         c.write_all(&3u32.to_be_bytes()).unwrap();
         let mut data = (name.len() as u32).to_be_bytes().to_vec();
         data.extend_from_slice(name.as_bytes());
-        data.extend_from_slice(&0u16.to_be_bytes());
+        data.extend_from_slice(&1u16.to_be_bytes());
+        data.extend_from_slice(&proto::info::BLOCK_SIZE.to_be_bytes());
         let mut o = proto::OPTS_MAGIC.to_be_bytes().to_vec();
         o.extend_from_slice(&opt::GO.to_be_bytes());
         o.extend_from_slice(&(data.len() as u32).to_be_bytes());
@@ -501,7 +525,7 @@ mod tests {
             let len = u32::from_be_bytes([h[16], h[17], h[18], h[19]]) as usize;
             let mut payload = vec![0u8; len];
             c.read_exact(&mut payload).unwrap();
-            kinds.push(kind);
+            kinds.push((kind, payload));
             if kind == rep::ACK || kind & 0x8000_0000 != 0 {
                 return kinds;
             }
@@ -529,6 +553,74 @@ mod tests {
             c.read_exact(&mut payload).unwrap();
         }
         (err, payload)
+    }
+
+    /// A file that claims another logical block size, as a LUN would.
+    struct Blocks(FileBackend, u32);
+
+    impl BlockBackend for Blocks {
+        fn size(&self) -> u64 {
+            self.0.size()
+        }
+        fn read_only(&self) -> bool {
+            self.0.read_only()
+        }
+        fn identity(&self) -> String {
+            self.0.identity()
+        }
+        fn block_size(&self) -> u32 {
+            self.1
+        }
+        fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<(), BackendError> {
+            self.0.read_at(buf, offset)
+        }
+        fn write_at(&self, buf: &[u8], offset: u64, fua: bool) -> Result<(), BackendError> {
+            self.0.write_at(buf, offset, fua)
+        }
+        fn flush(&self) -> Result<(), BackendError> {
+            self.0.flush()
+        }
+        fn discard(&self, offset: u64, len: u64) -> Result<(), BackendError> {
+            self.0.discard(offset, len)
+        }
+        fn write_zeroes(&self, offset: u64, len: u64, fua: bool) -> Result<(), BackendError> {
+            self.0.write_zeroes(offset, len, fua)
+        }
+        fn check_range(&self, offset: u64, len: u64, write: bool) -> Result<(), BackendError> {
+            self.0.check_range(offset, len, write)
+        }
+    }
+
+    #[test]
+    fn go_advertises_the_disks_block_size_as_the_minimum() {
+        // (backend block size, advertised minimum, advertised preferred)
+        for (bs, min, preferred) in [
+            (512, 512, 4096),
+            (4096, 4096, 4096),
+            (16384, 16384, 16384),
+            (520, 512, 4096),
+        ] {
+            let (exports, path) = export(&format!("bs{bs}"), false);
+            let file = FileBackend::open(&path, false).unwrap();
+            let e = Export {
+                name: "disk".into(),
+                backend: Arc::new(Blocks(file, bs)),
+                counters: Arc::new(DiskCounters::default()),
+            };
+            drop(exports);
+            let (mut c, s) = UnixStream::pair().unwrap();
+            std::thread::spawn(move || serve_connection(s, Arc::new(vec![e])));
+            let replies = go_replies(&mut c, "disk");
+            let info = replies
+                .iter()
+                .find(|(k, p)| *k == rep::INFO && p[..2] == proto::info::BLOCK_SIZE.to_be_bytes())
+                .map(|(_, p)| p.clone())
+                .unwrap();
+            let field = |at: usize| u32::from_be_bytes(info[at..at + 4].try_into().unwrap());
+            assert_eq!((field(2), field(6)), (min, preferred), "block size {bs}");
+            assert_eq!(field(10) % min, 0);
+            let _ = std::fs::remove_file(&path);
+        }
     }
 
     #[test]

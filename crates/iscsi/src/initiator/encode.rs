@@ -1,36 +1,114 @@
 //! Encoding what the initiator sends: a SCSI Command PDU with its
 //! immediate data and unsolicited Data-Out, and Data-Out runs for R2Ts,
 //! each PDU at most the target's MaxRecvDataSegmentLength.
+//!
+//! Write data is never copied here: [`Frames`] keeps the headers, padding
+//! and digests in one buffer of its own and borrows each data segment from
+//! the command's shared buffer, and the wire sends both with vectored
+//! writes.
 
 use super::login::Negotiated;
 use super::task::Request;
 use crate::pdu::bhs::{self, Header};
-use crate::pdu::digest::{crc32c, crc32c_parts};
+use crate::pdu::frame::{encode_head, encode_tail};
 use crate::pdu::Digests;
+use std::io::IoSlice;
+use std::ops::Range;
+use std::sync::Arc;
 
-/// Appends one PDU (no AHS) with a borrowed data segment: the same bytes
-/// as [`crate::pdu::Pdu::encode_into`], without copying the data twice.
-pub(super) fn frame(out: &mut Vec<u8>, digests: Digests, header: &Header, data: &[u8]) {
-    let start = out.len();
-    let mut bhs = header.encode();
-    let len = data.len().min(0xff_ffff);
-    bhs[4] = 0;
-    bhs[5] = (len >> 16) as u8;
-    bhs[6] = (len >> 8) as u8;
-    bhs[7] = len as u8;
-    out.extend_from_slice(&bhs);
-    if digests.header {
-        let d = crc32c(&out[start..]);
-        out.extend_from_slice(&d.to_le_bytes());
+/// One piece of the byte stream to send.
+enum Part {
+    /// Bytes of [`Frames::own`].
+    Own(Range<usize>),
+    /// A data segment, borrowed from a command's write buffer.
+    Data(Arc<[u8]>, Range<usize>),
+}
+
+/// Encoded frames waiting to be written, in wire order.
+#[derive(Default)]
+pub(super) struct Frames {
+    /// Headers, header digests, padding and data digests.
+    own: Vec<u8>,
+    parts: Vec<Part>,
+}
+
+/// Largest header buffer kept between sends.
+const OWN_KEEP: usize = 1 << 20;
+
+impl Frames {
+    /// True when nothing is queued.
+    pub(super) fn is_empty(&self) -> bool {
+        self.parts.is_empty()
     }
-    if len > 0 {
-        let pad = &[0u8; 3][..(4 - len % 4) % 4];
-        out.extend_from_slice(&data[..len]);
-        out.extend_from_slice(pad);
-        if digests.data {
-            let d = crc32c_parts(&[&data[..len], pad]);
-            out.extend_from_slice(&d.to_le_bytes());
+
+    /// Forgets what was queued (dropping the borrowed buffers), keeping
+    /// the allocations for the next batch.
+    pub(super) fn clear(&mut self) {
+        self.own.clear();
+        self.parts.clear();
+        if self.own.capacity() > OWN_KEEP {
+            self.own = Vec::new();
         }
+    }
+
+    /// Queues the own bytes appended from `start` on.
+    fn own_since(&mut self, start: usize) {
+        let end = self.own.len();
+        if end == start {
+            return;
+        }
+        // Consecutive own bytes (a data-less PDU after another) share one
+        // slice, keeping the vectored write short.
+        if let Some(Part::Own(r)) = self.parts.last_mut() {
+            if r.end == start {
+                r.end = end;
+                return;
+            }
+        }
+        self.parts.push(Part::Own(start..end));
+    }
+
+    /// The queued bytes as slices for a vectored write.
+    pub(super) fn slices(&self) -> Vec<IoSlice<'_>> {
+        self.parts
+            .iter()
+            .map(|p| match p {
+                Part::Own(r) => IoSlice::new(&self.own[r.clone()]),
+                Part::Data(buf, r) => IoSlice::new(&buf[r.clone()]),
+            })
+            .collect()
+    }
+
+    /// The queued bytes in one buffer (tests compare them with the codec).
+    #[cfg(test)]
+    pub(super) fn to_vec(&self) -> Vec<u8> {
+        self.slices()
+            .iter()
+            .flat_map(|s| s.iter().copied())
+            .collect()
+    }
+}
+
+/// Appends one PDU (no AHS) whose data segment is `data[range]`, encoded
+/// by the PDU codec with the data borrowed rather than copied.
+fn frame(
+    out: &mut Frames,
+    digests: Digests,
+    header: &Header,
+    data: &Arc<[u8]>,
+    range: Range<usize>,
+) {
+    let range = range.start..range.start + range.len().min(0xff_ffff);
+    let segment = &data[range.clone()];
+    let start = out.own.len();
+    encode_head(header, &[], segment.len(), digests, &mut out.own);
+    out.own_since(start);
+    if !segment.is_empty() {
+        let tail = encode_tail(segment, digests);
+        out.parts.push(Part::Data(data.clone(), range));
+        let start = out.own.len();
+        out.own.extend_from_slice(tail.as_bytes());
+        out.own_since(start);
     }
 }
 
@@ -45,10 +123,10 @@ pub(super) struct DataOutRun {
 
 /// Data-Out PDUs for `data[start..end]`, each at most MaxRecvDataSegmentLength.
 pub(super) fn encode_data_out(
-    out: &mut Vec<u8>,
+    out: &mut Frames,
     digests: Digests,
     r: DataOutRun,
-    data: &[u8],
+    data: &Arc<[u8]>,
     start: usize,
     end: usize,
 ) {
@@ -65,7 +143,7 @@ pub(super) fn encode_data_out(
             data_sn,
             buffer_offset: off as u32,
         };
-        frame(out, digests, &Header::DataOut(h), &data[off..off + n]);
+        frame(out, digests, &Header::DataOut(h), data, off..off + n);
         data_sn += 1;
         off += n;
     }
@@ -73,14 +151,14 @@ pub(super) fn encode_data_out(
 
 /// The SCSI Command PDU, its immediate data and any unsolicited Data-Out.
 pub(super) fn encode_command(
-    out: &mut Vec<u8>,
-    digests: Digests,
+    out: &mut Frames,
     neg: &Negotiated,
     itt: u32,
     cmd_sn: u32,
     exp_stat_sn: u32,
     req: &Request,
 ) {
+    let digests = neg.digests;
     let mut cdb = [0u8; 16];
     let n = req.cdb.len().min(16);
     cdb[..n].copy_from_slice(&req.cdb[..n]);
@@ -114,7 +192,8 @@ pub(super) fn encode_command(
         out,
         digests,
         &Header::ScsiCommand(h),
-        &req.data[..immediate],
+        &req.data,
+        0..immediate,
     );
     if unsolicited_end > immediate {
         encode_data_out(
@@ -156,9 +235,19 @@ mod tests {
                     buffer_offset: 4,
                     ..Default::default()
                 });
-                let mut ours = Vec::new();
-                frame(&mut ours, digests, &h, &data);
-                assert_eq!(ours, Pdu::new(h, data).encode(digests), "len {len}");
+                // Borrow from the middle of a larger buffer, as a Data-Out
+                // run does.
+                let mut big = vec![0xee; 3];
+                big.extend_from_slice(&data);
+                big.push(0xee);
+                let big: Arc<[u8]> = Arc::from(big);
+                let mut ours = Frames::default();
+                frame(&mut ours, digests, &h, &big, 3..3 + len);
+                frame(&mut ours, digests, &h, &big, 3..3 + len);
+                let one = Pdu::new(h.clone(), data).encode(digests);
+                assert_eq!(ours.to_vec(), [one.clone(), one].concat(), "len {len}");
+                ours.clear();
+                assert!(ours.is_empty());
             }
         }
     }

@@ -194,11 +194,10 @@ fn with_task(
 fn reconnect(sh: &Shared, old: u64) -> Option<(Wire, u64)> {
     {
         let mut w = lock(&sh.writer);
+        // Without a wire nothing is sent until the new connection is up.
         if let Some(wire) = w.wire.take() {
             wire.shutdown();
         }
-        let mut s = lock(&sh.state);
-        s.connected = false;
         debug_assert_eq!(w.generation, old);
     }
     let mut backoff = Duration::from_millis(50);
@@ -218,19 +217,18 @@ fn reconnect(sh: &Shared, old: u64) -> Option<(Wire, u64)> {
                     }
                 };
                 let mut w = lock(&sh.writer);
-                let generation = {
+                let generation = w.generation + 1;
+                {
                     let mut s = lock(&sh.state);
                     if s.closing {
                         wire.shutdown();
                         return None;
                     }
-                    s.generation += 1;
                     s.reconnects += 1;
                     s.cmd_sn = neg.cmd_sn;
                     s.exp_stat_sn = neg.exp_stat_sn;
                     s.max_cmd_sn = neg.max_cmd_sn;
                     s.neg = neg;
-                    s.connected = true;
                     let mut again: Vec<(u64, u32)> = Vec::new();
                     for (itt, t) in s.tasks.iter_mut() {
                         if t.outcome.is_none() {
@@ -244,8 +242,7 @@ fn reconnect(sh: &Shared, old: u64) -> Option<(Wire, u64)> {
                         resent = s.unsent.len(),
                         "iSCSI session re-established"
                     );
-                    s.generation
-                };
+                }
                 w.generation = generation;
                 w.wire = Some(wire);
                 drop(w);

@@ -14,7 +14,7 @@
 //! order. A caller whose command does not complete within the I/O timeout
 //! gets [`IscsiError::Timeout`]; it never hangs.
 
-use super::encode::{encode_command, encode_data_out, DataOutRun};
+use super::encode::{encode_command, encode_data_out, DataOutRun, Frames};
 use super::login::{login, LoginConfig, Negotiated};
 use super::sender::Chore;
 use super::task::{sn_le, Request, ScsiResult, Task, Transfer};
@@ -60,18 +60,24 @@ pub(super) const PING_ITT: u32 = 0xffff_ff00;
 pub(super) const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
 pub(super) struct Writer {
+    /// The connection commands go out on; `None` while the reader logs in
+    /// again.
     pub(super) wire: Option<Wire>,
+    /// Which connection `wire` is: bumped by every reconnect, so a chore,
+    /// an R2T or a sent command from an older connection is recognised as
+    /// stale. Only read and changed under the writer lock.
     pub(super) generation: u64,
-    /// Frames are encoded here, reused so large writes allocate once.
-    pub(super) scratch: Vec<u8>,
+    /// Frames are encoded here, reused so a busy session allocates once.
+    pub(super) frames: Frames,
 }
 
 impl Writer {
-    /// Sends what `frames` holds and keeps the buffer for next time.
-    fn send_frames(&mut self, mut frames: Vec<u8>) {
-        if !frames.is_empty() {
+    /// Sends what `frames` holds and empties it.
+    fn send_frames(&mut self) {
+        if !self.frames.is_empty() {
             if let Some(wire) = self.wire.as_mut() {
-                if let Err(e) = wire.send_raw(&frames) {
+                let mut slices = self.frames.slices();
+                if let Err(e) = wire.send_vectored(&mut slices) {
                     // The reader notices too and reconnects; the commands
                     // are still in the table and will be sent again.
                     tracing::debug!("send failed: {e}");
@@ -79,15 +85,9 @@ impl Writer {
                 }
             }
         }
-        frames.clear();
-        if frames.capacity() <= SCRATCH_KEEP {
-            self.scratch = frames;
-        }
+        self.frames.clear();
     }
 }
-
-/// Largest encode buffer kept between sends.
-const SCRATCH_KEEP: usize = 8 << 20;
 
 pub(super) struct State {
     pub(super) neg: Negotiated,
@@ -99,8 +99,6 @@ pub(super) struct State {
     pub(super) tasks: HashMap<u32, Task>,
     /// Tasks not yet sent on the current connection, by issue order.
     pub(super) unsent: BTreeMap<u64, u32>,
-    pub(super) generation: u64,
-    pub(super) connected: bool,
     pub(super) closing: bool,
     pub(super) reconnects: u64,
     /// Work for the sender thread.
@@ -163,8 +161,6 @@ impl Session {
             next_seq: 0,
             tasks: HashMap::new(),
             unsent: BTreeMap::new(),
-            generation: 1,
-            connected: true,
             closing: false,
             reconnects: 0,
             chores: VecDeque::new(),
@@ -174,7 +170,7 @@ impl Session {
             writer: Mutex::new(Writer {
                 wire: Some(wire),
                 generation: 1,
-                scratch: Vec::new(),
+                frames: Frames::default(),
             }),
             state: Mutex::new(state),
             room: Condvar::new(),
@@ -374,42 +370,49 @@ impl Shared {
         self.pump_locked(&mut w);
     }
 
+    /// Sends every unsent command the window allows, the writer lock held.
+    ///
+    /// The state lock is held only to pick the commands and number them:
+    /// the reader thread needs that lock for every answer, so the encoding
+    /// (data digests included) and the socket write happen after it is
+    /// released. CmdSNs are only handed out under the writer lock, which
+    /// stays held until the frames are written, so they reach the wire in
+    /// CmdSN order.
     pub(super) fn pump_locked(&self, w: &mut Writer) {
-        let mut frames = std::mem::take(&mut w.scratch);
-        {
+        let mut batch: Vec<(u32, u32, Request)> = Vec::new();
+        let (neg, exp_stat_sn) = {
             let mut s = lock(&self.state);
-            if !s.connected || w.wire.is_none() || s.generation != w.generation {
-                w.scratch = frames;
+            // No wire: the reader is logging in again and re-queues every
+            // command once it is back.
+            if w.wire.is_none() {
                 return;
             }
-            let digests = s.neg.digests;
             while let Some((&seq, &itt)) = s.unsent.first_key_value() {
                 if !sn_le(s.cmd_sn, s.max_cmd_sn) {
                     break;
                 }
                 s.unsent.remove(&seq);
-                let (cmd_sn, exp_stat_sn, generation) = (s.cmd_sn, s.exp_stat_sn, s.generation);
-                let neg = s.neg.clone();
+                let (cmd_sn, generation) = (s.cmd_sn, w.generation);
                 let Some(task) = s.tasks.get_mut(&itt) else {
                     continue;
                 };
                 task.sent_on = Some(generation);
-                encode_command(
-                    &mut frames,
-                    digests,
-                    &neg,
-                    itt,
-                    cmd_sn,
-                    exp_stat_sn,
-                    &task.req,
-                );
+                // A cheap clone: the write data is shared, not copied.
+                batch.push((itt, cmd_sn, task.req.clone()));
                 s.cmd_sn = s.cmd_sn.wrapping_add(1);
             }
+            if batch.is_empty() {
+                return;
+            }
+            (s.neg.clone(), s.exp_stat_sn)
+        };
+        for (itt, cmd_sn, req) in &batch {
+            encode_command(&mut w.frames, &neg, *itt, *cmd_sn, exp_stat_sn, req);
         }
-        w.send_frames(frames);
+        w.send_frames();
     }
 
-    fn send_data_out(&self, itt: u32, lun: u64, data: &[u8], x: Transfer) {
+    fn send_data_out(&self, itt: u32, lun: u64, data: &Arc<[u8]>, x: Transfer) {
         let mut w = lock(&self.writer);
         if w.generation != x.generation {
             return; // The command was sent again on a new connection.
@@ -418,11 +421,10 @@ impl Shared {
             let s = lock(&self.state);
             (s.exp_stat_sn, s.neg.max_send as usize, s.neg.digests)
         };
-        let mut frames = std::mem::take(&mut w.scratch);
         let start = x.offset as usize;
         let end = (start + x.len as usize).min(data.len());
         encode_data_out(
-            &mut frames,
+            &mut w.frames,
             digests,
             DataOutRun {
                 itt,
@@ -435,6 +437,6 @@ impl Shared {
             start,
             end,
         );
-        w.send_frames(frames);
+        w.send_frames();
     }
 }

@@ -5,7 +5,7 @@
 use super::IscsiError;
 use crate::pdu::frame::{read_rest, ReadError};
 use crate::pdu::{Digests, Pdu, BHS_LEN};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, IoSlice, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
@@ -98,9 +98,27 @@ impl Wire {
         self.stream.write_all(&bytes).map_err(|e| self.io(e))
     }
 
-    /// Sends frames already encoded with [`Wire::digests`].
-    pub fn send_raw(&mut self, bytes: &[u8]) -> Result<(), IscsiError> {
-        self.stream.write_all(bytes).map_err(|e| self.io(e))
+    /// Sends frames already encoded with [`Wire::digests`], as they lie in
+    /// several buffers (headers apart from borrowed write data), with as few
+    /// vectored writes as the socket takes.
+    pub fn send_vectored(&mut self, mut bufs: &mut [IoSlice<'_>]) -> Result<(), IscsiError> {
+        // Skips leading empty slices, which would otherwise look like a
+        // zero-length write.
+        IoSlice::advance_slices(&mut bufs, 0);
+        while !bufs.is_empty() {
+            match self.stream.write_vectored(bufs) {
+                Ok(0) => {
+                    return Err(self.io(std::io::Error::new(
+                        std::io::ErrorKind::WriteZero,
+                        "the connection took no more bytes",
+                    )))
+                }
+                Ok(n) => IoSlice::advance_slices(&mut bufs, n),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(self.io(e)),
+            }
+        }
+        Ok(())
     }
 
     /// Reads one PDU.

@@ -185,31 +185,12 @@ impl Pdu {
 
     /// Appends this PDU's frame to `out`.
     pub fn encode_into(&self, digests: Digests, out: &mut Vec<u8>) {
-        let start = out.len();
-        let mut bhs = self.header.encode();
         // A data segment longer than 24 bits cannot be sent; callers split
         // data by MaxRecvDataSegmentLength long before this.
-        let len = self.data.len().min(0xff_ffff);
-        bhs[4] = u8::try_from(self.ahs.len() / 4).unwrap_or(u8::MAX);
-        bhs[5] = (len >> 16) as u8;
-        bhs[6] = (len >> 8) as u8;
-        bhs[7] = len as u8;
-        out.extend_from_slice(&bhs);
-        out.extend_from_slice(&self.ahs);
-        if digests.header {
-            let d = crc32c(&out[start..]);
-            out.extend_from_slice(&d.to_le_bytes());
-        }
-        if len > 0 {
-            let pad = [0u8; 3];
-            let pad = &pad[..pad4(len)];
-            out.extend_from_slice(&self.data[..len]);
-            out.extend_from_slice(pad);
-            if digests.data {
-                let d = crc32c_parts(&[&self.data[..len], pad]);
-                out.extend_from_slice(&d.to_le_bytes());
-            }
-        }
+        let data = &self.data[..self.data.len().min(0xff_ffff)];
+        encode_head(&self.header, &self.ahs, data.len(), digests, out);
+        out.extend_from_slice(data);
+        out.extend_from_slice(encode_tail(data, digests).as_bytes());
     }
 
     /// The extended CDB bytes from an AHS of type 1, if any (appended after
@@ -219,6 +200,66 @@ impl Pdu {
             .find(|(t, _)| *t == 1)
             .map(|(_, body)| body)
     }
+}
+
+/// Appends what a frame puts before its data segment: the BHS (with the
+/// AHS and data lengths filled in), the AHS and the header digest. With
+/// [`encode_tail`] this is the one PDU encoder; a sender that keeps the
+/// data segment elsewhere (the initiator's write data) sends the three
+/// pieces with a vectored write instead of copying the data after the head.
+pub fn encode_head(
+    header: &Header,
+    ahs: &[u8],
+    data_len: usize,
+    digests: Digests,
+    out: &mut Vec<u8>,
+) {
+    let start = out.len();
+    let mut bhs = header.encode();
+    let len = data_len.min(0xff_ffff);
+    bhs[4] = u8::try_from(ahs.len() / 4).unwrap_or(u8::MAX);
+    bhs[5] = (len >> 16) as u8;
+    bhs[6] = (len >> 8) as u8;
+    bhs[7] = len as u8;
+    out.extend_from_slice(&bhs);
+    out.extend_from_slice(ahs);
+    if digests.header {
+        let d = crc32c(&out[start..]);
+        out.extend_from_slice(&d.to_le_bytes());
+    }
+}
+
+/// What a frame puts after its data segment: padding and data digest.
+#[derive(Debug, Clone, Copy)]
+pub struct Tail {
+    bytes: [u8; 7],
+    len: usize,
+}
+
+impl Tail {
+    /// The bytes to send after the data segment (none for an empty one).
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
+/// The padding and data digest that follow `data` (see [`encode_head`]).
+pub fn encode_tail(data: &[u8], digests: Digests) -> Tail {
+    let mut tail = Tail {
+        bytes: [0; 7],
+        len: 0,
+    };
+    if data.is_empty() {
+        return tail;
+    }
+    let pad = pad4(data.len());
+    tail.len = pad;
+    if digests.data {
+        let d = crc32c_parts(&[data, &tail.bytes[..pad]]);
+        tail.bytes[pad..pad + 4].copy_from_slice(&d.to_le_bytes());
+        tail.len += 4;
+    }
+    tail
 }
 
 /// Why [`read_rest`] could not produce a PDU.
@@ -232,45 +273,111 @@ pub enum ReadError {
     Frame(#[from] FrameError),
 }
 
+/// What follows a basic header segment on the wire, from its lengths: a
+/// stream reader reads [`Layout::head_len`] bytes (AHS and header digest),
+/// checks them with [`decode_head`], then reads [`Layout::data_len`] bytes
+/// (data segment, padding, data digest) straight into the buffer the PDU
+/// keeps and checks them with [`finish_data`]. The checks are those of
+/// [`Pdu::parse`], in its order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Layout {
+    ahs: usize,
+    header_digest: bool,
+    data: usize,
+    data_digest: bool,
+}
+
+impl Layout {
+    /// The layout announced by `bhs`, or an error when its data segment is
+    /// longer than `max_data` (see [`frame_len`]).
+    pub fn of(
+        bhs: &[u8; BHS_LEN],
+        digests: Digests,
+        max_data: usize,
+    ) -> Result<Layout, FrameError> {
+        frame_len(bhs, digests, max_data)?;
+        let (ahs, data) = announced_lengths(bhs);
+        Ok(Layout {
+            ahs,
+            header_digest: digests.header,
+            data,
+            data_digest: digests.data && data > 0,
+        })
+    }
+
+    /// Bytes of AHS and header digest after the BHS.
+    pub fn head_len(&self) -> usize {
+        self.ahs + if self.header_digest { 4 } else { 0 }
+    }
+
+    /// Bytes of data segment, padding and data digest after the head.
+    pub fn data_len(&self) -> usize {
+        if self.data == 0 {
+            return 0;
+        }
+        self.data + pad4(self.data) + if self.data_digest { 4 } else { 0 }
+    }
+}
+
+/// Checks the header digest, decodes the BHS and checks the AHS; `head`
+/// holds the [`Layout::head_len`] bytes after the BHS and becomes the AHS.
+pub fn decode_head(
+    bhs: &[u8; BHS_LEN],
+    layout: &Layout,
+    mut head: Vec<u8>,
+) -> Result<(Header, Vec<u8>), FrameError> {
+    if layout.header_digest {
+        let computed = crc32c_parts(&[bhs, &head[..layout.ahs]]);
+        let received = le32(&head[layout.ahs..]);
+        if computed != received {
+            return Err(FrameError::HeaderDigest { computed, received });
+        }
+    }
+    head.truncate(layout.ahs);
+    let header = Header::decode(bhs)?;
+    check_ahs(&head)?;
+    Ok((header, head))
+}
+
+/// Checks the data digest of the [`Layout::data_len`] bytes in `data` and
+/// cuts them down to the data segment, in place.
+pub fn finish_data(layout: &Layout, data: &mut Vec<u8>) -> Result<(), FrameError> {
+    if layout.data_digest {
+        let padded = layout.data + pad4(layout.data);
+        let computed = crc32c(&data[..padded]);
+        let received = le32(&data[padded..]);
+        if computed != received {
+            return Err(FrameError::DataDigest { computed, received });
+        }
+    }
+    data.truncate(layout.data);
+    Ok(())
+}
+
 /// Reads the rest of one PDU, whose 48-byte header is `bhs`, from a stream:
 /// the checks of [`Pdu::parse`], with the data segment read straight into
-/// its own buffer instead of a frame buffer it is then copied out of.
+/// its own buffer (not zero-filled first) instead of a frame buffer it is
+/// then copied out of.
 pub fn read_rest(
     r: &mut impl std::io::Read,
     bhs: [u8; BHS_LEN],
     digests: Digests,
     max_data: usize,
 ) -> Result<Pdu, ReadError> {
-    frame_len(&bhs, digests, max_data)?;
-    let (ahs_len, data_len) = announced_lengths(&bhs);
-    let mut ahs = vec![0u8; ahs_len];
-    r.read_exact(&mut ahs)?;
-    if digests.header {
-        let mut d = [0u8; 4];
-        r.read_exact(&mut d)?;
-        let computed = crc32c_parts(&[&bhs, &ahs]);
-        let received = u32::from_le_bytes(d);
-        if computed != received {
-            return Err(FrameError::HeaderDigest { computed, received }.into());
-        }
+    let layout = Layout::of(&bhs, digests, max_data)?;
+    let mut head = vec![0u8; layout.head_len()];
+    r.read_exact(&mut head)?;
+    let (header, ahs) = decode_head(&bhs, &layout, head)?;
+    use std::io::Read as _;
+    let want = layout.data_len();
+    // An exactly sized, uninitialised buffer that read_to_end fills: no
+    // zeroing pass over bytes about to be overwritten, no reallocation.
+    let mut data = Vec::with_capacity(want);
+    r.by_ref().take(want as u64).read_to_end(&mut data)?;
+    if data.len() < want {
+        return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
     }
-    let header = Header::decode(&bhs).map_err(FrameError::from)?;
-    check_ahs(&ahs)?;
-    let mut data = Vec::new();
-    if data_len > 0 {
-        let padded = data_len + pad4(data_len);
-        let digest = if digests.data { 4 } else { 0 };
-        data = vec![0u8; padded + digest];
-        r.read_exact(&mut data)?;
-        if digests.data {
-            let computed = crc32c(&data[..padded]);
-            let received = le32(&data[padded..]);
-            if computed != received {
-                return Err(FrameError::DataDigest { computed, received }.into());
-            }
-        }
-        data.truncate(data_len);
-    }
+    finish_data(&layout, &mut data)?;
     Ok(Pdu { header, ahs, data })
 }
 

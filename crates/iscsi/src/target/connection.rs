@@ -6,7 +6,7 @@ use super::ffp::{reject, Event, Ffp};
 use super::registry::{Registry, SessionInfo};
 use crate::login::{status, Login, Progress, SessionType};
 use crate::pdu::bhs::{self, Header};
-use crate::pdu::frame::{frame_len, FrameError};
+use crate::pdu::frame::{decode_head, finish_data, FrameError, Layout};
 use crate::pdu::{Digests, Pdu, BHS_LEN};
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,23 +41,52 @@ pub enum ConnError {
 type Reader = BufReader<tokio::net::tcp::OwnedReadHalf>;
 type Writer = BufWriter<tokio::net::tcp::OwnedWriteHalf>;
 
-/// Reads one raw frame; `None` at a clean end of stream.
+/// One PDU as read from the initiator.
+enum Frame {
+    /// A valid PDU.
+    Pdu(Pdu),
+    /// A PDU read whole (so the stream stays in step) that fails a check
+    /// the connection survives: why, and its raw BHS for the Reject.
+    Bad(FrameError, [u8; BHS_LEN]),
+}
+
+/// Reads one PDU, its data segment straight into the buffer the PDU keeps
+/// (exactly sized, not zero-filled, never copied again); `None` at a clean
+/// end of stream. A frame whose header cannot be trusted (bad header
+/// digest, oversized data segment) is an error: its lengths cannot be
+/// trusted either, so the stream is lost.
 async fn read_frame(
     r: &mut Reader,
     digests: Digests,
     max_data: usize,
-) -> Result<Option<Vec<u8>>, ConnError> {
+) -> Result<Option<Frame>, ConnError> {
     let mut bhs = [0u8; BHS_LEN];
     match r.read_exact(&mut bhs).await {
         Ok(_) => {}
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
         Err(e) => return Err(e.into()),
     }
-    let n = frame_len(&bhs, digests, max_data)?;
-    let mut buf = vec![0u8; n];
-    buf[..BHS_LEN].copy_from_slice(&bhs);
-    r.read_exact(&mut buf[BHS_LEN..]).await?;
-    Ok(Some(buf))
+    let layout = Layout::of(&bhs, digests, max_data)?;
+    let mut head = vec![0u8; layout.head_len()];
+    r.read_exact(&mut head).await?;
+    let head = match decode_head(&bhs, &layout, head) {
+        Err(e @ FrameError::HeaderDigest { .. }) => return Err(e.into()),
+        other => other,
+    };
+    let want = layout.data_len();
+    let mut data = Vec::with_capacity(want);
+    (&mut *r).take(want as u64).read_to_end(&mut data).await?;
+    if data.len() < want {
+        return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
+    }
+    let (header, ahs) = match head {
+        Ok(h) => h,
+        Err(e) => return Ok(Some(Frame::Bad(e, bhs))),
+    };
+    Ok(Some(match finish_data(&layout, &mut data) {
+        Ok(()) => Frame::Pdu(Pdu { header, ahs, data }),
+        Err(e) => Frame::Bad(e, bhs),
+    }))
 }
 
 async fn write_all(w: &mut Writer, bytes: &[u8]) -> Result<(), ConnError> {
@@ -127,8 +156,11 @@ async fn session(
         )
         .await
         .map_err(|_| ConnError::Timeout)??;
-        let Some(frame) = frame else { return Ok(()) };
-        let (pdu, _) = Pdu::parse(&frame, Digests::default(), LOGIN_MAX_DATA)?;
+        let pdu = match frame {
+            None => return Ok(()),
+            Some(Frame::Pdu(pdu)) => pdu,
+            Some(Frame::Bad(e, _)) => return Err(e.into()),
+        };
         let Header::LoginReq(req) = pdu.header else {
             return Err(ConnError::Protocol("first PDU is not a Login Request"));
         };
@@ -290,32 +322,21 @@ async fn full_feature(
             }
             Err(e) => return Err(e),
         };
-        let event = match Pdu::parse(&frame, digests, max_data) {
-            Ok((pdu, _)) => blocking(|| ffp.handle(pdu, &mut out)),
-            Err(FrameError::DataDigest { .. })
-            | Err(FrameError::Bhs(_))
-            | Err(FrameError::AhsOverrun { .. }) => {
-                let reason = match Pdu::parse(
-                    &frame,
-                    Digests {
-                        header: digests.header,
-                        data: false,
-                    },
-                    max_data,
-                ) {
-                    Err(FrameError::Bhs(_)) => reject::PROTOCOL,
-                    Err(_) => reject::INVALID_FIELD,
-                    Ok(_) => reject::DATA_DIGEST,
+        let event = match frame {
+            Frame::Pdu(pdu) => blocking(|| ffp.handle(pdu, &mut out)),
+            Frame::Bad(e, raw) => {
+                let reason = match e {
+                    FrameError::Bhs(_) => reject::PROTOCOL,
+                    FrameError::AhsOverrun { .. } => reject::INVALID_FIELD,
+                    FrameError::DataDigest { .. } => reject::DATA_DIGEST,
+                    e => return Err(e.into()),
                 };
-                warn!(reason, "rejecting a PDU");
-                let mut raw = [0u8; BHS_LEN];
-                raw.copy_from_slice(&frame[..BHS_LEN]);
+                warn!(reason, error = %e, "rejecting a PDU");
                 let mut r = ffp.reject(reason, &Header::NopIn(bhs::NopIn::default()));
                 r.data = raw.to_vec();
                 out.push(r);
                 Event::Continue
             }
-            Err(e) => return Err(e.into()),
         };
         for p in out.drain(..) {
             p.encode_into(digests, &mut bytes);
@@ -327,5 +348,81 @@ async fn full_feature(
         if event == Event::Close {
             return Ok(());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::TcpListener;
+
+    /// A reader fed with `bytes` over a real socket.
+    async fn reader_of(bytes: Vec<u8>) -> Reader {
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = l.local_addr().expect("addr");
+        tokio::spawn(async move {
+            if let Ok(mut s) = TcpStream::connect(addr).await {
+                let _ = s.write_all(&bytes).await;
+            }
+        });
+        let (s, _) = l.accept().await.expect("accept");
+        BufReader::with_capacity(4096, s.into_split().0)
+    }
+
+    fn data_out(len: usize) -> Pdu {
+        Pdu::new(
+            Header::DataOut(bhs::DataOut {
+                final_: true,
+                itt: 7,
+                ..Default::default()
+            }),
+            (0..len).map(|i| i as u8).collect(),
+        )
+    }
+
+    #[tokio::test]
+    async fn frames_read_whole_and_bad_ones_keep_the_stream_in_step() {
+        let d = Digests {
+            header: true,
+            data: true,
+        };
+        // Larger than the read buffer, so part of it bypasses the buffer.
+        let good = data_out(10_001);
+        let mut bad = data_out(5).encode(d);
+        let n = bad.len();
+        bad[n - 1] ^= 1;
+        let mut bytes = good.encode(d);
+        bytes.extend_from_slice(&bad);
+        bytes.extend_from_slice(&good.encode(d));
+        let mut r = reader_of(bytes).await;
+        assert!(matches!(read_frame(&mut r, d, 65536).await, Ok(Some(Frame::Pdu(p))) if p == good));
+        assert!(matches!(
+            read_frame(&mut r, d, 65536).await,
+            Ok(Some(Frame::Bad(FrameError::DataDigest { .. }, raw))) if raw[..] == bad[..BHS_LEN]
+        ));
+        assert!(matches!(read_frame(&mut r, d, 65536).await, Ok(Some(Frame::Pdu(p))) if p == good));
+        assert!(matches!(read_frame(&mut r, d, 65536).await, Ok(None)));
+    }
+
+    #[tokio::test]
+    async fn a_bad_header_digest_or_a_short_frame_ends_the_connection() {
+        let d = Digests {
+            header: true,
+            data: true,
+        };
+        let mut bytes = data_out(8).encode(d);
+        bytes[BHS_LEN] ^= 1;
+        let mut r = reader_of(bytes).await;
+        assert!(matches!(
+            read_frame(&mut r, d, 65536).await,
+            Err(ConnError::Frame(FrameError::HeaderDigest { .. }))
+        ));
+        let mut bytes = data_out(8).encode(d);
+        bytes.truncate(bytes.len() - 2);
+        let mut r = reader_of(bytes).await;
+        assert!(matches!(
+            read_frame(&mut r, d, 65536).await,
+            Err(ConnError::Io(_))
+        ));
     }
 }
