@@ -4,7 +4,8 @@
 //!   negotiation, SendTargets discovery.
 //! - [`session`]: one connection with many commands in flight, a reader
 //!   thread matching answers by ITT, the CmdSN window, R2T and Data-Out,
-//!   reconnect with re-issue, I/O timeouts.
+//!   reconnect with re-issue, I/O timeouts; [`abort`]: a command that
+//!   timed out is aborted at the target before its caller hears of it.
 //! - [`lun`] and [`pr`]: a LUN as a disk (read, write, FUA, flush, discard,
 //!   write-zeroes, size, identity) and persistent reservations.
 //! - [`simple`]: the old one-command-at-a-time client tests use to poke a
@@ -13,6 +14,7 @@
 //! All calls block the calling thread, which suits the block service's
 //! worker threads.
 
+mod abort;
 pub mod cdb;
 mod encode;
 mod error;

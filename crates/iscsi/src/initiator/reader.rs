@@ -137,6 +137,11 @@ fn dispatch(sh: &Shared, pdu: Pdu, generation: u64) -> Next {
         }
         Header::R2t(h) => with_task(&mut s, h.itt, generation, |t| t.r2t(h, generation)),
         Header::NopIn(n) if n.ttt != 0xffff_ffff => return Next::Pong(n.ttt, n.lun),
+        Header::TaskMgmtResp(r) => {
+            s.tmf_answers.insert(r.itt, r.response);
+            sh.room.notify_all();
+            Ok(())
+        }
         Header::AsyncMsg(a) if matches!(a.event, 1..=3) => {
             return Next::Reconnect(format!("target asked us to log out (event {})", a.event))
         }

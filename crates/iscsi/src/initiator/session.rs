@@ -71,6 +71,19 @@ pub(super) struct Writer {
     pub(super) frames: Frames,
 }
 
+impl State {
+    /// A fresh initiator task tag (below the session's own).
+    pub(super) fn take_itt(&mut self) -> u32 {
+        let itt = self.next_itt;
+        self.next_itt = if self.next_itt + 1 >= PING_ITT {
+            1
+        } else {
+            self.next_itt + 1
+        };
+        itt
+    }
+}
+
 impl Writer {
     /// Sends what `frames` holds and empties it.
     fn send_frames(&mut self) {
@@ -103,6 +116,8 @@ pub(super) struct State {
     pub(super) reconnects: u64,
     /// Work for the sender thread.
     pub(super) chores: VecDeque<Chore>,
+    /// Answers to task management requests, by their ITT.
+    pub(super) tmf_answers: HashMap<u32, u8>,
 }
 
 pub(super) struct Shared {
@@ -164,6 +179,7 @@ impl Session {
             closing: false,
             reconnects: 0,
             chores: VecDeque::new(),
+            tmf_answers: HashMap::new(),
         };
         let shared = Arc::new(Shared {
             cfg,
@@ -244,12 +260,7 @@ impl Session {
         if s.closing {
             return Err(sh.closed());
         }
-        let itt = s.next_itt;
-        s.next_itt = if s.next_itt + 1 >= PING_ITT {
-            1
-        } else {
-            s.next_itt + 1
-        };
+        let itt = s.take_itt();
         let seq = s.next_seq;
         s.next_seq += 1;
         let task = Task::new(seq, req);
@@ -288,6 +299,12 @@ impl Session {
                 continue;
             }
             let seq = task.seq;
+            let sent = task.sent_on.map(|generation| super::abort::Sent {
+                itt: t.itt,
+                lun: task.req.lun,
+                cmd_sn: task.cmd_sn,
+                generation,
+            });
             if s.closing {
                 s.tasks.remove(&t.itt);
                 return Err(sh.closed());
@@ -298,6 +315,12 @@ impl Session {
                 s.unsent.remove(&seq);
                 sh.room.notify_all();
                 tracing::warn!(opcode = t.opcode, target = %sh.cfg.login.target, "iSCSI command timed out");
+                drop(s);
+                // The target may still run it: a write the caller is told
+                // failed must not land later.
+                if let Some(sent) = sent {
+                    sh.abort(sent);
+                }
                 return Err(sh.timeout(t.opcode));
             }
             s = t
@@ -397,6 +420,7 @@ impl Shared {
                     continue;
                 };
                 task.sent_on = Some(generation);
+                task.cmd_sn = cmd_sn;
                 // A cheap clone: the write data is shared, not copied.
                 batch.push((itt, cmd_sn, task.req.clone()));
                 s.cmd_sn = s.cmd_sn.wrapping_add(1);

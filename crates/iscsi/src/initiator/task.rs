@@ -92,6 +92,8 @@ pub struct Task {
     pub req: Request,
     /// The connection generation the command went out on, if sent.
     pub sent_on: Option<u64>,
+    /// The CmdSN it went out with (meaningful once sent).
+    pub cmd_sn: u32,
     /// Data-In received so far (filled in order; grown to the offset of a
     /// PDU that arrives out of order).
     data_in: Vec<u8>,
@@ -111,6 +113,7 @@ impl Task {
             seq,
             req,
             sent_on: None,
+            cmd_sn: 0,
             data_in,
             transfers: VecDeque::new(),
             outcome: None,

@@ -262,3 +262,92 @@ fn callers_holding_answered_tickets_do_not_starve_each_other_of_slots() {
     drop(session);
     target.join().unwrap();
 }
+
+/// Reads until a SCSI command arrives, then until a task management
+/// request; returns the command's (ITT, CmdSN) and the request.
+fn command_then_tmf(s: &mut TcpStream) -> ((u32, u32), bhs::TaskMgmtReq) {
+    let mut cmd = None;
+    loop {
+        let p = read_pdu(s).expect("the connection closed before an ABORT TASK");
+        match p.header {
+            Header::ScsiCommand(c) => cmd = Some((c.itt, c.cmd_sn)),
+            Header::TaskMgmtReq(t) => return (cmd.expect("a command first"), t),
+            _ => {}
+        }
+    }
+}
+
+#[test]
+fn a_timed_out_command_is_aborted_before_its_caller_hears_of_it() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let target = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        accept_login(&mut s, 100);
+        let ((itt, cmd_sn), tmf) = command_then_tmf(&mut s);
+        let answer = bhs::TaskMgmtResp {
+            response: 0,
+            itt: tmf.itt,
+            stat_sn: 1,
+            exp_cmd_sn: cmd_sn + 1,
+            max_cmd_sn: cmd_sn + 100,
+        };
+        send(&mut s, Header::TaskMgmtResp(answer), Vec::new());
+        while read_pdu(&mut s).is_some() {}
+        (itt, cmd_sn, tmf)
+    });
+    let session = Session::open(config(port, Duration::from_millis(400))).unwrap();
+    let e = session.command(tur(1)).err().unwrap();
+    assert!(matches!(e, IscsiError::Timeout { .. }), "{e}");
+    assert_eq!(
+        session.reconnects(),
+        0,
+        "an answered abort keeps the connection"
+    );
+    drop(session);
+    let (itt, cmd_sn, tmf) = target.join().unwrap();
+    assert!(tmf.immediate, "{tmf:?}");
+    assert_eq!(tmf.function, 1, "ABORT TASK: {tmf:?}");
+    assert_eq!((tmf.ref_task_tag, tmf.ref_cmd_sn), (itt, cmd_sn), "{tmf:?}");
+    assert_ne!(tmf.itt, itt, "the request has a tag of its own");
+}
+
+#[test]
+fn a_target_that_does_not_answer_the_abort_loses_the_connection() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let target = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        accept_login(&mut s, 100);
+        command_then_tmf(&mut s);
+        // No answer: the initiator hangs up, so the task ends with the
+        // connection, and logs in again.
+        let started = Instant::now();
+        while read_pdu(&mut s).is_some() {}
+        let closed_after = started.elapsed();
+        let (mut again, _) = listener.accept().unwrap();
+        accept_login(&mut again, 100);
+        while read_pdu(&mut again).is_some() {}
+        closed_after
+    });
+    let session = Session::open(config(port, Duration::from_millis(400))).unwrap();
+    let started = Instant::now();
+    let e = session.command(tur(1)).err().unwrap();
+    assert!(matches!(e, IscsiError::Timeout { .. }), "{e}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while session.reconnects() == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "no new login after the dropped connection"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(session);
+    let closed_after = target.join().unwrap();
+    assert!(closed_after < Duration::from_secs(2), "{closed_after:?}");
+}
