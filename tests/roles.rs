@@ -600,6 +600,10 @@ fn vm_roles_are_created_started_migrated_drained_and_survive_agent_crashes() {
         lab.kill_daemon(i);
     }
     assert!(alive(pid), "agents gone, the VM runs on");
+    // Meanwhile a migration to h2 failed where h2's agent could not hear
+    // the source: its half, a QEMU waiting for the VM's state, is left.
+    run_ok(lab.ferry(1).args(["vm", "start", "--incoming"]).arg(&spec));
+    assert_eq!(lab.h[1].status("rvm")["state"], "paused");
     for i in 0..3 {
         lab.start_daemon(i);
     }
@@ -631,6 +635,26 @@ fn vm_roles_are_created_started_migrated_drained_and_survive_agent_crashes() {
         assert!(Instant::now() < deadline, "the guest stopped printing");
         std::thread::sleep(Duration::from_millis(200));
     }
+
+    // h2's agent neither takes the leftover half for the VM nor keeps it:
+    // it is removed, the VM runs on on h1.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while lab.h[1].status("rvm")["state"] != "stopped" {
+        assert!(
+            Instant::now() < deadline,
+            "the leftover half stays on h2: {}",
+            lab.h[1].status("rvm")
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let events = lab.json(0, &["cluster", "events"]).to_string();
+    assert!(
+        events.contains("host h2: removed the half of a migration of VM rvm"),
+        "{events}"
+    );
+    let v = lab.vm(0, "rvm");
+    assert_eq!(v["def"]["owner"], "h1", "{v}");
+    assert_eq!(qemu_pid(&v), pid, "{v}");
 
     // A restart is a new QEMU on the preferred owner.
     let restarted = lab.json(1, &["cluster", "vm", "restart", "rvm"]);

@@ -169,7 +169,9 @@ impl Agent {
     }
 
     /// Forgets incoming VMs whose migration has ended (the reconciler calls
-    /// this with the database's migrations).
+    /// this with the database's migrations). One whose QEMU still waits for
+    /// its state is kept: a migration being prepared may not show in a
+    /// reading taken a moment before it was recorded.
     pub fn forget_incoming(&self, in_flight: &ferry_cluster::state::ClusterState) {
         if let Ok(mut set) = self.incoming.lock() {
             set.retain(|n| {
@@ -177,6 +179,10 @@ impl Agent {
                     .migrations
                     .get(n)
                     .is_some_and(|m| m.to == self.name)
+                    || record(n)
+                        .ok()
+                        .flatten()
+                        .is_some_and(|r| r.awaits_migration())
             });
         }
     }

@@ -9,11 +9,14 @@
 //! itself (the guest powered off, QEMU crashed) is recorded stopped — only
 //! if the database still says this host owns it and no migration of it is
 //! under way, checked where the record is applied: a migration that ends
-//! between the reading and the writing keeps its VM running.
+//! between the reading and the writing keeps its VM running; and a
+//! destination's half left by a migration that failed while this agent was
+//! unreachable is removed.
 
 use crate::local::{record, runs_here};
 use crate::Agent;
 use ferry_cluster::state::{ClusterState, Command};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,13 +35,70 @@ pub async fn run(agent: Arc<Agent>) {
         }
     };
     startup(&agent, &state).await;
+    let mut suspects = BTreeSet::new();
     loop {
         tokio::time::sleep(EVERY).await;
         if let Ok(state) = agent.state().await {
             agent.forget_incoming(&state);
             stopped_by_themselves(&agent, &state).await;
+            suspects = leftover_halves(&agent, &state, &suspects).await;
         }
     }
+}
+
+/// Removes the destination halves of migrations that ended without them:
+/// a QEMU here still waiting for a VM's state while the database records no
+/// migration of it to this host (the source could not reach this agent to
+/// discard it). Seen so in two passes, each with a fresh reading of the
+/// database, before it is removed: a migration being prepared right now is
+/// recorded before its half starts, so it cannot look stale twice. Returns
+/// the VMs that look stale this pass.
+async fn leftover_halves(
+    agent: &Agent,
+    state: &ClusterState,
+    suspects: &BTreeSet<String>,
+) -> BTreeSet<String> {
+    let mut now = BTreeSet::new();
+    let waiting = ferry_vm::control::list()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|r| r.awaits_migration());
+    for rec in waiting {
+        let coming = state
+            .migrations
+            .get(&rec.name)
+            .is_some_and(|m| m.to == agent.name);
+        if coming {
+            continue;
+        }
+        if !suspects.contains(&rec.name) {
+            now.insert(rec.name);
+            continue;
+        }
+        let stopped = ferry_vm::control::stop(
+            &rec.name,
+            ferry_vm::control::StopOptions {
+                timeout: Duration::from_secs(1),
+                force: true,
+            },
+        )
+        .await;
+        let message = match stopped {
+            Ok(_) => format!(
+                "host {}: removed the half of a migration of VM {} that ended without it",
+                agent.name, rec.name
+            ),
+            Err(e) => {
+                tracing::warn!("cannot remove the leftover half of VM {}: {e}", rec.name);
+                continue;
+            }
+        };
+        tracing::info!("{message}");
+        if let Err(e) = agent.commit_retrying(Command::Note { message }).await {
+            tracing::warn!("cannot record it: {e}");
+        }
+    }
+    now
 }
 
 async fn startup(agent: &Agent, state: &ClusterState) {
@@ -66,7 +126,12 @@ async fn startup(agent: &Agent, state: &ClusterState) {
         }
     }
     let local = ferry_vm::control::list().unwrap_or_default();
-    for rec in local.iter().filter(|r| !r.state.is_final()) {
+    // A half waiting for a migration's state holds no guest: it is not
+    // re-attached, and the periodic sweep removes it if its migration is over.
+    for rec in local
+        .iter()
+        .filter(|r| !r.state.is_final() && !r.awaits_migration())
+    {
         let Some(def) = state.vms.get(&rec.name) else {
             tracing::info!(
                 "VM {} runs here but the cluster does not define it; left alone",

@@ -69,6 +69,17 @@ pub struct StateRecord {
     pub since: f64,
 }
 
+/// The detail of a VM whose QEMU waits for an incoming migration's state.
+pub const AWAITING_MIGRATION: &str = "waiting for an incoming migration (migrate-incoming)";
+
+impl StateRecord {
+    /// True while QEMU waits for an incoming migration's state: the
+    /// destination's half, which holds no guest yet.
+    pub fn awaits_migration(&self) -> bool {
+        self.state == VmState::Paused && self.detail == AWAITING_MIGRATION
+    }
+}
+
 /// Seconds since the epoch, for records.
 pub fn now_unix() -> f64 {
     std::time::SystemTime::now()

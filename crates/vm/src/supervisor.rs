@@ -216,10 +216,7 @@ async fn launch_and_watch(
         tokio::time::sleep(Duration::from_millis(2)).await;
     };
     if opts.incoming {
-        r.set(
-            VmState::Paused,
-            "waiting for an incoming migration (migrate-incoming)",
-        );
+        r.set(VmState::Paused, crate::state::AWAITING_MIGRATION);
     } else if opts.hold {
         r.set(
             VmState::Paused,
