@@ -92,7 +92,10 @@ impl Agent {
     /// The agent of the member configured by `config`.
     pub fn new(config: &MemberConfig, exe: PathBuf) -> Result<Self, SetupError> {
         let identity = Identity::load(&config.tls_dir())?;
-        let client = ApiClient::new(&identity)?;
+        // The agent calls the same few members again and again (placement,
+        // lists, a migration's relayed QMP commands): their connections are
+        // kept.
+        let client = ApiClient::new(&identity)?.pooled();
         let long = client.clone().with_timeout(LONG_CALL);
         let quick_dir = config
             .agent

@@ -80,14 +80,17 @@ pub enum ClientError {
 /// A client for one member and the base URL to use with it.
 type ClientAndBase = (reqwest::Client, String);
 
+/// Clients kept per member (name, address), shared by clones.
+type Pool = Arc<Mutex<HashMap<(String, String), ClientAndBase>>>;
+
 /// Makes HTTPS clients that reach members with this member's identity.
-/// One client (one connection pool) per member is kept and shared by
-/// clones, so calls after the first reuse its TLS connection.
+/// [`Peers::pooled`] ones keep one client (one connection pool) per member,
+/// shared by clones, so calls after the first reuse its TLS connection.
 #[derive(Clone)]
 pub struct Peers {
     tls: rustls::ClientConfig,
     timeout: Duration,
-    pool: Arc<Mutex<HashMap<(String, String), ClientAndBase>>>,
+    pool: Option<Pool>,
 }
 
 impl std::fmt::Debug for Peers {
@@ -102,7 +105,7 @@ impl Peers {
         Ok(Peers {
             tls: identity.client_config()?,
             timeout: Duration::from_secs(10),
-            pool: Arc::default(),
+            pool: None,
         })
     }
 
@@ -112,15 +115,24 @@ impl Peers {
         Ok(Peers {
             tls: crate::tls::anonymous_client_config(ca_cert)?,
             timeout: Duration::from_secs(10),
-            pool: Arc::default(),
+            pool: None,
         })
+    }
+
+    /// The same, keeping one client per member for every later call (for
+    /// a long-lived caller that calls the same few members often).
+    pub fn pooled(mut self) -> Self {
+        self.pool = Some(Arc::default());
+        self
     }
 
     /// How long one call may take.
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         // Clients carry their timeout: this one needs clients of its own.
-        self.pool = Arc::default();
+        if self.pool.is_some() {
+            self.pool = Some(Arc::default());
+        }
         self
     }
 
@@ -129,12 +141,15 @@ impl Peers {
     /// certificate must carry the name; one without (the CLI given only an
     /// address) must have the address in its certificate.
     pub fn client_for(&self, member: &Member) -> Result<(reqwest::Client, String), ClientError> {
+        let Some(pool) = &self.pool else {
+            return self.client_with(member, false);
+        };
         let key = (member.name.clone(), member.addr.clone());
-        if let Some(hit) = self.pool.lock().ok().and_then(|p| p.get(&key).cloned()) {
+        if let Some(hit) = pool.lock().ok().and_then(|p| p.get(&key).cloned()) {
             return Ok(hit);
         }
         let made = self.client_with(member, false)?;
-        if let Ok(mut pool) = self.pool.lock() {
+        if let Ok(mut pool) = pool.lock() {
             pool.insert(key, made.clone());
         }
         Ok(made)
@@ -242,6 +257,13 @@ impl ApiClient {
     /// The same client, allowing each call `timeout` (for long operations).
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.peers = self.peers.with_timeout(timeout);
+        self
+    }
+
+    /// The same client, keeping one connection pool per member
+    /// ([`Peers::pooled`]).
+    pub fn pooled(mut self) -> Self {
+        self.peers = self.peers.pooled();
         self
     }
 
