@@ -72,8 +72,9 @@ pub struct Agent {
     pub migrations_per_host: u32,
     /// The `ferry` binary (supervisors, migration helpers).
     pub exe: PathBuf,
-    /// This host's CPU profile, once read.
-    pub cpu_profile: OnceLock<ferry_cpu::CpuProfile>,
+    /// This host's QEMU and accelerator, once probed: what its CPU profile
+    /// is read with (see [`Agent::cpu_profile`]).
+    pub qemu: OnceLock<(ferry_qemu::QemuBinary, ferry_qemu::Accel)>,
     /// Progress of the migrations this host drives, by VM.
     pub progress: Mutex<BTreeMap<String, ferry_migrate::Progress>>,
     /// How to cancel each migration this host drives, by VM.
@@ -113,7 +114,7 @@ impl Agent {
             incoming: Mutex::new(Default::default()),
             migrations_per_host: config.agent.migrations_per_host,
             exe,
-            cpu_profile: OnceLock::new(),
+            qemu: OnceLock::new(),
             progress: Mutex::new(BTreeMap::new()),
             cancels: Mutex::new(BTreeMap::new()),
         })

@@ -46,23 +46,26 @@ pub fn runs_here(name: &str) -> bool {
     matches!(record(name), Ok(Some(r)) if !r.state.is_final())
 }
 
-/// Reads this host's CPU profile in the background (a QEMU launch).
+/// Probes this host's QEMU and reads its CPU profile once in the
+/// background (QEMU launches), so later reads are cheap.
 pub fn read_cpu_profile(agent: Arc<Agent>) {
     tokio::task::spawn_blocking(move || {
-        let read = || -> Result<ferry_cpu::CpuProfile, VmError> {
+        let probe = || -> Result<(ferry_qemu::QemuBinary, ferry_qemu::Accel), VmError> {
             let qemu = ferry_qemu::QemuBinary::find()?;
-            let accel = ferry_qemu::accel::choose(&qemu, None);
-            ferry_vm::cpu::host_profile(&qemu, accel.accel)
+            let accel = ferry_qemu::accel::choose(&qemu, None).accel;
+            Ok((qemu, accel))
         };
-        match read() {
-            Ok(p) => {
-                tracing::info!(
-                    "CPU profile: {} {} ({} features)",
-                    p.vendor,
-                    p.model_id,
-                    p.features.len()
-                );
-                let _ = agent.cpu_profile.set(p);
+        match probe() {
+            Ok(found) => {
+                let _ = agent.qemu.set(found);
+                if let Some(p) = agent.cpu_profile() {
+                    tracing::info!(
+                        "CPU profile: {} {} ({} features)",
+                        p.vendor,
+                        p.model_id,
+                        p.features.len()
+                    );
+                }
             }
             Err(e) => tracing::warn!(
                 "cannot read this host's CPU profile: {}",
@@ -70,6 +73,26 @@ pub fn read_cpu_profile(agent: Arc<Agent>) {
             ),
         }
     });
+}
+
+impl Agent {
+    /// This host's CPU profile as guests see it now: what QEMU offers (read
+    /// once) masked by the host configuration as it is now, so an edit of
+    /// its `[cpu]` table counts at the next placement. `None` until QEMU
+    /// has been probed, or if the profile cannot be read.
+    pub fn cpu_profile(&self) -> Option<ferry_cpu::CpuProfile> {
+        let (qemu, accel) = self.qemu.get()?;
+        match ferry_vm::cpu::host_profile(qemu, *accel) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                tracing::warn!(
+                    "cannot read this host's CPU profile: {}",
+                    crate::error::chain(&e)
+                );
+                None
+            }
+        }
+    }
 }
 
 impl Agent {

@@ -182,7 +182,7 @@ pub fn host_resources(agent: &Agent) -> Result<HostResources, AgentError> {
         mem_available_mib: available,
         vm_memory_mib: vm_memory,
         free_mib: resources::free_mib(total, available, vm_memory),
-        cpu_profile: agent.cpu_profile.get().cloned(),
+        cpu_profile: agent.cpu_profile(),
         running,
         tls_dir: Some(agent.tls_dir.clone()),
     })
