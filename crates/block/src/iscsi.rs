@@ -142,23 +142,8 @@ impl IscsiSecrets {
 
 /// The default initiator name: Ferry's prefix and the host name.
 pub fn default_initiator_name() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_lowercase())
-        .unwrap_or_default();
-    let host: String = host
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
-                c
-            } else {
-                '-'
-            }
-        })
-        .collect();
-    format!(
-        "iqn.2026-01.dev.ferry:{}",
-        if host.is_empty() { "host" } else { &host }
-    )
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    ferry_spec::initiator_name_for(&host)
 }
 
 /// A disk on an iSCSI LUN.

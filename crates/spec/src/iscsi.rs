@@ -9,6 +9,28 @@ pub const DEFAULT_SECRETS: &str = "/etc/ferry/iscsi-secrets.toml";
 /// The iSCSI port when the URL names none.
 pub const DEFAULT_PORT: u16 = 3260;
 
+/// The iSCSI initiator name Ferry uses for host `host`: one prefix for
+/// every Ferry host, then the host name lowercased, with anything an IQN
+/// may not hold replaced by `-` ("host" if nothing is left).
+pub fn initiator_name_for(host: &str) -> String {
+    let host: String = host
+        .trim()
+        .to_lowercase()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    format!(
+        "iqn.2026-01.dev.ferry:{}",
+        if host.is_empty() { "host" } else { &host }
+    )
+}
+
 /// A parsed `iscsi://` disk URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IscsiUrl {
@@ -98,6 +120,15 @@ impl IscsiUrl {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn initiator_names_are_lowercase_iqns_of_the_host() {
+        assert_eq!(
+            super::initiator_name_for(" Server_01\n"),
+            "iqn.2026-01.dev.ferry:server-01"
+        );
+        assert_eq!(super::initiator_name_for(""), "iqn.2026-01.dev.ferry:host");
+    }
+
     use super::*;
 
     #[test]

@@ -11,7 +11,7 @@ mod model;
 mod validate;
 
 pub use error::SpecError;
-pub use iscsi::{IscsiUrl, DEFAULT_SECRETS};
+pub use iscsi::{initiator_name_for, IscsiUrl, DEFAULT_SECRETS};
 pub use model::{
     Boot, CpuBaseline, Disk, DiskPath, Nic, NicAttachment, VmSpec, DEFAULT_CPU_MODEL,
     DEFAULT_MACHINE,

@@ -15,7 +15,7 @@ const KEY_B: &str = "0x4665727279000002";
 
 /// The initiator name a host uses towards shared storage.
 pub fn initiator_of(t: &Target) -> String {
-    format!("iqn.2026-01.dev.ferry:{}", t.name.to_ascii_lowercase())
+    ferry_spec::initiator_name_for(&t.name)
 }
 
 impl Target {
