@@ -153,7 +153,8 @@ pub async fn run(args: MigrateArgs, json: bool) -> anyhow::Result<ExitCode> {
         host: dst,
         ferry_exe: &std::env::current_exe().context("cannot find the ferry binary")?,
     };
-    let report = ferry_migrate::migrate(&args.name, src, &destination, &opts, |p| {
+    let src_dir = src.vm_dir(&args.name);
+    let report = ferry_migrate::migrate(&args.name, &src_dir, &destination, &opts, |p| {
         if json {
             if let Ok(line) = serde_json::to_string(&serde_json::json!({"progress": p})) {
                 println!("{line}");

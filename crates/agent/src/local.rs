@@ -9,7 +9,7 @@ use ferry_cluster::state::ClusterState;
 use ferry_cluster::state::{Command, VmDef};
 use ferry_cluster::Member;
 use ferry_migrate::live::OnTimeout;
-use ferry_migrate::{Host, MigrateOptions, TlsPlan};
+use ferry_migrate::{MigrateOptions, TlsPlan};
 use ferry_spec::VmSpec;
 use ferry_vm::control::{self, StartOptions, StopOptions};
 use ferry_vm::{RunDir, StateRecord, VmError, VmState};
@@ -254,13 +254,6 @@ impl Agent {
             address,
             probe: quick.as_ref().map(|q| q.probe.clone()),
         };
-        let src = Host {
-            run_dir: ferry_vm::rundir::root(),
-            migration_address: String::new(),
-            netns: None,
-            networks: Default::default(),
-            config: None,
-        };
         self.commit(Command::BeginMigration {
             name: name.to_string(),
             from: self.name.clone(),
@@ -290,7 +283,7 @@ impl Agent {
             "migrating VM {name} to {to}{}",
             if req.quick { " (quick)" } else { "" }
         );
-        let result = ferry_migrate::migrate(name, &src, &dst, &opts, |p| {
+        let result = ferry_migrate::migrate(name, &RunDir::for_vm(name), &dst, &opts, |p| {
             if let Ok(mut map) = self.progress.lock() {
                 map.insert(name.to_string(), p.clone());
             }

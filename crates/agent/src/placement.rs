@@ -160,6 +160,17 @@ mod tests {
         }
     }
 
+    /// Candidates whose agents all answered.
+    fn reachable<'a>(pairs: &[(&'a Host, &'a HostResources)]) -> Vec<Candidate<'a>> {
+        pairs
+            .iter()
+            .map(|&(host, r)| Candidate {
+                host,
+                resources: Ok(r),
+            })
+            .collect()
+    }
+
     #[test]
     fn most_free_memory_wins_and_ties_go_by_name() {
         let (h1, h2, h3) = (
@@ -172,20 +183,7 @@ mod tests {
             res("h2", 3000, &[]),
             res("h3", 3000, &[]),
         );
-        let cands = [
-            Candidate {
-                host: &h1,
-                resources: Ok(&r1),
-            },
-            Candidate {
-                host: &h2,
-                resources: Ok(&r2),
-            },
-            Candidate {
-                host: &h3,
-                resources: Ok(&r3),
-            },
-        ];
+        let cands = reachable(&[(&h1, &r1), (&h2, &r2), (&h3, &r3)]);
         assert_eq!(place(&needs(512, &[]), &cands), Ok("h2".into()));
         assert_eq!(
             place(&needs(2000, &[]), &cands[..1]).map_err(|e| e.reasons["h1"].clone()),
@@ -205,20 +203,7 @@ mod tests {
             res("h2", 4000, &[]),
             res("h3", 600, &[]),
         );
-        let cands = [
-            Candidate {
-                host: &h1,
-                resources: Ok(&r1),
-            },
-            Candidate {
-                host: &h2,
-                resources: Ok(&r2),
-            },
-            Candidate {
-                host: &h3,
-                resources: Ok(&r3),
-            },
-        ];
+        let cands = reachable(&[(&h1, &r1), (&h2, &r2), (&h3, &r3)]);
         let pref = vec!["h2".to_string(), "h3".to_string(), "h1".to_string()];
         // h2 is paused: the next preferred that fits.
         assert_eq!(place(&needs(512, &pref), &cands), Ok("h3".into()));

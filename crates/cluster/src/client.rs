@@ -290,14 +290,7 @@ impl ApiClient {
         if forwarded {
             req = req.header(FORWARDED, "1");
         }
-        if let Some(token) = &self.token {
-            req = req.bearer_auth(token);
-        }
-        let http = |source| ClientError::Http {
-            member: member.to_string(),
-            source,
-        };
-        let resp = req.send().await.map_err(http)?;
+        let resp = self.send(member, req).await?;
         let status = resp.status();
         let bytes = read_capped(member, resp, MAX_REPLY).await?;
         if !status.is_success() {
@@ -318,24 +311,35 @@ impl ApiClient {
         protocol: &str,
     ) -> Result<reqwest::Upgraded, ClientError> {
         let (client, base) = self.peers.client_for(member)?;
-        let mut req = client
+        let req = client
             .get(format!("{base}{path}"))
             .header(reqwest::header::CONNECTION, "upgrade")
             .header(reqwest::header::UPGRADE, protocol);
-        if let Some(token) = &self.token {
-            req = req.bearer_auth(token);
-        }
-        let http = |source| ClientError::Http {
-            member: member.to_string(),
-            source,
-        };
-        let resp = req.send().await.map_err(http)?;
+        let resp = self.send(member, req).await?;
         let status = resp.status();
         if status != reqwest::StatusCode::SWITCHING_PROTOCOLS {
             let bytes = read_capped(member, resp, MAX_REPLY).await?;
             return Err(api_error(member, status, &bytes));
         }
-        resp.upgrade().await.map_err(http)
+        resp.upgrade().await.map_err(|source| ClientError::Http {
+            member: member.to_string(),
+            source,
+        })
+    }
+
+    /// Sends `req` to `member` with this client's token, if any.
+    async fn send(
+        &self,
+        member: &Member,
+        mut req: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, ClientError> {
+        if let Some(token) = &self.token {
+            req = req.bearer_auth(token);
+        }
+        req.send().await.map_err(|source| ClientError::Http {
+            member: member.to_string(),
+            source,
+        })
     }
 
     /// Makes `member` the first member of a new cluster.

@@ -12,9 +12,8 @@
 //! ```
 
 use crate::destination::{Destination, Qmp};
-use crate::hosts::Host;
 use ferry_qemu::{QmpClient, QmpError};
-use ferry_vm::{StateRecord, VmState};
+use ferry_vm::{RunDir, StateRecord, VmState};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::path::PathBuf;
@@ -294,17 +293,16 @@ fn progress_of(v: &Value, elapsed: Duration, limit: u64) -> Progress {
     }
 }
 
-/// Migrates VM `name` from `src` (this host) to `dst`, calling
-/// `on_progress` as it goes.
+/// Migrates VM `name`, whose runtime directory on this host is `src_dir`,
+/// to `dst`, calling `on_progress` as it goes.
 pub async fn migrate<D: Destination>(
     name: &str,
-    src: &Host,
+    src_dir: &RunDir,
     dst: &D,
     opts: &MigrateOptions,
     mut on_progress: impl FnMut(&Progress),
 ) -> Result<MigrationReport, MigrateError> {
-    let src_dir = src.vm_dir(name);
-    let rec = StateRecord::load(&src_dir)?.ok_or_else(|| MigrateError::NotRunning {
+    let rec = StateRecord::load(src_dir)?.ok_or_else(|| MigrateError::NotRunning {
         name: name.into(),
         state: "unknown here".into(),
     })?;
@@ -316,7 +314,7 @@ pub async fn migrate<D: Destination>(
     }
     let _inflight = crate::inflight::InFlight::begin(
         name,
-        &src_dir,
+        src_dir,
         dst.migration_address(),
         opts.cancel.is_some(),
     )?;
@@ -335,12 +333,12 @@ pub async fn migrate<D: Destination>(
                     policy: opts.policy,
                     bandwidth_mibps: opts.bandwidth_mibps,
                 };
-                crate::quick::drive(name, src, &d, &plan, &mut cancel, &mut on_progress).await
+                crate::quick::drive(name, src_dir, &d, &plan, &mut cancel, &mut on_progress).await
             }
             None => {
                 drive(
                     name,
-                    src,
+                    src_dir,
                     dst.migration_address(),
                     &d,
                     opts,
@@ -363,14 +361,14 @@ pub async fn migrate<D: Destination>(
 
 async fn drive(
     name: &str,
-    src: &Host,
+    src_dir: &RunDir,
     dst_address: &str,
     d: &impl Qmp,
     opts: &MigrateOptions,
     cancel: &mut CancelSignals,
     on_progress: &mut impl FnMut(&Progress),
 ) -> Result<MigrationReport, MigrateError> {
-    let (s, mut s_events) = QmpClient::connect(&src.vm_dir(name).qmp_control())
+    let (s, mut s_events) = QmpClient::connect(&src_dir.qmp_control())
         .await
         .map_err(qmp_err("connecting to the source QEMU"))?;
 
@@ -536,7 +534,7 @@ async fn drive(
     };
 
     let completed_at = Instant::now();
-    let running_at = switch_over(name, src, &s, d).await?;
+    let running_at = switch_over(name, src_dir, &s, d).await?;
     let resume_ms = running_at.duration_since(completed_at).as_millis() as u64;
     let report = MigrationReport {
         name: name.to_string(),
@@ -558,7 +556,7 @@ async fn drive(
 /// destination was seen running.
 pub(crate) async fn switch_over(
     name: &str,
-    src: &Host,
+    src_dir: &RunDir,
     s: &QmpClient,
     d: &impl Qmp,
 ) -> Result<Instant, MigrateError> {
@@ -584,10 +582,9 @@ pub(crate) async fn switch_over(
         tracing::warn!("announce-self failed: {e}");
     }
     let _ = s.execute("quit", None).await;
-    let src_dir = src.vm_dir(name);
     let deadline = Instant::now() + SOURCE_QUIT;
     loop {
-        match StateRecord::load(&src_dir) {
+        match StateRecord::load(src_dir) {
             Ok(Some(r)) if r.state.is_final() => break,
             Ok(Some(r)) if Instant::now() >= deadline => {
                 // Never two running copies: a source QEMU that ignores

@@ -7,12 +7,12 @@
 //! destination runs: any failure resumes the VM where it was.
 
 use crate::destination::Qmp;
-use crate::hosts::Host;
 use crate::live::{
     qmp_err, switch_over, wait_not_active, CancelSignals, MigrateError, MigrationReport, Policy,
     Progress, QuickTimes, CANCEL_WAIT,
 };
 use ferry_qemu::QmpClient;
+use ferry_vm::RunDir;
 use serde_json::json;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -87,19 +87,19 @@ pub(crate) struct Plan<'a> {
     pub bandwidth_mibps: Option<u64>,
 }
 
-/// Saves VM `name` on `src` to the plan's state file, restores it on the
+/// Saves VM `name` (runtime directory `src_dir`) to the plan's state file, restores it on the
 /// destination whose QEMU `d` reaches. A cancel (as for a live migration)
 /// stops the save or the restore; the VM resumes on the source.
 pub(crate) async fn drive(
     name: &str,
-    src: &Host,
+    src_dir: &RunDir,
     d: &impl Qmp,
     plan: &Plan<'_>,
     cancel: &mut CancelSignals,
     on_progress: &mut impl FnMut(&Progress),
 ) -> Result<MigrationReport, MigrateError> {
     let (state_file, policy) = (plan.state_file, plan.policy);
-    let (s, _) = QmpClient::connect(&src.vm_dir(name).qmp_control())
+    let (s, _) = QmpClient::connect(&src_dir.qmp_control())
         .await
         .map_err(qmp_err("connecting to the source QEMU"))?;
     // A VM that arrived by live migration still carries that migration's
@@ -170,7 +170,7 @@ pub(crate) async fn drive(
         }
     };
     let completed_at = Instant::now();
-    let running_at = switch_over(name, src, &s, d).await?;
+    let running_at = switch_over(name, src_dir, &s, d).await?;
     let _ = std::fs::remove_file(state_file);
     let total_ms = running_at.duration_since(started).as_millis() as u64;
     Ok(MigrationReport {
