@@ -45,6 +45,44 @@ pub enum BackendError {
     },
 }
 
+/// A read or write handed to [`BlockBackend::start`].
+#[derive(Debug)]
+pub enum Op {
+    /// Read `len` bytes at `offset`.
+    Read {
+        /// Start.
+        offset: u64,
+        /// Bytes.
+        len: u64,
+    },
+    /// Write `data` at `offset`, durable before it ends if `fua`.
+    Write {
+        /// Start.
+        offset: u64,
+        /// The bytes (shared, so a backend can send slices without copying).
+        data: bytes::Bytes,
+        /// Force unit access.
+        fua: bool,
+    },
+}
+
+/// How a started operation ended.
+#[derive(Debug)]
+pub enum Ended {
+    /// A read's data, in order, in one or more buffers.
+    Read(Vec<Vec<u8>>),
+    /// A write is done.
+    Written,
+    /// It failed.
+    Failed(BackendError),
+    /// The backend did not finish it (it cannot start this kind of request,
+    /// or the storage asked for a retry): run it with the blocking call.
+    Again,
+}
+
+/// Runs when a started operation ends, on a thread of the backend's.
+pub type Done = Box<dyn FnOnce(Ended) + Send>;
+
 /// A disk's storage, safe to use from many threads at once.
 pub trait BlockBackend: Send + Sync {
     /// Size in bytes.
@@ -68,6 +106,19 @@ pub trait BlockBackend: Send + Sync {
     /// with splice and sendfile). Servers use them only when this is true.
     fn fd_transfer(&self) -> bool {
         false
+    }
+    /// Whether [`BlockBackend::start`] hands reads and writes to the
+    /// storage without waiting for them (an iSCSI LUN can: many commands
+    /// fly on one session). The server then starts them from the thread
+    /// that reads requests, and the backend's thread that learns of the end
+    /// sends the reply: no thread is woken just to wait.
+    fn starts(&self) -> bool {
+        false
+    }
+    /// Starts `op` (its range already checked); `done` runs when it ends.
+    /// Backends that cannot answer [`Ended::Again`].
+    fn start(&self, _op: Op, done: Done) {
+        done(Ended::Again)
     }
     /// Whether every request waits on the network (an iSCSI LUN): the
     /// server then runs all of them on worker threads, never inline.

@@ -15,8 +15,10 @@
 //! digests = false                                  # ask for CRC32C header/data digests
 //! ```
 
-use crate::backend::{BackendError, BlockBackend};
-use ferry_iscsi::initiator::{random_isid, Chap, IscsiError, LoginConfig, Lun, SessionConfig};
+use crate::backend::{BackendError, BlockBackend, Done, Ended, Op};
+use ferry_iscsi::initiator::{
+    random_isid, Chap, IscsiError, LoginConfig, Lun, SessionConfig, Unfinished,
+};
 use ferry_spec::IscsiUrl;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -255,8 +257,52 @@ impl BlockBackend for IscsiBackend {
         self.lun.block_size()
     }
     fn workers(&self) -> usize {
-        // Enough threads to keep the session's pipeline full.
-        32
+        // Reads and writes are started, not run on workers: these serve
+        // flushes, discards and the rare retry.
+        8
+    }
+    fn starts(&self) -> bool {
+        true
+    }
+    fn start(&self, op: Op, done: Done) {
+        let bs = u64::from(self.lun.block_size());
+        let aligned = |offset: u64, len: u64| offset.is_multiple_of(bs) && len.is_multiple_of(bs);
+        let url = self.url.clone();
+        let ended = move |u: Unfinished| match u {
+            Unfinished::Again => Ended::Again,
+            Unfinished::Failed(e) => Ended::Failed(BackendError::Remote {
+                disk: url,
+                source: Box::new(e),
+            }),
+        };
+        match op {
+            // Partial blocks need a read-modify-write: the blocking path.
+            Op::Read { offset, len } if !aligned(offset, len) => done(Ended::Again),
+            Op::Write {
+                offset, ref data, ..
+            } if !aligned(offset, data.len() as u64) => done(Ended::Again),
+            Op::Read { offset, len } => self.lun.start_read(
+                offset,
+                len,
+                Box::new(move |r| {
+                    done(match r {
+                        Ok(parts) => Ended::Read(parts),
+                        Err(u) => ended(u),
+                    })
+                }),
+            ),
+            Op::Write { offset, data, fua } => self.lun.start_write(
+                data,
+                offset,
+                fua,
+                Box::new(move |r| {
+                    done(match r {
+                        Ok(()) => Ended::Written,
+                        Err(u) => ended(u),
+                    })
+                }),
+            ),
+        }
     }
     fn identity(&self) -> String {
         match self.lun.device_id() {

@@ -53,6 +53,12 @@ impl DiskCounters {
         Instant::now()
     }
 
+    /// Forgets a started request without counting it: it is handed on to
+    /// run again, and counted then.
+    pub fn handed_on(&self) {
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+
     /// Marks a request finished.
     pub fn end(&self, started: Instant, op: OpKind, ok: bool) {
         self.in_flight.fetch_sub(1, Ordering::Relaxed);

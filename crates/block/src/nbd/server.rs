@@ -2,19 +2,22 @@
 //!
 //! Each connection gets a reader thread that decodes requests and a few
 //! worker threads that run them against the backend and write each reply,
-//! whole, under a lock. Plain threads, not an async runtime: the work is
+//! whole, under a lock. Backends that start requests without waiting (an
+//! iSCSI LUN) get their reads and writes straight from the reader thread,
+//! and the backend's own thread that learns of the end sends the reply. Plain threads, not an async runtime: the work is
 //! blocking file I/O, and every hop between threads costs CPU the guest's
 //! vCPUs (emulated, under TCG) need. On `DISC` or end of stream every request
 //! already read is completed before the connection closes, so no
 //! acknowledged write is lost and none is applied after the client left.
 
 use super::proto::{self, cmd, errno, opt, rep, tflag, ProtoError, Request};
-use crate::backend::{BackendError, BlockBackend};
+use crate::backend::{BackendError, BlockBackend, Ended, Op};
 use crate::stats::{DiskCounters, OpKind};
-use std::io::{BufRead, BufReader, Read, Write};
+use bytes::Bytes;
+use std::io::{BufRead, BufReader, IoSlice, Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{mpsc, Arc, Condvar, Mutex};
 
 /// Worker threads per connection: how many requests run at once.
 pub const WORKERS: usize = 4;
@@ -200,8 +203,83 @@ struct Job {
     data: Vec<u8>,
 }
 
+/// The reply side of a connection, shared with the threads that complete
+/// started requests.
+#[derive(Clone)]
+struct Link {
+    writer: Arc<Mutex<UnixStream>>,
+    inflight: Arc<Inflight>,
+}
+
+impl Link {
+    /// Sends one whole reply made of `parts`.
+    fn reply(&self, parts: &[&[u8]]) -> std::io::Result<()> {
+        let mut w = self
+            .writer
+            .lock()
+            .map_err(|_| std::io::Error::other("reply writer poisoned"))?;
+        write_all_vectored(&mut w, parts)
+    }
+}
+
+/// Requests handed to a backend and not answered yet: the connection
+/// waits for them before it ends, so no reply is lost and no write of a
+/// client that left is still running.
+#[derive(Default)]
+struct Inflight {
+    count: Mutex<usize>,
+    none: Condvar,
+}
+
+/// One request of [`Inflight`]; dropping it marks the request answered.
+struct InflightGuard(Arc<Inflight>);
+
+impl Inflight {
+    fn enter(self: &Arc<Self>) -> InflightGuard {
+        *self.count.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        InflightGuard(self.clone())
+    }
+
+    fn wait_none(&self) {
+        let mut n = self.count.lock().unwrap_or_else(|e| e.into_inner());
+        while *n > 0 {
+            n = self.none.wait(n).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
+impl Drop for InflightGuard {
+    fn drop(&mut self) {
+        let mut n = self.0.count.lock().unwrap_or_else(|e| e.into_inner());
+        *n -= 1;
+        if *n == 0 {
+            self.0.none.notify_all();
+        }
+    }
+}
+
+/// `write_all` over several buffers, in as few system calls as the socket takes.
+fn write_all_vectored(w: &mut UnixStream, parts: &[&[u8]]) -> std::io::Result<()> {
+    let mut slices: Vec<IoSlice<'_>> = parts.iter().map(|p| IoSlice::new(p)).collect();
+    let mut slices = &mut slices[..];
+    IoSlice::advance_slices(&mut slices, 0);
+    while !slices.is_empty() {
+        match w.write_vectored(slices) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => IoSlice::advance_slices(&mut slices, n),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 fn transmission(mut rd: UnixStream, wr: UnixStream, export: &Export) -> Result<(), ServerError> {
-    let writer = Mutex::new(wr);
+    let link = Link {
+        writer: Arc::new(Mutex::new(wr)),
+        inflight: Arc::default(),
+    };
+    let writer = &*link.writer;
     let (tx, rx) = mpsc::sync_channel::<Job>(QUEUE_DEPTH);
     let rx = Mutex::new(rx);
     std::thread::scope(|scope| {
@@ -217,7 +295,13 @@ fn transmission(mut rd: UnixStream, wr: UnixStream, export: &Export) -> Result<(
                         Err(_) => return,
                     };
                     reply.clear();
-                    execute(export, job.req, &job.data, &mut reply);
+                    execute(
+                        &*export.backend,
+                        &export.counters,
+                        job.req,
+                        &job.data,
+                        &mut reply,
+                    );
                     let sent = match writer.lock() {
                         Ok(mut w) => w.write_all(&reply),
                         Err(_) => return,
@@ -228,11 +312,102 @@ fn transmission(mut rd: UnixStream, wr: UnixStream, export: &Export) -> Result<(
                 }
             });
         }
-        let result = read_requests(&mut rd, &tx, export, &writer);
+        let result = read_requests(&mut rd, &tx, export, &link);
         // Dropping the sender lets the workers finish what was read, then exit.
         drop(tx);
+        link.inflight.wait_none();
         result
     })
+}
+
+/// Hands a read or write to a backend that starts requests (see
+/// [`BlockBackend::starts`]); the thread that learns of its end sends the
+/// reply. What the backend hands back unfinished runs again, blocking, on
+/// a thread of its own (never on the backend's thread, which other
+/// requests' answers wait on).
+fn start(export: &Export, req: Request, data: Vec<u8>, link: &Link) -> Result<(), ServerError> {
+    let (b, c) = (&export.backend, &export.counters);
+    let len = u64::from(req.length);
+    let write = req.kind == cmd::WRITE;
+    let kind = if write {
+        OpKind::Write(len)
+    } else {
+        OpKind::Read(len)
+    };
+    let started = c.begin();
+    if let Err(e) = b.check_range(req.offset, len, write) {
+        c.end(started, kind, false);
+        link.reply(&[&proto::simple_reply(error_code(&e), req.handle)])?;
+        return Ok(());
+    }
+    let payload = Bytes::from(data);
+    let op = if write {
+        Op::Write {
+            offset: req.offset,
+            data: payload.clone(),
+            fua: req.flags & proto::CMD_FLAG_FUA != 0,
+        }
+    } else {
+        Op::Read {
+            offset: req.offset,
+            len,
+        }
+    };
+    let guard = link.inflight.enter();
+    let (backend, counters, link) = (b.clone(), c.clone(), link.clone());
+    let handle = req.handle;
+    b.start(
+        op,
+        Box::new(move |ended| {
+            let head = |code| proto::simple_reply(code, handle);
+            let sent = match ended {
+                Ended::Read(parts) => {
+                    counters.end(started, kind, true);
+                    let ok = head(0);
+                    let mut all: Vec<&[u8]> = vec![&ok];
+                    all.extend(parts.iter().map(Vec::as_slice));
+                    link.reply(&all)
+                }
+                Ended::Written => {
+                    counters.end(started, kind, true);
+                    link.reply(&[&head(0)])
+                }
+                Ended::Failed(e) => {
+                    counters.end(started, kind, false);
+                    link.reply(&[&head(error_code(&e))])
+                }
+                Ended::Again => {
+                    counters.handed_on();
+                    let fallback = link.clone();
+                    // Held until the error reply below is sent, should the
+                    // thread (and the guard with it) be gone.
+                    let _until_replied = fallback.inflight.enter();
+                    let rerun = move || {
+                        let mut out = Vec::new();
+                        execute(&*backend, &counters, req, &payload, &mut out);
+                        if let Err(e) = link.reply(&[&out]) {
+                            tracing::debug!("reply not sent, client gone: {e}");
+                        }
+                        drop(guard);
+                    };
+                    let spawned = std::thread::Builder::new()
+                        .name("nbd-rerun".into())
+                        .spawn(rerun);
+                    if let Err(e) = spawned {
+                        tracing::error!("cannot start a thread to run a request again: {e}");
+                        fallback.reply(&[&head(errno::EIO)])
+                    } else {
+                        return;
+                    }
+                }
+            };
+            if let Err(e) = sent {
+                tracing::debug!("reply not sent, client gone: {e}");
+            }
+            // `guard`, unless handed to the rerun, is dropped here: answered.
+        }),
+    );
+    Ok(())
 }
 
 /// True for requests that can block for long (they reach the disk, or any
@@ -272,16 +447,16 @@ fn read_requests(
     rd: &mut UnixStream,
     tx: &mpsc::SyncSender<Job>,
     export: &Export,
-    writer: &Mutex<UnixStream>,
+    link: &Link,
 ) -> Result<(), ServerError> {
     // One recv brings in as many pipelined requests, payloads included, as
     // the client has sent; two syscalls per small request become a fraction.
     let mut rd = BufReader::with_capacity(READ_BUFFER, &*rd);
     let mut pending = Pending {
         bytes: Vec::new(),
-        writer,
+        writer: &link.writer,
     };
-    let result = serve_requests(&mut rd, tx, export, &mut pending);
+    let result = serve_requests(&mut rd, tx, export, &mut pending, link);
     // Whatever ended the stream, the replies already made still go out.
     let flushed = pending.flush();
     result.and(flushed)
@@ -292,7 +467,9 @@ fn serve_requests(
     tx: &mpsc::SyncSender<Job>,
     export: &Export,
     pending: &mut Pending<'_>,
+    link: &Link,
 ) -> Result<(), ServerError> {
+    let starts = export.backend.starts();
     let mut data = Vec::new();
     loop {
         if rd.buffer().is_empty() {
@@ -314,6 +491,12 @@ fn serve_requests(
         } else {
             0
         };
+        if starts && matches!(req.kind, cmd::READ | cmd::WRITE) {
+            let mut payload = vec![0u8; len];
+            rd.read_exact(&mut payload)?;
+            start(export, req, payload, link)?;
+            continue;
+        }
         let direct = export.backend.fd_transfer() && req.length as usize >= SPLICE_MIN;
         if direct && req.kind == cmd::WRITE && !is_slow(export, &req) {
             pending.flush()?;
@@ -330,7 +513,13 @@ fn serve_requests(
             data.resize(len, 0);
             rd.read_exact(&mut data)?;
             // Encoded straight into the batch: read data is copied once.
-            execute(export, req, &data, &mut pending.bytes);
+            execute(
+                &*export.backend,
+                &export.counters,
+                req,
+                &data,
+                &mut pending.bytes,
+            );
             if pending.bytes.len() >= REPLY_BATCH {
                 pending.flush()?;
             }
@@ -441,9 +630,7 @@ fn error_code(e: &BackendError) -> u32 {
 /// Runs one request against the backend and appends its reply to `out`
 /// (for a read, header and data together, the data read straight into
 /// place). Reusing `out` spares an allocation and zeroing per request.
-fn execute(export: &Export, req: Request, data: &[u8], out: &mut Vec<u8>) {
-    let b = &export.backend;
-    let c = &export.counters;
+fn execute(b: &dyn BlockBackend, c: &DiskCounters, req: Request, data: &[u8], out: &mut Vec<u8>) {
     let started = c.begin();
     let fua = req.flags & proto::CMD_FLAG_FUA != 0;
     let len = u64::from(req.length);

@@ -12,16 +12,16 @@ use super::task::Request;
 use crate::pdu::bhs::{self, Header};
 use crate::pdu::frame::{encode_head, encode_tail};
 use crate::pdu::Digests;
+use bytes::Bytes;
 use std::io::IoSlice;
 use std::ops::Range;
-use std::sync::Arc;
 
 /// One piece of the byte stream to send.
 enum Part {
     /// Bytes of [`Frames::own`].
     Own(Range<usize>),
     /// A data segment, borrowed from a command's write buffer.
-    Data(Arc<[u8]>, Range<usize>),
+    Data(Bytes, Range<usize>),
 }
 
 /// Encoded frames waiting to be written, in wire order.
@@ -91,13 +91,7 @@ impl Frames {
 
 /// Appends one PDU (no AHS) whose data segment is `data[range]`, encoded
 /// by the PDU codec with the data borrowed rather than copied.
-fn frame(
-    out: &mut Frames,
-    digests: Digests,
-    header: &Header,
-    data: &Arc<[u8]>,
-    range: Range<usize>,
-) {
+fn frame(out: &mut Frames, digests: Digests, header: &Header, data: &Bytes, range: Range<usize>) {
     let range = range.start..range.start + range.len().min(0xff_ffff);
     let segment = &data[range.clone()];
     let start = out.own.len();
@@ -126,7 +120,7 @@ pub(super) fn encode_data_out(
     out: &mut Frames,
     digests: Digests,
     r: DataOutRun,
-    data: &Arc<[u8]>,
+    data: &Bytes,
     start: usize,
     end: usize,
 ) {
@@ -240,7 +234,7 @@ mod tests {
                 let mut big = vec![0xee; 3];
                 big.extend_from_slice(&data);
                 big.push(0xee);
-                let big: Arc<[u8]> = Arc::from(big);
+                let big = Bytes::from(big);
                 let mut ours = Frames::default();
                 frame(&mut ours, digests, &h, &big, 3..3 + len);
                 frame(&mut ours, digests, &h, &big, 3..3 + len);

@@ -6,10 +6,12 @@
 use super::cdb::{self, BlockLimits, Capacity};
 use super::session::{Session, SessionConfig};
 use super::task::{
-    Request, ScsiResult, BUSY, CHECK_CONDITION, GOOD, RESERVATION_CONFLICT, TASK_SET_FULL,
+    Completion, Request, ScsiResult, BUSY, CHECK_CONDITION, GOOD, RESERVATION_CONFLICT,
+    TASK_SET_FULL,
 };
 use super::IscsiError;
-use std::sync::Arc;
+use bytes::Bytes;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Sense key UNIT ATTENTION.
@@ -24,6 +26,83 @@ const LUN_NOT_SUPPORTED: u8 = 0x25;
 const MAX_UA_RETRIES: u32 = 8;
 /// Largest single READ/WRITE command when the target states no limit.
 const DEFAULT_MAX_IO: u64 = 1024 * 1024;
+
+/// Why a read or write started with [`Lun::start_read`] or
+/// [`Lun::start_write`] did not end well.
+#[derive(Debug)]
+pub enum Unfinished {
+    /// The target answered some part with a status other than GOOD: run
+    /// the operation again with the blocking call, which retries what SCSI
+    /// says to retry (UNIT ATTENTION, BUSY, ...) and reports the rest, a
+    /// reservation conflict included. Reads and writes of whole blocks can
+    /// safely run twice.
+    Again,
+    /// The session failed it (timed out and aborted, or closed).
+    Failed(IscsiError),
+}
+
+/// What a started read hands its caller: the data, a buffer per command.
+pub type ReadDone = Box<dyn FnOnce(Result<Vec<Vec<u8>>, Unfinished>) + Send>;
+/// What a started write hands its caller.
+pub type WriteDone = Box<dyn FnOnce(Result<(), Unfinished>) + Send>;
+
+/// The commands of one started read or write, gathered as they end; the
+/// last one to end reports for all.
+struct Gather {
+    left: usize,
+    parts: Vec<Vec<u8>>,
+    /// `Failed` wins over `Again`: a failure is final.
+    unfinished: Option<Unfinished>,
+    done: Option<ReadDone>,
+}
+
+impl Gather {
+    /// One completion per command; `expected[i]` is command i's read length.
+    fn completions(done: ReadDone, expected: Vec<usize>) -> Vec<Completion> {
+        let g = Arc::new(Mutex::new(Gather {
+            left: expected.len(),
+            parts: vec![Vec::new(); expected.len()],
+            unfinished: None,
+            done: Some(done),
+        }));
+        expected
+            .into_iter()
+            .enumerate()
+            .map(|(i, want)| {
+                let g = g.clone();
+                Completion::new(move |r| Gather::end(&g, i, want, r))
+            })
+            .collect()
+    }
+
+    fn end(g: &Mutex<Gather>, i: usize, want: usize, r: Result<ScsiResult, IscsiError>) {
+        let mut s = g.lock().unwrap_or_else(|e| e.into_inner());
+        match r {
+            Ok(r) if r.status == GOOD && r.data.len() == want => s.parts[i] = r.data,
+            Ok(_) => {
+                s.unfinished.get_or_insert(Unfinished::Again);
+            }
+            Err(e) => {
+                if !matches!(s.unfinished, Some(Unfinished::Failed(_))) {
+                    s.unfinished = Some(Unfinished::Failed(e));
+                }
+            }
+        }
+        s.left -= 1;
+        if s.left > 0 {
+            return;
+        }
+        let done = s.done.take();
+        let result = match s.unfinished.take() {
+            Some(u) => Err(u),
+            None => Ok(std::mem::take(&mut s.parts)),
+        };
+        drop(s);
+        if let Some(done) = done {
+            done(result);
+        }
+    }
+}
 
 /// One LUN of a target, opened through its own session.
 pub struct Lun {
@@ -158,7 +237,7 @@ impl Lun {
         let req = Request {
             lun,
             cdb,
-            data: Arc::from(data),
+            data: Bytes::copy_from_slice(data),
             read_len,
         };
         self.finish(req.clone(), self.session.command(req)?)
@@ -274,7 +353,7 @@ impl Lun {
             .map(|(at, n)| Request {
                 lun: self.lun,
                 cdb: cdb::read16((offset + at) / bs, (n / bs) as u32),
-                data: Arc::from(Vec::new()),
+                data: Bytes::new(),
                 read_len: n as u32,
             })
             .collect();
@@ -297,6 +376,60 @@ impl Lun {
         Ok(())
     }
 
+    /// Starts reading `len` bytes at `offset` (block-aligned) without
+    /// waiting: `done` gets the data, in order, when every command has
+    /// ended (on the session's reader thread; see
+    /// [`Completion`]).
+    pub fn start_read(&self, offset: u64, len: u64, done: ReadDone) {
+        if let Err(e) = self.check(offset, len) {
+            return done(Err(Unfinished::Failed(e)));
+        }
+        if len == 0 {
+            return done(Ok(Vec::new()));
+        }
+        let bs = u64::from(self.cap.block_size);
+        let chunks: Vec<(u64, u64)> = self.chunks(len).collect();
+        let expected = chunks.iter().map(|&(_, n)| n as usize).collect();
+        for ((at, n), c) in chunks.into_iter().zip(Gather::completions(done, expected)) {
+            let req = Request {
+                lun: self.lun,
+                cdb: cdb::read16((offset + at) / bs, (n / bs) as u32),
+                data: Bytes::new(),
+                read_len: n as u32,
+            };
+            self.session.start(req, c);
+        }
+    }
+
+    /// Starts writing `data` at `offset` (block-aligned) without waiting;
+    /// `done` runs once every command has ended. With `fua` the data is on
+    /// stable storage when `done` hears success.
+    pub fn start_write(&self, data: Bytes, offset: u64, fua: bool, done: WriteDone) {
+        let len = data.len() as u64;
+        if let Err(e) = self.check(offset, len) {
+            return done(Err(Unfinished::Failed(e)));
+        }
+        if len == 0 {
+            return done(Ok(()));
+        }
+        let bs = u64::from(self.cap.block_size);
+        let chunks: Vec<(u64, u64)> = self.chunks(len).collect();
+        let expected = vec![0; chunks.len()];
+        let read_done: ReadDone = Box::new(move |r| done(r.map(|_| ())));
+        for ((at, n), c) in chunks
+            .into_iter()
+            .zip(Gather::completions(read_done, expected))
+        {
+            let req = Request {
+                lun: self.lun,
+                cdb: cdb::write16((offset + at) / bs, (n / bs) as u32, fua),
+                data: data.slice(at as usize..(at + n) as usize),
+                read_len: 0,
+            };
+            self.session.start(req, c);
+        }
+    }
+
     /// Writes `buf` at `offset` (block-aligned); with `fua` it is on stable
     /// storage when this returns.
     pub fn write_at(&self, buf: &[u8], offset: u64, fua: bool) -> Result<(), IscsiError> {
@@ -308,7 +441,7 @@ impl Lun {
             .map(|(at, n)| Request {
                 lun: self.lun,
                 cdb: cdb::write16((offset + at) / bs, (n / bs) as u32, fua),
-                data: Arc::from(&buf[at as usize..(at + n) as usize]),
+                data: Bytes::copy_from_slice(&buf[at as usize..(at + n) as usize]),
                 read_len: 0,
             })
             .collect();

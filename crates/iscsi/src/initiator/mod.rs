@@ -30,11 +30,11 @@ mod wire;
 
 pub use error::IscsiError;
 pub use login::{discover, Chap, DiscoveredTarget, LoginConfig};
-pub use lun::Lun;
+pub use lun::{Lun, ReadDone, Unfinished, WriteDone};
 pub use pr::{Reservation, ReservationType};
 pub use session::{Session, SessionConfig};
 pub use simple::{CommandResult, InitiatorError};
-pub use task::{Request, ScsiResult};
+pub use task::{Completion, Request, ScsiResult};
 
 /// A random ISID of the "random" type (RFC 7143 10.12.5, T=10b): one per
 /// session object, kept across its reconnects.

@@ -7,7 +7,7 @@
 use super::login::login;
 use super::sender::Chore;
 use super::session::{lock, Shared, State, MAX_BACKOFF, PING_ITT};
-use super::task::{sn_lt, Task, Violation};
+use super::task::{sn_lt, Completion, ScsiResult, Task, Violation};
 use super::wire::Wire;
 use crate::pdu::bhs::Header;
 use crate::pdu::Pdu;
@@ -113,6 +113,20 @@ pub(super) fn reader_loop(sh: &Arc<Shared>, mut wire: Wire, mut generation: u64)
 }
 
 fn dispatch(sh: &Shared, pdu: Pdu, generation: u64) -> Next {
+    let mut ended = None;
+    let next = dispatch_locked(sh, pdu, generation, &mut ended);
+    // Run with no lock held: it may take a while (the block service writes
+    // its reply to QEMU) and may submit more commands.
+    if let Some((done, result)) = ended {
+        done.call(Ok(result));
+    }
+    next
+}
+
+/// A command nobody waits on that just ended, and its result.
+type Ended = Option<(Completion, ScsiResult)>;
+
+fn dispatch_locked(sh: &Shared, pdu: Pdu, generation: u64, ended: &mut Ended) -> Next {
     let mut s = lock(&sh.state);
     if let Some((stat_sn, exp_cmd_sn, max_cmd_sn)) = sequence_numbers(&pdu.header) {
         if let Some(sn) = stat_sn {
@@ -131,11 +145,15 @@ fn dispatch(sh: &Shared, pdu: Pdu, generation: u64) -> Next {
         }
     }
     let result = match &pdu.header {
-        Header::DataIn(h) => with_task(&mut s, h.itt, generation, |t| t.data_in(h, pdu.data)),
-        Header::ScsiResponse(h) => {
-            with_task(&mut s, h.itt, generation, |t| t.response(h, &pdu.data))
-        }
-        Header::R2t(h) => with_task(&mut s, h.itt, generation, |t| t.r2t(h, generation)),
+        Header::DataIn(h) => with_task(sh, &mut s, h.itt, generation, ended, |t| {
+            t.data_in(h, pdu.data)
+        }),
+        Header::ScsiResponse(h) => with_task(sh, &mut s, h.itt, generation, ended, |t| {
+            t.response(h, &pdu.data)
+        }),
+        Header::R2t(h) => with_task(sh, &mut s, h.itt, generation, ended, |t| {
+            t.r2t(h, generation)
+        }),
         Header::NopIn(n) if n.ttt != 0xffff_ffff => return Next::Pong(n.ttt, n.lun),
         Header::TaskMgmtResp(r) => {
             s.tmf_answers.insert(r.itt, r.response);
@@ -174,10 +192,15 @@ fn dispatch(sh: &Shared, pdu: Pdu, generation: u64) -> Next {
     }
 }
 
+/// Feeds a PDU to its task, then tells whoever is concerned: the caller
+/// waiting on it, or for a command nobody waits on, `ended` (its end) or
+/// the sender thread (an R2T to serve).
 fn with_task(
+    sh: &Shared,
     s: &mut State,
     itt: u32,
     generation: u64,
+    ended: &mut Ended,
     f: impl FnOnce(&mut Task) -> Result<(), Violation>,
 ) -> Result<(), Violation> {
     // An answer to a command that timed out or belongs to a dead
@@ -190,7 +213,21 @@ fn with_task(
         return Ok(());
     };
     f(t)?;
-    t.wake.notify_all();
+    if t.done.is_none() {
+        t.wake.notify_all();
+    } else if t.outcome.is_some() {
+        if let Some(Task {
+            done: Some((done, _)),
+            outcome: Some(result),
+            ..
+        }) = s.tasks.remove(&itt)
+        {
+            *ended = Some((done, result));
+        }
+    } else if !t.transfers.is_empty() {
+        s.chores.push_back(Chore::Transfers(itt));
+        sh.kick.notify_one();
+    }
     Ok(())
 }
 

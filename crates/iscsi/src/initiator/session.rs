@@ -17,11 +17,12 @@
 use super::encode::{encode_command, encode_data_out, DataOutRun, Frames};
 use super::login::{login, LoginConfig, Negotiated};
 use super::sender::Chore;
-use super::task::{sn_le, Request, ScsiResult, Task, Transfer};
+use super::task::{sn_le, Completion, Request, ScsiResult, Task, Transfer};
 use super::wire::Wire;
 use super::IscsiError;
 use crate::pdu::bhs::{self, Header};
 use crate::pdu::Pdu;
+use bytes::Bytes;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -232,6 +233,41 @@ impl Session {
 
     /// Queues a command; it is sent as soon as the window allows.
     pub fn submit(&self, req: Request) -> Result<Ticket, IscsiError> {
+        let opcode = req.opcode();
+        let deadline = Instant::now() + self.shared.cfg.io_timeout;
+        let (itt, wake) = self.enqueue(req, deadline, &mut None)?;
+        Ok(Ticket {
+            itt,
+            opcode,
+            deadline,
+            wake,
+        })
+    }
+
+    /// Queues a command nobody waits for: `done` runs when it ends (see
+    /// [`Completion`] for on which thread), with the same retries of the
+    /// connection and the same timeout and abort as [`Session::wait`]
+    /// gives. The calling thread waits only for room in the queue, so a
+    /// thread that reads requests can hand each to the target itself and
+    /// go on reading. Its R2Ts are served by the session's sender thread.
+    pub fn start(&self, req: Request, done: Completion) {
+        let deadline = Instant::now() + self.shared.cfg.io_timeout;
+        let mut done = Some(done);
+        if let Err(e) = self.enqueue(req, deadline, &mut done) {
+            if let Some(d) = done {
+                d.call(Err(e));
+            }
+        }
+    }
+
+    /// Waits for room, then records the command (taking `done`, if any)
+    /// and sends what the window allows.
+    fn enqueue(
+        &self,
+        req: Request,
+        deadline: Instant,
+        done: &mut Option<Completion>,
+    ) -> Result<(u32, Arc<Condvar>), IscsiError> {
         let sh = &self.shared;
         let opcode = req.opcode();
         if req.cdb.len() > 16 {
@@ -240,7 +276,6 @@ impl Session {
                 req.cdb.len()
             )));
         }
-        let deadline = Instant::now() + sh.cfg.io_timeout;
         let mut s = lock(&sh.state);
         // Only commands without an answer count: answered ones wait for
         // their callers, who may be right here waiting for room.
@@ -263,18 +298,18 @@ impl Session {
         let itt = s.take_itt();
         let seq = s.next_seq;
         s.next_seq += 1;
-        let task = Task::new(seq, req);
+        let mut task = Task::new(seq, req);
+        task.done = done.take().map(|d| (d, deadline));
         let wake = task.wake.clone();
+        if task.done.is_some() {
+            // The sender thread keeps the time of commands nobody waits on.
+            sh.kick.notify_one();
+        }
         s.tasks.insert(itt, task);
         s.unsent.insert(seq, itt);
         drop(s);
         sh.pump();
-        Ok(Ticket {
-            itt,
-            opcode,
-            deadline,
-            wake,
-        })
+        Ok((itt, wake))
     }
 
     /// Waits for a submitted command, serving its R2Ts meanwhile.
@@ -366,6 +401,16 @@ impl Drop for Session {
             }
             w.wire = None;
         }
+        // Commands nobody waits on hear of the close here; the waiters
+        // find their tasks gone.
+        let pending: Vec<Completion> = lock(&sh.state)
+            .tasks
+            .drain()
+            .filter_map(|(_, t)| t.done.map(|(d, _)| d))
+            .collect();
+        for d in pending {
+            d.call(Err(sh.closed()));
+        }
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
@@ -373,7 +418,7 @@ impl Drop for Session {
 }
 
 impl Shared {
-    fn timeout(&self, opcode: u8) -> IscsiError {
+    pub(super) fn timeout(&self, opcode: u8) -> IscsiError {
         IscsiError::Timeout {
             opcode,
             secs: self.cfg.io_timeout.as_secs(),
@@ -381,7 +426,7 @@ impl Shared {
         }
     }
 
-    fn closed(&self) -> IscsiError {
+    pub(super) fn closed(&self) -> IscsiError {
         IscsiError::Closed {
             target: self.cfg.login.target.clone(),
         }
@@ -436,7 +481,7 @@ impl Shared {
         w.send_frames();
     }
 
-    fn send_data_out(&self, itt: u32, lun: u64, data: &Arc<[u8]>, x: Transfer) {
+    pub(super) fn send_data_out(&self, itt: u32, lun: u64, data: &Bytes, x: Transfer) {
         let mut w = lock(&self.writer);
         if w.generation != x.generation {
             return; // The command was sent again on a new connection.

@@ -3,9 +3,12 @@
 //! gathered so far, R2Ts waiting for data, and the outcome. No I/O here:
 //! the reader thread feeds PDUs in, the caller's thread takes results out.
 
+use super::IscsiError;
 use crate::pdu::bhs::{DataIn, R2t, ScsiResponse};
+use bytes::Bytes;
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar};
+use std::time::Instant;
 
 /// SCSI status GOOD.
 pub const GOOD: u8 = 0x00;
@@ -26,7 +29,7 @@ pub struct Request {
     /// The CDB (up to 16 bytes).
     pub cdb: Vec<u8>,
     /// Data-Out bytes (empty for reads).
-    pub data: Arc<[u8]>,
+    pub data: Bytes,
     /// Data-In bytes expected.
     pub read_len: u32,
 }
@@ -78,6 +81,31 @@ pub struct Transfer {
     pub generation: u64,
 }
 
+/// What runs when a command submitted with
+/// [`Session::start`](super::Session::start) ends: on the session's reader
+/// thread for an answer, on a thread of its own for a timeout, on the
+/// closing thread when the session closes. It must not block for long: the
+/// reader thread reads every answer of the session.
+pub struct Completion(Box<dyn FnOnce(Result<ScsiResult, IscsiError>) + Send>);
+
+impl Completion {
+    /// Wraps `f`.
+    pub fn new(f: impl FnOnce(Result<ScsiResult, IscsiError>) + Send + 'static) -> Completion {
+        Completion(Box::new(f))
+    }
+
+    /// Runs it.
+    pub fn call(self, r: Result<ScsiResult, IscsiError>) {
+        (self.0)(r)
+    }
+}
+
+impl std::fmt::Debug for Completion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Completion")
+    }
+}
+
 /// Why the reader refused a PDU for this task (the connection is then
 /// dropped and the command sent again).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,6 +131,9 @@ pub struct Task {
     pub outcome: Option<ScsiResult>,
     /// Wakes the caller waiting on this task.
     pub wake: Arc<Condvar>,
+    /// For a command nobody waits on: what to run when it ends, and when
+    /// it times out. Its R2Ts are then served by the sender thread.
+    pub done: Option<(Completion, Instant)>,
 }
 
 impl Task {
@@ -118,6 +149,7 @@ impl Task {
             transfers: VecDeque::new(),
             outcome: None,
             wake: Arc::new(Condvar::new()),
+            done: None,
         }
     }
 
@@ -238,7 +270,7 @@ mod tests {
             Request {
                 lun: 0,
                 cdb: vec![0x88],
-                data: Arc::from(Vec::new()),
+                data: Bytes::new(),
                 read_len: len,
             },
         )
@@ -299,7 +331,7 @@ mod tests {
             Request {
                 lun: 0,
                 cdb: vec![0x8a],
-                data: Arc::from(vec![0u8; 4096]),
+                data: Bytes::from(vec![0u8; 4096]),
                 read_len: 0,
             },
         );

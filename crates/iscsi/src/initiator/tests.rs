@@ -104,7 +104,7 @@ fn tur(tag: u8) -> Request {
     Request {
         lun: 0,
         cdb: vec![0, 0, 0, 0, tag, 0],
-        data: Arc::from(Vec::new()),
+        data: bytes::Bytes::new(),
         read_len: 0,
     }
 }
