@@ -943,6 +943,135 @@ mod tests {
         std::fs::remove_file(path).unwrap();
     }
 
+    /// A file whose reads and writes end on another thread, every third
+    /// one handed back unfinished, as an iSCSI LUN's might be.
+    struct Starting(Arc<FileBackend>, std::sync::atomic::AtomicUsize);
+
+    impl BlockBackend for Starting {
+        fn size(&self) -> u64 {
+            self.0.size()
+        }
+        fn read_only(&self) -> bool {
+            false
+        }
+        fn identity(&self) -> String {
+            self.0.identity()
+        }
+        fn remote(&self) -> bool {
+            true
+        }
+        fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<(), BackendError> {
+            self.0.read_at(buf, offset)
+        }
+        fn write_at(&self, buf: &[u8], offset: u64, fua: bool) -> Result<(), BackendError> {
+            self.0.write_at(buf, offset, fua)
+        }
+        fn flush(&self) -> Result<(), BackendError> {
+            self.0.flush()
+        }
+        fn discard(&self, offset: u64, len: u64) -> Result<(), BackendError> {
+            self.0.discard(offset, len)
+        }
+        fn write_zeroes(&self, offset: u64, len: u64, fua: bool) -> Result<(), BackendError> {
+            self.0.write_zeroes(offset, len, fua)
+        }
+        fn check_range(&self, offset: u64, len: u64, write: bool) -> Result<(), BackendError> {
+            self.0.check_range(offset, len, write)
+        }
+        fn starts(&self) -> bool {
+            true
+        }
+        fn start(&self, op: Op, done: crate::backend::Done) {
+            let n = self.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let file = self.0.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(std::time::Duration::from_millis((n % 5) as u64));
+                if n % 3 == 2 {
+                    return done(Ended::Again);
+                }
+                done(match op {
+                    Op::Read { offset, len } => {
+                        let mut buf = vec![0u8; len as usize];
+                        match file.read_at(&mut buf, offset) {
+                            // In two pieces, as a read split into commands.
+                            Ok(()) => {
+                                let tail = buf.split_off(buf.len() / 2);
+                                Ended::Read(vec![buf, tail])
+                            }
+                            Err(e) => Ended::Failed(e),
+                        }
+                    }
+                    Op::Write { offset, data, fua } => match file.write_at(&data, offset, fua) {
+                        Ok(()) => Ended::Written,
+                        Err(e) => Ended::Failed(e),
+                    },
+                })
+            });
+        }
+    }
+
+    #[test]
+    fn started_requests_are_each_answered_once_even_when_handed_back() {
+        let (exports, path) = export("starting", false);
+        drop(exports);
+        let file = Arc::new(FileBackend::open(&path, false).unwrap());
+        let e = Export {
+            name: "disk".into(),
+            backend: Arc::new(Starting(file, Default::default())),
+            counters: Arc::new(DiskCounters::default()),
+        };
+        let counters = e.counters.clone();
+        let (mut c, s) = UnixStream::pair().unwrap();
+        let server = std::thread::spawn(move || serve_connection(s, Arc::new(vec![e])));
+        go(&mut c, "disk");
+        let blocks: Vec<Vec<u8>> = (0..12u8).map(|i| vec![i + 1; 8192]).collect();
+        let mut burst = Vec::new();
+        for (i, d) in blocks.iter().enumerate() {
+            burst.extend(encode(cmd::WRITE, 0, i as u64, i as u64 * 8192, d, 8192));
+        }
+        c.write_all(&burst).unwrap();
+        let mut handles = Vec::new();
+        for _ in 0..blocks.len() {
+            let mut h = [0u8; 16];
+            c.read_exact(&mut h).unwrap();
+            assert_eq!(u32::from_be_bytes([h[4], h[5], h[6], h[7]]), 0);
+            handles.push(u64::from_be_bytes(h[8..16].try_into().unwrap()));
+        }
+        handles.sort_unstable();
+        assert_eq!(handles, (0..blocks.len() as u64).collect::<Vec<_>>());
+        for (i, d) in blocks.iter().enumerate() {
+            let h = 100 + i as u64;
+            assert_eq!(
+                request(&mut c, cmd::READ, 0, h, i as u64 * 8192, &[], 8192),
+                (0, d.clone())
+            );
+        }
+        // Out of range: refused before it is started.
+        assert_eq!(
+            request(&mut c, cmd::READ, 0, 999, 1 << 20, &[], 4096).0,
+            errno::EINVAL
+        );
+        // Requests in flight when the client leaves are still answered
+        // before the connection ends.
+        let mut last = Vec::new();
+        for i in 0..6u64 {
+            last.extend(encode(cmd::WRITE, 0, 200 + i, i * 4096, &[9u8; 4096], 4096));
+        }
+        c.write_all(&last).unwrap();
+        c.shutdown(std::net::Shutdown::Write).unwrap();
+        server.join().unwrap().unwrap();
+        let mut rest = Vec::new();
+        c.read_to_end(&mut rest).unwrap();
+        assert_eq!(rest.len(), 6 * 16, "every reply sent before the close");
+        let image = std::fs::read(&path).unwrap();
+        assert!(image[..6 * 4096].iter().all(|b| *b == 9));
+        use std::sync::atomic::Ordering::Relaxed;
+        assert_eq!(counters.writes.load(Relaxed), 18, "each write counted once");
+        assert_eq!(counters.reads.load(Relaxed), 12);
+        assert_eq!(counters.in_flight.load(Relaxed), 0);
+        std::fs::remove_file(path).unwrap();
+    }
+
     #[test]
     fn read_only_export_refuses_writes_with_eperm() {
         let (exports, path) = export("ro", true);

@@ -11,8 +11,10 @@
 //! - [`simple`]: the old one-command-at-a-time client tests use to poke a
 //!   target with raw CDBs.
 //!
-//! All calls block the calling thread, which suits the block service's
-//! worker threads.
+//! Calls block the calling thread, except [`Session::start`] and the
+//! LUN's `start_read`/`start_write`, which hand a command to the target and
+//! return: its [`Completion`] runs on the session's reader thread when the
+//! answer comes. The block service starts its reads and writes that way.
 
 mod abort;
 pub mod cdb;

@@ -1,8 +1,9 @@
 //! The pipelined session: many commands in flight on one connection.
 //!
-//! Threads: callers submit commands and block on their own task; one reader
-//! thread per session reads every PDU, matches it to its task by ITT and
-//! wakes that caller. Whoever holds the writer lock sends: commands go out
+//! Threads: callers submit commands and block on their own task, or start
+//! them with a completion and go on; one reader thread per session reads
+//! every PDU, matches it to its task by ITT and wakes that caller or runs
+//! that completion. Whoever holds the writer lock sends: commands go out
 //! in submission order, CmdSN by CmdSN, while the target's window
 //! (MaxCmdSN) allows; a caller sends the Data-Out its own R2Ts ask for.
 //! A sender thread sends on the reader's behalf (see [`super::sender`]).
@@ -364,6 +365,12 @@ impl Session {
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
         }
+    }
+
+    /// True when no command is in the session's table (tests).
+    #[cfg(test)]
+    pub(super) fn shared_tasks_empty(&self) -> bool {
+        lock(&self.shared.state).tasks.is_empty()
     }
 
     /// Submits and waits.

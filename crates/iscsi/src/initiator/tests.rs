@@ -351,3 +351,155 @@ fn a_target_that_does_not_answer_the_abort_loses_the_connection() {
     let closed_after = target.join().unwrap();
     assert!(closed_after < Duration::from_secs(2), "{closed_after:?}");
 }
+
+/// A completion that sends its result down a channel.
+fn completion() -> (
+    Completion,
+    std::sync::mpsc::Receiver<Result<ScsiResult, IscsiError>>,
+) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    (
+        Completion::new(move |r| {
+            let _ = tx.send(r);
+        }),
+        rx,
+    )
+}
+
+#[test]
+fn started_commands_end_on_their_completions_and_their_r2ts_are_served() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let written: Vec<u8> = (0..128 * 1024).map(|i| (i % 253) as u8).collect();
+    let expect = written.clone();
+    let target = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        accept_login(&mut s, 100);
+        let mut got = vec![0u8; expect.len()];
+        let mut stat_sn = 1;
+        let mut answered = 0;
+        while answered < 2 {
+            let Some(p) = read_pdu(&mut s) else { break };
+            match p.header {
+                Header::ScsiCommand(c) if c.write => {
+                    // 64 KiB came as immediate data; ask for the rest.
+                    got[..p.data.len()].copy_from_slice(&p.data);
+                    let r2t = bhs::R2t {
+                        itt: c.itt,
+                        ttt: 7,
+                        exp_cmd_sn: c.cmd_sn + 1,
+                        max_cmd_sn: c.cmd_sn + 100,
+                        buffer_offset: p.data.len() as u32,
+                        desired_len: (expect.len() - p.data.len()) as u32,
+                        ..Default::default()
+                    };
+                    send(&mut s, Header::R2t(r2t), Vec::new());
+                }
+                Header::DataOut(d) => {
+                    let at = d.buffer_offset as usize;
+                    got[at..at + p.data.len()].copy_from_slice(&p.data);
+                    if d.final_ {
+                        good(&mut s, d.itt, stat_sn, 3, 100);
+                        stat_sn += 1;
+                        answered += 1;
+                    }
+                }
+                Header::ScsiCommand(c) => {
+                    let h = bhs::DataIn {
+                        final_: true,
+                        has_status: true,
+                        itt: c.itt,
+                        stat_sn,
+                        exp_cmd_sn: c.cmd_sn + 1,
+                        max_cmd_sn: c.cmd_sn + 100,
+                        ..Default::default()
+                    };
+                    send(&mut s, Header::DataIn(h), vec![0xab; 4096]);
+                    stat_sn += 1;
+                    answered += 1;
+                }
+                _ => {}
+            }
+        }
+        got == expect
+    });
+    let session = Session::open(config(port, Duration::from_secs(10))).unwrap();
+    let (write_done, write_rx) = completion();
+    session.start(
+        Request {
+            lun: 0,
+            cdb: vec![0x8a; 16],
+            data: bytes::Bytes::from(written),
+            read_len: 0,
+        },
+        write_done,
+    );
+    let (read_done, read_rx) = completion();
+    session.start(
+        Request {
+            lun: 0,
+            cdb: vec![0x88; 16],
+            data: bytes::Bytes::new(),
+            read_len: 4096,
+        },
+        read_done,
+    );
+    let wait = Duration::from_secs(10);
+    let w = write_rx.recv_timeout(wait).unwrap().unwrap();
+    assert_eq!(w.status, task::GOOD);
+    let r = read_rx.recv_timeout(wait).unwrap().unwrap();
+    assert_eq!(r.data, vec![0xab; 4096]);
+    assert!(
+        session.shared_tasks_empty(),
+        "ended commands leave the table"
+    );
+    drop(session);
+    assert!(target.join().unwrap(), "the target got every byte in place");
+}
+
+#[test]
+fn a_started_command_that_times_out_is_aborted_then_completed() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let target = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        accept_login(&mut s, 100);
+        let ((itt, _), tmf) = command_then_tmf(&mut s);
+        let answer = bhs::TaskMgmtResp {
+            response: 0,
+            itt: tmf.itt,
+            stat_sn: 1,
+            exp_cmd_sn: 2,
+            max_cmd_sn: 100,
+        };
+        send(&mut s, Header::TaskMgmtResp(answer), Vec::new());
+        // A second command is left unanswered for the close below.
+        let _ = read_pdu(&mut s);
+        while read_pdu(&mut s).is_some() {}
+        (itt, tmf)
+    });
+    let session = Session::open(config(port, Duration::from_millis(400))).unwrap();
+    let (done, rx) = completion();
+    let started = Instant::now();
+    session.start(tur(1), done);
+    let e = rx
+        .recv_timeout(Duration::from_secs(10))
+        .unwrap()
+        .err()
+        .unwrap();
+    assert!(matches!(e, IscsiError::Timeout { .. }), "{e}");
+    assert!(started.elapsed() >= Duration::from_millis(400));
+    // Closing the session ends what is still in flight.
+    let (done, rx) = completion();
+    session.start(tur(2), done);
+    drop(session);
+    let e = rx
+        .recv_timeout(Duration::from_secs(10))
+        .unwrap()
+        .err()
+        .unwrap();
+    assert!(matches!(e, IscsiError::Closed { .. }), "{e}");
+    let (itt, tmf) = target.join().unwrap();
+    assert_eq!(tmf.function, 1, "ABORT TASK: {tmf:?}");
+    assert_eq!(tmf.ref_task_tag, itt);
+}
