@@ -492,8 +492,13 @@ fn serve_requests(
             0
         };
         if starts && matches!(req.kind, cmd::READ | cmd::WRITE) {
-            let mut payload = vec![0u8; len];
-            rd.read_exact(&mut payload)?;
+            // Read into fresh capacity: no zero-filling of what the
+            // socket overwrites anyway.
+            let mut payload = Vec::with_capacity(len);
+            (&mut *rd).take(len as u64).read_to_end(&mut payload)?;
+            if payload.len() < len {
+                return Err(ServerError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+            }
             start(export, req, payload, link)?;
             continue;
         }
