@@ -53,10 +53,15 @@ pub(super) fn sender_loop(sh: &Arc<Shared>) {
                     .filter_map(|t| t.done.as_ref().map(|(_, deadline)| *deadline))
                     .min();
                 let now = Instant::now();
+                // Without a deadline to keep, it still looks again after
+                // one I/O timeout: a command started meanwhile has a later
+                // deadline than that, so nobody needs to wake this thread
+                // for each new command (a wake-up per command cost more
+                // than the rest of its path).
+                let next = next.unwrap_or(now + sh.cfg.io_timeout);
                 match next {
-                    None => s = sh.kick.wait(s).unwrap_or_else(|e| e.into_inner()),
-                    Some(d) if d <= now => break,
-                    Some(d) => {
+                    d if d <= now => break,
+                    d => {
                         s = sh
                             .kick
                             .wait_timeout(s, d - now)

@@ -302,10 +302,6 @@ impl Session {
         let mut task = Task::new(seq, req);
         task.done = done.take().map(|d| (d, deadline));
         let wake = task.wake.clone();
-        if task.done.is_some() {
-            // The sender thread keeps the time of commands nobody waits on.
-            sh.kick.notify_one();
-        }
         s.tasks.insert(itt, task);
         s.unsent.insert(seq, itt);
         drop(s);
