@@ -57,11 +57,7 @@ impl Shared {
                 if s.closing || now >= deadline {
                     break None;
                 }
-                s = self
-                    .room
-                    .wait_timeout(s, deadline - now)
-                    .unwrap_or_else(|e| e.into_inner())
-                    .0;
+                s = self.wait_room(s, deadline - now);
             }
         };
         match answer {

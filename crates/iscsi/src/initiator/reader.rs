@@ -141,7 +141,7 @@ fn dispatch_locked(sh: &Shared, pdu: Pdu, generation: u64, ended: &mut Ended) ->
                 s.chores.push_back(Chore::Pump);
                 sh.kick.notify_one();
             }
-            sh.room.notify_all();
+            sh.wake_room(&s);
         }
     }
     let result = match &pdu.header {
@@ -157,7 +157,7 @@ fn dispatch_locked(sh: &Shared, pdu: Pdu, generation: u64, ended: &mut Ended) ->
         Header::NopIn(n) if n.ttt != 0xffff_ffff => return Next::Pong(n.ttt, n.lun),
         Header::TaskMgmtResp(r) => {
             s.tmf_answers.insert(r.itt, r.response);
-            sh.room.notify_all();
+            sh.wake_room(&s);
             Ok(())
         }
         Header::AsyncMsg(a) if matches!(a.event, 1..=3) => {
@@ -184,7 +184,7 @@ fn dispatch_locked(sh: &Shared, pdu: Pdu, generation: u64, ended: &mut Ended) ->
             };
             if completes {
                 // A submitter may be waiting for a free slot.
-                sh.room.notify_all();
+                sh.wake_room(&s);
             }
             Next::Continue
         }

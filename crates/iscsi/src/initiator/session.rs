@@ -120,6 +120,9 @@ pub(super) struct State {
     pub(super) chores: VecDeque<Chore>,
     /// Answers to task management requests, by their ITT.
     pub(super) tmf_answers: HashMap<u32, u8>,
+    /// Threads waiting on `room`: the reader signals it only when there
+    /// are any (a signal is a system call, even with nobody waiting).
+    pub(super) room_waiters: usize,
 }
 
 pub(super) struct Shared {
@@ -182,6 +185,7 @@ impl Session {
             reconnects: 0,
             chores: VecDeque::new(),
             tmf_answers: HashMap::new(),
+            room_waiters: 0,
         };
         let shared = Arc::new(Shared {
             cfg,
@@ -287,11 +291,7 @@ impl Session {
             if now >= deadline {
                 return Err(sh.timeout(opcode));
             }
-            s = sh
-                .room
-                .wait_timeout(s, deadline - now)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+            s = sh.wait_room(s, deadline - now);
         }
         if s.closing {
             return Err(sh.closed());
@@ -421,6 +421,29 @@ impl Drop for Session {
 }
 
 impl Shared {
+    /// Waits on `room` for at most `d`, counted in `room_waiters`.
+    pub(super) fn wait_room<'a>(
+        &self,
+        mut s: MutexGuard<'a, State>,
+        d: Duration,
+    ) -> MutexGuard<'a, State> {
+        s.room_waiters += 1;
+        let mut s = self
+            .room
+            .wait_timeout(s, d)
+            .unwrap_or_else(|e| e.into_inner())
+            .0;
+        s.room_waiters -= 1;
+        s
+    }
+
+    /// Signals `room` if anyone waits on it.
+    pub(super) fn wake_room(&self, s: &State) {
+        if s.room_waiters > 0 {
+            self.room.notify_all();
+        }
+    }
+
     pub(super) fn timeout(&self, opcode: u8) -> IscsiError {
         IscsiError::Timeout {
             opcode,
