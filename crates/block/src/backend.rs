@@ -116,10 +116,14 @@ pub trait BlockBackend: Send + Sync {
         false
     }
     /// Starts `op` (its range already checked); `done` runs when it ends.
-    /// Backends that cannot answer [`Ended::Again`].
-    fn start(&self, _op: Op, done: Done) {
+    /// With `hold`, more requests follow at once: the backend may keep this
+    /// one until a later start without `hold` or [`BlockBackend::send_held`],
+    /// and send them together. Backends that cannot answer [`Ended::Again`].
+    fn start(&self, _op: Op, _hold: bool, done: Done) {
         done(Ended::Again)
     }
+    /// Sends what [`BlockBackend::start`] held back.
+    fn send_held(&self) {}
     /// Whether every request waits on the network (an iSCSI LUN): the
     /// server then runs all of them on worker threads, never inline.
     fn remote(&self) -> bool {

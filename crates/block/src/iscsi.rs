@@ -17,7 +17,7 @@
 
 use crate::backend::{BackendError, BlockBackend, Done, Ended, Op};
 use ferry_iscsi::initiator::{
-    random_isid, Chap, IscsiError, LoginConfig, Lun, SessionConfig, Unfinished,
+    random_isid, Chap, IdleHook, IscsiError, LoginConfig, Lun, SessionConfig, Unfinished,
 };
 use ferry_spec::IscsiUrl;
 use serde::Deserialize;
@@ -221,6 +221,11 @@ impl IscsiBackend {
         if let Some(t) = s.io_timeout_secs {
             cfg.io_timeout = Duration::from_secs(t.max(1));
         }
+        // Replies to the requests one read of the socket ends go to QEMU
+        // together, when the initiator's reader is about to wait.
+        cfg.on_idle = Some(IdleHook(std::sync::Arc::new(
+            crate::nbd::batch::send_batched,
+        )));
         let lun = Lun::open(cfg, u.lun)?;
         Ok(IscsiBackend {
             lun,
@@ -264,7 +269,10 @@ impl BlockBackend for IscsiBackend {
     fn starts(&self) -> bool {
         true
     }
-    fn start(&self, op: Op, done: Done) {
+    fn send_held(&self) {
+        self.lun.send_held();
+    }
+    fn start(&self, op: Op, hold: bool, done: Done) {
         let bs = u64::from(self.lun.block_size());
         let aligned = |offset: u64, len: u64| offset.is_multiple_of(bs) && len.is_multiple_of(bs);
         let url = self.url.clone();
@@ -284,6 +292,7 @@ impl BlockBackend for IscsiBackend {
             Op::Read { offset, len } => self.lun.start_read(
                 offset,
                 len,
+                hold,
                 Box::new(move |r| {
                     done(match r {
                         Ok(parts) => Ended::Read(parts),
@@ -295,6 +304,7 @@ impl BlockBackend for IscsiBackend {
                 data,
                 offset,
                 fua,
+                hold,
                 Box::new(move |r| {
                     done(match r {
                         Ok(()) => Ended::Written,

@@ -14,7 +14,7 @@ use super::proto::{self, cmd, errno, opt, rep, tflag, ProtoError, Request};
 use crate::backend::{BackendError, BlockBackend, Ended, Op};
 use crate::stats::{DiskCounters, OpKind};
 use bytes::Bytes;
-use std::io::{BufRead, BufReader, IoSlice, Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::sync::{mpsc, Arc, Condvar, Mutex};
@@ -212,13 +212,10 @@ struct Link {
 }
 
 impl Link {
-    /// Sends one whole reply made of `parts`.
+    /// Sends one whole reply made of `parts` (batched on a backend thread
+    /// that batches; see [`super::batch`]).
     fn reply(&self, parts: &[&[u8]]) -> std::io::Result<()> {
-        let mut w = self
-            .writer
-            .lock()
-            .map_err(|_| std::io::Error::other("reply writer poisoned"))?;
-        write_all_vectored(&mut w, parts)
+        super::batch::reply(&self.writer, parts)
     }
 }
 
@@ -256,22 +253,6 @@ impl Drop for InflightGuard {
             self.0.none.notify_all();
         }
     }
-}
-
-/// `write_all` over several buffers, in as few system calls as the socket takes.
-fn write_all_vectored(w: &mut UnixStream, parts: &[&[u8]]) -> std::io::Result<()> {
-    let mut slices: Vec<IoSlice<'_>> = parts.iter().map(|p| IoSlice::new(p)).collect();
-    let mut slices = &mut slices[..];
-    IoSlice::advance_slices(&mut slices, 0);
-    while !slices.is_empty() {
-        match w.write_vectored(slices) {
-            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
-            Ok(n) => IoSlice::advance_slices(&mut slices, n),
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
 }
 
 fn transmission(mut rd: UnixStream, wr: UnixStream, export: &Export) -> Result<(), ServerError> {
@@ -325,7 +306,13 @@ fn transmission(mut rd: UnixStream, wr: UnixStream, export: &Export) -> Result<(
 /// reply. What the backend hands back unfinished runs again, blocking, on
 /// a thread of its own (never on the backend's thread, which other
 /// requests' answers wait on).
-fn start(export: &Export, req: Request, data: Vec<u8>, link: &Link) -> Result<(), ServerError> {
+fn start(
+    export: &Export,
+    req: Request,
+    data: Vec<u8>,
+    hold: bool,
+    link: &Link,
+) -> Result<(), ServerError> {
     let (b, c) = (&export.backend, &export.counters);
     let len = u64::from(req.length);
     let write = req.kind == cmd::WRITE;
@@ -358,6 +345,7 @@ fn start(export: &Export, req: Request, data: Vec<u8>, link: &Link) -> Result<()
     let handle = req.handle;
     b.start(
         op,
+        hold,
         Box::new(move |ended| {
             let head = |code| proto::simple_reply(code, handle);
             let sent = match ended {
@@ -470,78 +458,100 @@ fn serve_requests(
     link: &Link,
 ) -> Result<(), ServerError> {
     let starts = export.backend.starts();
-    let mut data = Vec::new();
-    loop {
-        if rd.buffer().is_empty() {
-            // About to wait for the client: it must have every reply first.
-            pending.flush()?;
-        }
-        let mut header = [0u8; proto::REQUEST_HEADER_LEN];
-        match rd.read_exact(&mut header) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
-            Err(e) => return Err(ServerError::Io(e)),
-        }
-        let req = proto::parse_request(&header)?;
-        if req.kind == cmd::DISC {
-            return Ok(());
-        }
-        let len = if req.kind == cmd::WRITE {
-            req.length as usize
-        } else {
-            0
-        };
-        if starts && matches!(req.kind, cmd::READ | cmd::WRITE) {
-            // Read into fresh capacity: no zero-filling of what the
-            // socket overwrites anyway.
-            let mut payload = Vec::with_capacity(len);
-            (&mut *rd).take(len as u64).read_to_end(&mut payload)?;
-            if payload.len() < len {
-                return Err(ServerError::Io(std::io::ErrorKind::UnexpectedEof.into()));
-            }
-            start(export, req, payload, link)?;
-            continue;
-        }
-        let direct = export.backend.fd_transfer() && req.length as usize >= SPLICE_MIN;
-        if direct && req.kind == cmd::WRITE && !is_slow(export, &req) {
-            pending.flush()?;
-            write_direct(export, &req, rd, pending.writer)?;
-            continue;
-        }
-        if direct && req.kind == cmd::READ {
-            pending.flush()?;
-            read_direct(export, &req, pending.writer)?;
-            continue;
-        }
-        if !is_slow(export, &req) {
-            // Served here, with the reader's own reused buffers.
-            data.resize(len, 0);
-            rd.read_exact(&mut data)?;
-            // Encoded straight into the batch: read data is copied once.
-            execute(
-                &*export.backend,
-                &export.counters,
-                req,
-                &data,
-                &mut pending.bytes,
-            );
-            if pending.bytes.len() >= REPLY_BATCH {
+    // Started requests the backend holds back, to send with the next ones.
+    let mut held = false;
+    let result = (|| {
+        let mut data = Vec::new();
+        loop {
+            if rd.buffer().is_empty() {
+                // About to wait for the client: it must have every reply
+                // first, and the backend every request.
                 pending.flush()?;
+                if std::mem::take(&mut held) {
+                    export.backend.send_held();
+                }
             }
-            continue;
+            let mut header = [0u8; proto::REQUEST_HEADER_LEN];
+            match rd.read_exact(&mut header) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+                Err(e) => return Err(ServerError::Io(e)),
+            }
+            let req = proto::parse_request(&header)?;
+            if req.kind == cmd::DISC {
+                return Ok(());
+            }
+            let len = if req.kind == cmd::WRITE {
+                req.length as usize
+            } else {
+                0
+            };
+            let startable = starts && matches!(req.kind, cmd::READ | cmd::WRITE);
+            if held && (!startable || rd.buffer().len() < len) {
+                // Not joining the batch, or about to wait for its payload.
+                export.backend.send_held();
+                held = false;
+            }
+            if startable {
+                // Read into fresh capacity: no zero-filling of what the
+                // socket overwrites anyway.
+                let mut payload = Vec::with_capacity(len);
+                (&mut *rd).take(len as u64).read_to_end(&mut payload)?;
+                if payload.len() < len {
+                    return Err(ServerError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+                }
+                // Another request already here: hold this one to go with it.
+                let hold = rd.buffer().len() >= proto::REQUEST_HEADER_LEN;
+                start(export, req, payload, hold, link)?;
+                held |= hold;
+                continue;
+            }
+            let direct = export.backend.fd_transfer() && req.length as usize >= SPLICE_MIN;
+            if direct && req.kind == cmd::WRITE && !is_slow(export, &req) {
+                pending.flush()?;
+                write_direct(export, &req, rd, pending.writer)?;
+                continue;
+            }
+            if direct && req.kind == cmd::READ {
+                pending.flush()?;
+                read_direct(export, &req, pending.writer)?;
+                continue;
+            }
+            if !is_slow(export, &req) {
+                // Served here, with the reader's own reused buffers.
+                data.resize(len, 0);
+                rd.read_exact(&mut data)?;
+                // Encoded straight into the batch: read data is copied once.
+                execute(
+                    &*export.backend,
+                    &export.counters,
+                    req,
+                    &data,
+                    &mut pending.bytes,
+                );
+                if pending.bytes.len() >= REPLY_BATCH {
+                    pending.flush()?;
+                }
+                continue;
+            }
+            let mut job_data = vec![0u8; len];
+            rd.read_exact(&mut job_data)?;
+            if tx
+                .send(Job {
+                    req,
+                    data: job_data,
+                })
+                .is_err()
+            {
+                return Ok(());
+            }
         }
-        let mut job_data = vec![0u8; len];
-        rd.read_exact(&mut job_data)?;
-        if tx
-            .send(Job {
-                req,
-                data: job_data,
-            })
-            .is_err()
-        {
-            return Ok(());
-        }
+    })();
+    if held {
+        // Whatever ended the stream, what was started goes out.
+        export.backend.send_held();
     }
+    result
 }
 
 /// Serves a large write by splicing its payload from the socket into the
@@ -949,46 +959,23 @@ mod tests {
     }
 
     /// A file whose reads and writes end on another thread, every third
-    /// one handed back unfinished, as an iSCSI LUN's might be.
-    struct Starting(Arc<FileBackend>, std::sync::atomic::AtomicUsize);
+    /// one handed back unfinished, as an iSCSI LUN's might be. Held
+    /// requests really wait for the next unheld one or `send_held`, so a
+    /// server that forgot them would leave its client hanging.
+    #[derive(Default)]
+    struct Starting {
+        file: Option<Arc<FileBackend>>,
+        count: std::sync::atomic::AtomicUsize,
+        held: Mutex<Vec<(Op, crate::backend::Done, usize)>>,
+    }
 
-    impl BlockBackend for Starting {
-        fn size(&self) -> u64 {
-            self.0.size()
+    impl Starting {
+        fn file(&self) -> &FileBackend {
+            self.file.as_deref().expect("a file")
         }
-        fn read_only(&self) -> bool {
-            false
-        }
-        fn identity(&self) -> String {
-            self.0.identity()
-        }
-        fn remote(&self) -> bool {
-            true
-        }
-        fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<(), BackendError> {
-            self.0.read_at(buf, offset)
-        }
-        fn write_at(&self, buf: &[u8], offset: u64, fua: bool) -> Result<(), BackendError> {
-            self.0.write_at(buf, offset, fua)
-        }
-        fn flush(&self) -> Result<(), BackendError> {
-            self.0.flush()
-        }
-        fn discard(&self, offset: u64, len: u64) -> Result<(), BackendError> {
-            self.0.discard(offset, len)
-        }
-        fn write_zeroes(&self, offset: u64, len: u64, fua: bool) -> Result<(), BackendError> {
-            self.0.write_zeroes(offset, len, fua)
-        }
-        fn check_range(&self, offset: u64, len: u64, write: bool) -> Result<(), BackendError> {
-            self.0.check_range(offset, len, write)
-        }
-        fn starts(&self) -> bool {
-            true
-        }
-        fn start(&self, op: Op, done: crate::backend::Done) {
-            let n = self.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            let file = self.0.clone();
+
+        fn run(&self, op: Op, done: crate::backend::Done, n: usize) {
+            let file = self.file.clone().expect("a file");
             std::thread::spawn(move || {
                 std::thread::sleep(std::time::Duration::from_millis((n % 5) as u64));
                 if n % 3 == 2 {
@@ -1015,6 +1002,55 @@ mod tests {
         }
     }
 
+    impl BlockBackend for Starting {
+        fn size(&self) -> u64 {
+            self.file().size()
+        }
+        fn read_only(&self) -> bool {
+            false
+        }
+        fn identity(&self) -> String {
+            self.file().identity()
+        }
+        fn remote(&self) -> bool {
+            true
+        }
+        fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<(), BackendError> {
+            self.file().read_at(buf, offset)
+        }
+        fn write_at(&self, buf: &[u8], offset: u64, fua: bool) -> Result<(), BackendError> {
+            self.file().write_at(buf, offset, fua)
+        }
+        fn flush(&self) -> Result<(), BackendError> {
+            self.file().flush()
+        }
+        fn discard(&self, offset: u64, len: u64) -> Result<(), BackendError> {
+            self.file().discard(offset, len)
+        }
+        fn write_zeroes(&self, offset: u64, len: u64, fua: bool) -> Result<(), BackendError> {
+            self.file().write_zeroes(offset, len, fua)
+        }
+        fn check_range(&self, offset: u64, len: u64, write: bool) -> Result<(), BackendError> {
+            self.file().check_range(offset, len, write)
+        }
+        fn starts(&self) -> bool {
+            true
+        }
+        fn start(&self, op: Op, hold: bool, done: crate::backend::Done) {
+            let n = self.count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            self.held.lock().unwrap().push((op, done, n));
+            if !hold {
+                self.send_held();
+            }
+        }
+        fn send_held(&self) {
+            let held = std::mem::take(&mut *self.held.lock().unwrap());
+            for (op, done, n) in held {
+                self.run(op, done, n);
+            }
+        }
+    }
+
     #[test]
     fn started_requests_are_each_answered_once_even_when_handed_back() {
         let (exports, path) = export("starting", false);
@@ -1022,11 +1058,17 @@ mod tests {
         let file = Arc::new(FileBackend::open(&path, false).unwrap());
         let e = Export {
             name: "disk".into(),
-            backend: Arc::new(Starting(file, Default::default())),
+            backend: Arc::new(Starting {
+                file: Some(file),
+                ..Default::default()
+            }),
             counters: Arc::new(DiskCounters::default()),
         };
         let counters = e.counters.clone();
         let (mut c, s) = UnixStream::pair().unwrap();
+        // A request left held would hang the client: fail instead.
+        c.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+            .unwrap();
         let server = std::thread::spawn(move || serve_connection(s, Arc::new(vec![e])));
         go(&mut c, "disk");
         let blocks: Vec<Vec<u8>> = (0..12u8).map(|i| vec![i + 1; 8192]).collect();

@@ -380,7 +380,9 @@ impl Lun {
     /// waiting: `done` gets the data, in order, when every command has
     /// ended (on the session's reader thread; see
     /// [`Completion`]).
-    pub fn start_read(&self, offset: u64, len: u64, done: ReadDone) {
+    /// With `hold`, the commands wait for [`Lun::send_held`] or a later
+    /// start without it (see [`Session::start`]).
+    pub fn start_read(&self, offset: u64, len: u64, hold: bool, done: ReadDone) {
         if let Err(e) = self.check(offset, len) {
             return done(Err(Unfinished::Failed(e)));
         }
@@ -397,14 +399,15 @@ impl Lun {
                 data: Bytes::new(),
                 read_len: n as u32,
             };
-            self.session.start(req, c);
+            self.session.start(req, c, hold);
         }
     }
 
     /// Starts writing `data` at `offset` (block-aligned) without waiting;
     /// `done` runs once every command has ended. With `fua` the data is on
     /// stable storage when `done` hears success.
-    pub fn start_write(&self, data: Bytes, offset: u64, fua: bool, done: WriteDone) {
+    /// `hold` as for [`Lun::start_read`].
+    pub fn start_write(&self, data: Bytes, offset: u64, fua: bool, hold: bool, done: WriteDone) {
         let len = data.len() as u64;
         if let Err(e) = self.check(offset, len) {
             return done(Err(Unfinished::Failed(e)));
@@ -426,8 +429,13 @@ impl Lun {
                 data: data.slice(at as usize..(at + n) as usize),
                 read_len: 0,
             };
-            self.session.start(req, c);
+            self.session.start(req, c, hold);
         }
+    }
+
+    /// Sends the commands started with `hold`.
+    pub fn send_held(&self) {
+        self.session.send_held();
     }
 
     /// Writes `buf` at `offset` (block-aligned); with `fua` it is on stable

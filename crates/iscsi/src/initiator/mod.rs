@@ -34,7 +34,7 @@ pub use error::IscsiError;
 pub use login::{discover, Chap, DiscoveredTarget, LoginConfig};
 pub use lun::{Lun, ReadDone, Unfinished, WriteDone};
 pub use pr::{Reservation, ReservationType};
-pub use session::{Session, SessionConfig};
+pub use session::{IdleHook, Session, SessionConfig};
 pub use simple::{CommandResult, InitiatorError};
 pub use task::{Completion, Request, ScsiResult};
 

@@ -58,7 +58,13 @@ pub(super) fn reader_loop(sh: &Arc<Shared>, mut wire: Wire, mut generation: u64)
             Ok(Some(pdu)) => {
                 last_rx = Instant::now();
                 pinged = false;
-                match dispatch(sh, pdu, generation) {
+                let next = dispatch(sh, pdu, generation);
+                if !wire.buffered() {
+                    if let Some(hook) = &sh.cfg.on_idle {
+                        (hook.0)();
+                    }
+                }
+                match next {
                     Next::Continue => continue,
                     Next::Pong(ttt, lun) => {
                         sh.chore(Chore::Nop {

@@ -42,6 +42,21 @@ pub struct SessionConfig {
     /// A silent connection is pinged after this long and dropped after
     /// three times this long.
     pub ping_interval: Duration,
+    /// Runs on the reader thread each time it has handled every answer it
+    /// has read and is about to wait for more: completions can gather
+    /// their work (the block service's replies) and finish it here, once
+    /// per batch of answers.
+    pub on_idle: Option<IdleHook>,
+}
+
+/// See [`SessionConfig::on_idle`].
+#[derive(Clone)]
+pub struct IdleHook(pub Arc<dyn Fn() + Send + Sync>);
+
+impl std::fmt::Debug for IdleHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("IdleHook")
+    }
 }
 
 impl SessionConfig {
@@ -52,6 +67,7 @@ impl SessionConfig {
             io_timeout: Duration::from_secs(30),
             queue_depth: 64,
             ping_interval: Duration::from_secs(5),
+            on_idle: None,
         }
     }
 }
@@ -240,7 +256,7 @@ impl Session {
     pub fn submit(&self, req: Request) -> Result<Ticket, IscsiError> {
         let opcode = req.opcode();
         let deadline = Instant::now() + self.shared.cfg.io_timeout;
-        let (itt, wake) = self.enqueue(req, deadline, &mut None)?;
+        let (itt, wake) = self.enqueue(req, deadline, &mut None, true)?;
         Ok(Ticket {
             itt,
             opcode,
@@ -255,23 +271,35 @@ impl Session {
     /// gives. The calling thread waits only for room in the queue, so a
     /// thread that reads requests can hand each to the target itself and
     /// go on reading. Its R2Ts are served by the session's sender thread.
-    pub fn start(&self, req: Request, done: Completion) {
+    ///
+    /// With `hold`, the command waits in the queue until a later `start`
+    /// without it, or [`Session::send_held`]: a caller that has several
+    /// commands at hand sends them in one write (one system call, one
+    /// wake-up of the target) instead of one each.
+    pub fn start(&self, req: Request, done: Completion, hold: bool) {
         let deadline = Instant::now() + self.shared.cfg.io_timeout;
         let mut done = Some(done);
-        if let Err(e) = self.enqueue(req, deadline, &mut done) {
+        if let Err(e) = self.enqueue(req, deadline, &mut done, !hold) {
             if let Some(d) = done {
                 d.call(Err(e));
             }
         }
     }
 
+    /// Sends the commands [`Session::start`] held back (those the window
+    /// allows; the rest follow as it opens).
+    pub fn send_held(&self) {
+        self.shared.pump();
+    }
+
     /// Waits for room, then records the command (taking `done`, if any)
-    /// and sends what the window allows.
+    /// and, with `send`, sends what the window allows.
     fn enqueue(
         &self,
         req: Request,
         deadline: Instant,
         done: &mut Option<Completion>,
+        send: bool,
     ) -> Result<(u32, Arc<Condvar>), IscsiError> {
         let sh = &self.shared;
         let opcode = req.opcode();
@@ -284,9 +312,19 @@ impl Session {
         let mut s = lock(&sh.state);
         // Only commands without an answer count: answered ones wait for
         // their callers, who may be right here waiting for room.
+        let mut pumped = false;
         while s.tasks.values().filter(|t| t.outcome.is_none()).count() >= sh.cfg.queue_depth
             && !s.closing
         {
+            if !pumped && !s.unsent.is_empty() {
+                // Held commands free no room until they go out (if the
+                // window keeps them, its opening sends them).
+                drop(s);
+                sh.pump();
+                s = lock(&sh.state);
+                pumped = true;
+                continue;
+            }
             let now = Instant::now();
             if now >= deadline {
                 return Err(sh.timeout(opcode));
@@ -305,7 +343,9 @@ impl Session {
         s.tasks.insert(itt, task);
         s.unsent.insert(seq, itt);
         drop(s);
-        sh.pump();
+        if send {
+            sh.pump();
+        }
         Ok((itt, wake))
     }
 

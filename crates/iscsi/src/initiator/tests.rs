@@ -433,6 +433,7 @@ fn started_commands_end_on_their_completions_and_their_r2ts_are_served() {
             read_len: 0,
         },
         write_done,
+        true,
     );
     let (read_done, read_rx) = completion();
     session.start(
@@ -443,6 +444,7 @@ fn started_commands_end_on_their_completions_and_their_r2ts_are_served() {
             read_len: 4096,
         },
         read_done,
+        false,
     );
     let wait = Duration::from_secs(10);
     let w = write_rx.recv_timeout(wait).unwrap().unwrap();
@@ -481,7 +483,7 @@ fn a_started_command_that_times_out_is_aborted_then_completed() {
     let session = Session::open(config(port, Duration::from_millis(400))).unwrap();
     let (done, rx) = completion();
     let started = Instant::now();
-    session.start(tur(1), done);
+    session.start(tur(1), done, false);
     let e = rx
         .recv_timeout(Duration::from_secs(10))
         .unwrap()
@@ -491,7 +493,7 @@ fn a_started_command_that_times_out_is_aborted_then_completed() {
     assert!(started.elapsed() >= Duration::from_millis(400));
     // Closing the session ends what is still in flight.
     let (done, rx) = completion();
-    session.start(tur(2), done);
+    session.start(tur(2), done, false);
     drop(session);
     let e = rx
         .recv_timeout(Duration::from_secs(10))

@@ -128,6 +128,11 @@ impl Wire {
         self.recv_rest(bhs)
     }
 
+    /// True when bytes already read from the socket wait in the buffer.
+    pub fn buffered(&self) -> bool {
+        !self.reader.buffer().is_empty()
+    }
+
     /// Reads one PDU, or `None` when the read timeout passes before its
     /// first byte (nothing consumed, the stream still in step).
     pub fn recv_idle(&mut self) -> Result<Option<Pdu>, IscsiError> {
