@@ -74,6 +74,14 @@ fn io_read(lu: &LogicalUnit, off: u64, buf: &mut [u8]) -> R<()> {
     })
 }
 
+/// Reads `len` bytes at `off` into a new buffer (not zero-filled first).
+fn io_read_vec(lu: &LogicalUnit, off: u64, len: usize) -> R<Vec<u8>> {
+    lu.backend.read_vec(off, len).map_err(|e| {
+        warn!(lun = lu.ident.lun, error = %e, "read failed");
+        Response::check(Sense::medium_error_read())
+    })
+}
+
 fn io_write(lu: &LogicalUnit, off: u64, buf: &[u8], fua: bool) -> R<()> {
     let r = lu.backend.write_at(off, buf).and_then(|()| {
         if fua || !lu.lock().wce {
@@ -105,8 +113,7 @@ pub fn read(lu: &LogicalUnit, c: &[u8]) -> Response {
         }
         in_range(lu, rw.lba, rw.blocks)?;
         max_len(&rw)?;
-        let mut buf = vec![0u8; bytes(lu, rw.blocks)];
-        io_read(lu, rw.lba * lu.block_size(), &mut buf)?;
+        let buf = io_read_vec(lu, rw.lba * lu.block_size(), bytes(lu, rw.blocks))?;
         Ok(Response::good(buf))
     })())
 }

@@ -44,6 +44,14 @@ pub trait Lun: Send + Sync {
     fn read_only(&self) -> bool;
     /// Reads `buf.len()` bytes at `offset`.
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), LunError>;
+    /// Reads `len` bytes at `offset` into a new buffer. This default
+    /// zero-fills the buffer first; a backend that can read into
+    /// uninitialised memory spares that pass over every byte read.
+    fn read_vec(&self, offset: u64, len: usize) -> Result<Vec<u8>, LunError> {
+        let mut buf = vec![0u8; len];
+        self.read_at(offset, &mut buf)?;
+        Ok(buf)
+    }
     /// Writes `data` at `offset`.
     fn write_at(&self, offset: u64, data: &[u8]) -> Result<(), LunError>;
     /// Makes every completed write durable.
@@ -121,6 +129,36 @@ impl Lun for ImageFile {
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), LunError> {
         Ok(self.file.read_exact_at(buf, offset)?)
     }
+    fn read_vec(&self, offset: u64, len: usize) -> Result<Vec<u8>, LunError> {
+        let mut buf: Vec<u8> = Vec::with_capacity(len);
+        while buf.len() < len {
+            let at = offset
+                .checked_add(buf.len() as u64)
+                .and_then(|a| i64::try_from(a).ok())
+                .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+            let want = len - buf.len();
+            let spare = buf.spare_capacity_mut();
+            // SAFETY: pread writes at most `want` bytes, no more than the
+            // spare capacity of a buffer we own, through an fd we own.
+            let n =
+                unsafe { libc::pread(self.file.as_raw_fd(), spare.as_mut_ptr().cast(), want, at) };
+            if n < 0 {
+                let e = std::io::Error::last_os_error();
+                if e.kind() == std::io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e.into());
+            }
+            let n = n as usize;
+            if n == 0 || n > want {
+                return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
+            }
+            // SAFETY: the kernel initialised these n bytes just past the
+            // old length, within the capacity.
+            unsafe { buf.set_len(buf.len() + n) };
+        }
+        Ok(buf)
+    }
     fn write_at(&self, offset: u64, data: &[u8]) -> Result<(), LunError> {
         Ok(self.file.write_all_at(data, offset)?)
     }
@@ -174,5 +212,37 @@ impl Lun for ImageFile {
         let hole = unsafe { libc::lseek(fd, off, libc::SEEK_HOLE) };
         let hole = if hole < 0 { offset + len } else { hole as u64 };
         Ok((true, (hole.saturating_sub(offset)).clamp(1, len)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_vec_reads_what_read_at_reads_and_fails_past_the_end() {
+        let dir = std::env::temp_dir().join(format!("ferry-lun-read-vec-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("img");
+        let img = ImageFile::open(&path, Some(1 << 20), false, 512).expect("open");
+        let pattern: Vec<u8> = (0..8192u32).map(|i| (i * 13) as u8).collect();
+        img.write_at(4096, &pattern).expect("write");
+        for (off, len) in [
+            (0u64, 512usize),
+            (4096, 8192),
+            (3584, 9216),
+            ((1 << 20) - 512, 512),
+        ] {
+            let mut want = vec![0xaa; len];
+            img.read_at(off, &mut want).expect("read_at");
+            assert_eq!(
+                img.read_vec(off, len).expect("read_vec"),
+                want,
+                "at {off}+{len}"
+            );
+        }
+        assert!(img.read_vec((1 << 20) - 512, 1024).is_err());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

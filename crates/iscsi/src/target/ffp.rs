@@ -13,6 +13,7 @@ use crate::pdu::Pdu;
 use crate::scsi::sense::{key, Sense, Status};
 use crate::scsi::{self, LunMap, Nexus, Request};
 use std::collections::HashMap;
+use std::ops::Range;
 use std::sync::Arc;
 use tracing::{debug, info, warn};
 
@@ -28,6 +29,34 @@ pub enum Event {
     Continue,
     /// Send what is queued, then close the connection.
     Close,
+}
+
+/// Where [`Ffp`] puts the PDUs it answers with, in sending order.
+pub trait Replies {
+    /// Queues one PDU.
+    fn push(&mut self, pdu: Pdu);
+    /// Queues the Data-In PDUs of one read: each header with the range of
+    /// `data` it carries. A sender that writes the ranges straight from
+    /// `data` (vectored) spares a copy per byte read; this default builds
+    /// one PDU per range.
+    fn push_data_in(&mut self, mut data: Vec<u8>, pieces: Vec<(bhs::DataIn, Range<usize>)>) {
+        // One PDU carries it all (the usual case): hand the buffer over.
+        let whole = pieces.len() == 1 && pieces.iter().all(|(_, r)| *r == (0..data.len()));
+        for (h, r) in pieces {
+            let payload = if whole {
+                std::mem::take(&mut data)
+            } else {
+                data.get(r).map(<[u8]>::to_vec).unwrap_or_default()
+            };
+            self.push(Pdu::new(Header::DataIn(h), payload));
+        }
+    }
+}
+
+impl Replies for Vec<Pdu> {
+    fn push(&mut self, pdu: Pdu) {
+        Vec::push(self, pdu);
+    }
 }
 
 /// Reject reasons (RFC 7143 11.17.1).
@@ -151,7 +180,7 @@ impl Ffp {
     }
 
     /// Handles one PDU from the initiator, appending replies to `out`.
-    pub fn handle(&mut self, pdu: Pdu, out: &mut Vec<Pdu>) -> Event {
+    pub fn handle(&mut self, pdu: Pdu, out: &mut dyn Replies) -> Event {
         let (cmd_sn, immediate) = match &pdu.header {
             Header::NopOut(h) => (h.cmd_sn, h.immediate),
             Header::ScsiCommand(h) => (h.cmd_sn, h.immediate),
@@ -199,7 +228,7 @@ impl Ffp {
         Event::Continue
     }
 
-    fn dispatch(&mut self, pdu: Pdu, out: &mut Vec<Pdu>) -> Event {
+    fn dispatch(&mut self, pdu: Pdu, out: &mut dyn Replies) -> Event {
         match &pdu.header {
             Header::NopOut(h) => {
                 if h.itt != NO_TAG {
@@ -254,7 +283,7 @@ impl Ffp {
         }
     }
 
-    fn command(&mut self, mut pdu: Pdu, out: &mut Vec<Pdu>) {
+    fn command(&mut self, mut pdu: Pdu, out: &mut dyn Replies) {
         let Header::ScsiCommand(h) = &pdu.header else {
             return;
         };
@@ -325,7 +354,7 @@ impl Ffp {
         self.run(h.itt, h.read, p, out);
     }
 
-    fn send_r2t(&mut self, itt: u32, p: &mut PendingWrite, out: &mut Vec<Pdu>) {
+    fn send_r2t(&mut self, itt: u32, p: &mut PendingWrite, out: &mut dyn Replies) {
         let offset = p.buf.len();
         let len = (p.edtl as usize - offset).min(self.params.max_burst as usize);
         let ttt = self.next_ttt;
@@ -353,7 +382,7 @@ impl Ffp {
         out.push(Pdu::new(Header::R2t(r), Vec::new()));
     }
 
-    fn data_out(&mut self, pdu: Pdu, out: &mut Vec<Pdu>) -> Event {
+    fn data_out(&mut self, pdu: Pdu, out: &mut dyn Replies) -> Event {
         let Header::DataOut(h) = &pdu.header else {
             return Event::Continue;
         };
@@ -407,7 +436,7 @@ impl Ffp {
         Event::Continue
     }
 
-    fn run(&mut self, itt: u32, read: bool, p: PendingWrite, out: &mut Vec<Pdu>) {
+    fn run(&mut self, itt: u32, read: bool, p: PendingWrite, out: &mut dyn Replies) {
         let Some(luns) = &self.luns else { return };
         let req = Request {
             cdb: &p.cdb,
@@ -427,7 +456,7 @@ impl Ffp {
         read: bool,
         write: bool,
         resp: crate::scsi::Response,
-        out: &mut Vec<Pdu>,
+        out: &mut dyn Replies,
     ) {
         let edtl = edtl as usize;
         let (mut underflow, mut overflow, mut residual) = (false, false, 0usize);
@@ -460,6 +489,7 @@ impl Ffp {
             let mrdsl = self.params.initiator_mrdsl.max(512) as usize;
             let burst = self.params.max_burst.max(512) as usize;
             let total = data.len();
+            let mut pieces = Vec::with_capacity(total.div_ceil(mrdsl));
             let mut off = 0;
             while off < total {
                 let burst_end = ((off / burst) + 1) * burst;
@@ -484,16 +514,12 @@ impl Ffp {
                     buffer_offset: off as u32,
                     residual: if with_status { residual as u32 } else { 0 },
                 };
-                // One PDU carries it all (the usual case): hand the buffer over.
-                let payload = if off == 0 && last {
-                    std::mem::take(&mut data)
-                } else {
-                    data[off..off + n].to_vec()
-                };
-                out.push(Pdu::new(Header::DataIn(h), payload));
+                pieces.push((h, off..off + n));
                 data_sn += 1;
                 off += n;
             }
+            // The PDUs share the one read buffer: no copy per PDU here.
+            out.push_data_in(data, pieces);
             if good {
                 return;
             }
@@ -523,7 +549,7 @@ impl Ffp {
         out.push(Pdu::new(Header::ScsiResponse(h), seg));
     }
 
-    fn task_mgmt(&mut self, h: &bhs::TaskMgmtReq, out: &mut Vec<Pdu>) -> Event {
+    fn task_mgmt(&mut self, h: &bhs::TaskMgmtReq, out: &mut dyn Replies) -> Event {
         let lun_no = scsi::decode_lun(h.lun);
         let lu = lun_no.and_then(|n| self.luns.as_ref().and_then(|m| m.luns.get(&n).cloned()));
         let mut close = false;
@@ -588,7 +614,7 @@ impl Ffp {
         }
     }
 
-    fn text(&mut self, h: &bhs::TextReq, data: &[u8], out: &mut Vec<Pdu>) {
+    fn text(&mut self, h: &bhs::TextReq, data: &[u8], out: &mut dyn Replies) {
         let pairs = match text::parse(data) {
             Ok(p) => p,
             Err(e) => {
