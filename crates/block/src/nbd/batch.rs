@@ -58,7 +58,9 @@ pub(super) fn reply(writer: &Writer, parts: &[&[u8]]) -> std::io::Result<()> {
             gathered.push((writer.clone(), Vec::new()));
             gathered.len() - 1
         });
-        parts.iter().for_each(|p| gathered[i].1.extend_from_slice(p));
+        parts
+            .iter()
+            .for_each(|p| gathered[i].1.extend_from_slice(p));
         Taken::Gathered
     });
     match taken {
