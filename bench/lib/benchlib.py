@@ -35,6 +35,15 @@ def build():
     return os.path.join(ROOT, out.strip().splitlines()[-1])
 
 
+def ferry_binary(topic):
+    """The ferry binary to measure: FERRY_BIN if set (to compare builds
+    side by side), else a fresh release build from scripts/build."""
+    if os.environ.get("FERRY_BIN"):
+        return os.environ["FERRY_BIN"]
+    log(topic, "building Ferry and the test guest")
+    return build()
+
+
 def guest_dir():
     return os.environ.get("FERRY_GUEST_DIR", "/var/lib/ferry/guest")
 

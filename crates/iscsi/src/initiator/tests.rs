@@ -505,3 +505,43 @@ fn a_started_command_that_times_out_is_aborted_then_completed() {
     assert_eq!(tmf.function, 1, "ABORT TASK: {tmf:?}");
     assert_eq!(tmf.ref_task_tag, itt);
 }
+
+#[test]
+fn held_commands_go_out_when_the_queue_is_full_instead_of_blocking_it() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let target = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        accept_login(&mut s, 100);
+        let mut stat_sn = 1;
+        while let Some(p) = read_pdu(&mut s) {
+            if let Header::ScsiCommand(c) = p.header {
+                good(&mut s, c.itt, stat_sn, c.cmd_sn + 1, c.cmd_sn + 100);
+                stat_sn += 1;
+            }
+        }
+    });
+    let mut cfg = config(port, Duration::from_secs(5));
+    cfg.queue_depth = 2;
+    let session = Session::open(cfg).unwrap();
+    let started = Instant::now();
+    let mut rxs = Vec::new();
+    // All held: the third finds the queue full of commands nobody sent.
+    for tag in 0..3 {
+        let (done, rx) = completion();
+        session.start(tur(tag), done, true);
+        rxs.push(rx);
+    }
+    session.send_held();
+    for rx in rxs {
+        let r = rx.recv_timeout(Duration::from_secs(10)).unwrap().unwrap();
+        assert_eq!(r.status, task::GOOD);
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "held commands waited for the timeout: {:?}",
+        started.elapsed()
+    );
+    drop(session);
+    target.join().unwrap();
+}
