@@ -50,7 +50,8 @@ pub type WriteDone = Box<dyn FnOnce(Result<(), Unfinished>) + Send>;
 /// last one to end reports for all.
 struct Gather {
     left: usize,
-    parts: Vec<Vec<u8>>,
+    /// Each command's Data-In buffers.
+    parts: Vec<Vec<Vec<u8>>>,
     /// `Failed` wins over `Again`: a failure is final.
     unfinished: Option<Unfinished>,
     done: Option<ReadDone>,
@@ -78,7 +79,12 @@ impl Gather {
     fn end(g: &Mutex<Gather>, i: usize, want: usize, r: Result<ScsiResult, IscsiError>) {
         let mut s = g.lock().unwrap_or_else(|e| e.into_inner());
         match r {
-            Ok(r) if r.status == GOOD && r.data.len() == want => s.parts[i] = r.data,
+            Ok(r)
+                if r.status == GOOD
+                    && r.data.len() + r.data_rest.iter().map(Vec::len).sum::<usize>() == want =>
+            {
+                s.parts[i] = r.into_buffers()
+            }
             Ok(_) => {
                 s.unfinished.get_or_insert(Unfinished::Again);
             }
@@ -95,7 +101,7 @@ impl Gather {
         let done = s.done.take();
         let result = match s.unfinished.take() {
             Some(u) => Err(u),
-            None => Ok(std::mem::take(&mut s.parts)),
+            None => Ok(std::mem::take(&mut s.parts).into_iter().flatten().collect()),
         };
         drop(s);
         if let Some(done) = done {

@@ -50,6 +50,21 @@ pub struct ScsiResult {
     pub sense: Vec<u8>,
     /// Data-In, as long as the target sent (residual removed).
     pub data: Vec<u8>,
+    /// For a command started with [`Session::start`](super::Session::start):
+    /// the Data-In buffers after `data`, in order, as they arrived (their
+    /// user writes them on without joining them; a blocking caller always
+    /// gets everything in `data`).
+    pub data_rest: Vec<Vec<u8>>,
+}
+
+impl ScsiResult {
+    /// Every Data-In byte, `data` then `data_rest`.
+    pub fn into_buffers(mut self) -> Vec<Vec<u8>> {
+        let mut all = Vec::with_capacity(1 + self.data_rest.len());
+        all.push(std::mem::take(&mut self.data));
+        all.append(&mut self.data_rest);
+        all
+    }
 }
 
 impl ScsiResult {
@@ -125,6 +140,11 @@ pub struct Task {
     /// Data-In received so far (filled in order; grown to the offset of a
     /// PDU that arrives out of order).
     data_in: Vec<u8>,
+    /// For a started command: Data-In buffers that followed `data_in` in
+    /// order, kept as they came rather than copied onto it.
+    data_more: Vec<Vec<u8>>,
+    /// Bytes in `data_in` and `data_more` together.
+    data_len: usize,
     /// R2Ts the caller's thread has not served yet.
     pub transfers: VecDeque<Transfer>,
     /// The end of the command, once known.
@@ -146,6 +166,8 @@ impl Task {
             sent_on: None,
             cmd_sn: 0,
             data_in,
+            data_more: Vec::new(),
+            data_len: 0,
             transfers: VecDeque::new(),
             outcome: None,
             wake: Arc::new(Condvar::new()),
@@ -157,6 +179,8 @@ impl Task {
     pub fn reset(&mut self) {
         self.sent_on = None;
         self.data_in = Vec::new();
+        self.data_more = Vec::new();
+        self.data_len = 0;
         self.transfers.clear();
         self.outcome = None;
     }
@@ -176,20 +200,30 @@ impl Task {
                     want
                 ))
             })?;
-        if off == 0 && self.data_in.is_empty() {
+        if off == 0 && self.data_len == 0 {
             // The first (often the only) PDU: keep its buffer, no copy.
+            self.data_len = data.len();
             self.data_in = data;
-        } else if off == self.data_in.len() {
+        } else if off == self.data_len && self.done.is_some() {
+            // In order, for a started command: kept as it came.
+            self.data_len += data.len();
+            self.data_more.push(data);
+        } else if off == self.data_len && self.data_more.is_empty() {
             if self.data_in.capacity() < want {
                 self.data_in.reserve_exact(want - self.data_in.len());
             }
             self.data_in.extend_from_slice(&data);
         } else {
+            // Out of order: one buffer from here on.
+            for more in std::mem::take(&mut self.data_more) {
+                self.data_in.extend_from_slice(&more);
+            }
             if self.data_in.len() < end {
                 self.data_in.resize(end, 0);
             }
             self.data_in[off..end].copy_from_slice(&data);
         }
+        self.data_len = self.data_len.max(end);
         if h.has_status {
             let residual = if h.underflow { h.residual } else { 0 };
             self.finish(h.status, Vec::new(), residual);
@@ -239,13 +273,22 @@ impl Task {
 
     fn finish(&mut self, status: u8, sense: Vec<u8>, residual: u32) {
         let mut data = std::mem::take(&mut self.data_in);
+        let mut rest = std::mem::take(&mut self.data_more);
         // What the target did not send of the expected length reads as zeros.
         let keep = (self.req.read_len as usize).saturating_sub(residual as usize);
-        data.resize(keep, 0);
+        if self.data_len != keep {
+            // Short or trimmed: one buffer, cut or padded to length.
+            for more in rest.drain(..) {
+                data.extend_from_slice(&more);
+            }
+            data.resize(keep, 0);
+        }
+        self.data_len = 0;
         self.outcome = Some(ScsiResult {
             status,
             sense,
             data,
+            data_rest: rest,
         });
     }
 }
@@ -291,6 +334,38 @@ mod tests {
         let r = t.outcome.clone().unwrap();
         assert_eq!(r.data, vec![1, 2, 3, 4, 5, 6, 7, 8]);
         assert_eq!(r.status, GOOD);
+    }
+
+    #[test]
+    fn a_started_command_keeps_its_data_in_buffers_as_they_came() {
+        let mut t = read_task(12);
+        t.done = Some((Completion::new(|_| {}), std::time::Instant::now()));
+        let mut h = DataIn::default();
+        t.data_in(&h, vec![1, 2, 3, 4]).unwrap();
+        h.buffer_offset = 4;
+        t.data_in(&h, vec![5, 6, 7, 8]).unwrap();
+        h.buffer_offset = 8;
+        h.has_status = true;
+        t.data_in(&h, vec![9, 10, 11, 12]).unwrap();
+        let r = t.outcome.take().unwrap();
+        assert_eq!(r.data, vec![1, 2, 3, 4]);
+        assert_eq!(r.data_rest, vec![vec![5, 6, 7, 8], vec![9, 10, 11, 12]]);
+        assert_eq!(r.into_buffers().concat(), (1..=12).collect::<Vec<u8>>());
+        // Out of order, then short: joined into one buffer, padded.
+        let mut t = read_task(12);
+        t.done = Some((Completion::new(|_| {}), std::time::Instant::now()));
+        let mut h = DataIn::default();
+        t.data_in(&h, vec![1, 2, 3, 4]).unwrap();
+        h.buffer_offset = 4;
+        t.data_in(&h, vec![5, 6]).unwrap();
+        h.buffer_offset = 0;
+        t.data_in(&h, vec![7]).unwrap();
+        h.buffer_offset = 6;
+        h.has_status = true;
+        t.data_in(&h, vec![8]).unwrap();
+        let r = t.outcome.take().unwrap();
+        assert_eq!(r.data, vec![7, 2, 3, 4, 5, 6, 8, 0, 0, 0, 0, 0]);
+        assert!(r.data_rest.is_empty());
     }
 
     #[test]
