@@ -22,7 +22,7 @@ use ferry_iscsi::initiator::{
 use ferry_spec::IscsiUrl;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
-use std::sync::{Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 /// The secrets file's contents.
@@ -151,7 +151,9 @@ pub fn default_initiator_name() -> String {
 /// A disk on an iSCSI LUN.
 pub struct IscsiBackend {
     lun: Lun,
-    url: String,
+    /// For error messages; shared, so a started request's completion
+    /// holds it without copying.
+    url: Arc<str>,
     read_only: bool,
     /// Block ranges of read-modify-writes in progress.
     rmw: RangeLocks,
@@ -223,13 +225,11 @@ impl IscsiBackend {
         }
         // Replies to the requests one read of the socket ends go to QEMU
         // together, when the initiator's reader is about to wait.
-        cfg.on_idle = Some(IdleHook(std::sync::Arc::new(
-            crate::nbd::batch::send_batched,
-        )));
+        cfg.on_idle = Some(IdleHook(Arc::new(crate::nbd::batch::send_batched)));
         let lun = Lun::open(cfg, u.lun)?;
         Ok(IscsiBackend {
             lun,
-            url: url.to_string(),
+            url: Arc::from(url),
             read_only,
             rmw: RangeLocks::default(),
         })
@@ -241,10 +241,13 @@ impl IscsiBackend {
     }
 
     fn err(&self, e: IscsiError) -> BackendError {
-        BackendError::Remote {
-            disk: self.url.clone(),
-            source: Box::new(e),
-        }
+        remote_error(&self.url, e)
+    }
+
+    /// Whether the range is whole LUN blocks (else a read-modify-write).
+    fn aligned(&self, offset: u64, len: u64) -> bool {
+        let bs = u64::from(self.lun.block_size());
+        offset.is_multiple_of(bs) && len.is_multiple_of(bs)
     }
 }
 
@@ -273,22 +276,17 @@ impl BlockBackend for IscsiBackend {
         self.lun.send_held();
     }
     fn start(&self, op: Op, hold: bool, done: Done) {
-        let bs = u64::from(self.lun.block_size());
-        let aligned = |offset: u64, len: u64| offset.is_multiple_of(bs) && len.is_multiple_of(bs);
         let url = self.url.clone();
         let ended = move |u: Unfinished| match u {
             Unfinished::Again => Ended::Again,
-            Unfinished::Failed(e) => Ended::Failed(BackendError::Remote {
-                disk: url,
-                source: Box::new(e),
-            }),
+            Unfinished::Failed(e) => Ended::Failed(remote_error(&url, e)),
         };
         match op {
             // Partial blocks need a read-modify-write: the blocking path.
-            Op::Read { offset, len } if !aligned(offset, len) => done(Ended::Again),
+            Op::Read { offset, len } if !self.aligned(offset, len) => done(Ended::Again),
             Op::Write {
                 offset, ref data, ..
-            } if !aligned(offset, data.len() as u64) => done(Ended::Again),
+            } if !self.aligned(offset, data.len() as u64) => done(Ended::Again),
             Op::Read { offset, len } => self.lun.start_read(
                 offset,
                 len,
@@ -316,7 +314,7 @@ impl BlockBackend for IscsiBackend {
     }
     fn identity(&self) -> String {
         match self.lun.device_id() {
-            "" => self.url.clone(),
+            "" => self.url.to_string(),
             id => format!("{} ({id})", self.url),
         }
     }
@@ -333,7 +331,7 @@ impl BlockBackend for IscsiBackend {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<(), BackendError> {
         self.check_range(offset, buf.len() as u64, false)?;
         let bs = u64::from(self.lun.block_size());
-        if offset.is_multiple_of(bs) && (buf.len() as u64).is_multiple_of(bs) {
+        if self.aligned(offset, buf.len() as u64) {
             return self.lun.read_at(buf, offset).map_err(|e| self.err(e));
         }
         let (start, end) = widen(offset, buf.len() as u64, bs);
@@ -346,7 +344,7 @@ impl BlockBackend for IscsiBackend {
     fn write_at(&self, buf: &[u8], offset: u64, fua: bool) -> Result<(), BackendError> {
         self.check_range(offset, buf.len() as u64, true)?;
         let bs = u64::from(self.lun.block_size());
-        if offset.is_multiple_of(bs) && (buf.len() as u64).is_multiple_of(bs) {
+        if self.aligned(offset, buf.len() as u64) {
             return self.lun.write_at(buf, offset, fua).map_err(|e| self.err(e));
         }
         // Read-modify-write of the partial blocks at the edges, holding the
@@ -381,8 +379,7 @@ impl BlockBackend for IscsiBackend {
     }
     fn write_zeroes(&self, offset: u64, len: u64, fua: bool) -> Result<(), BackendError> {
         self.check_range(offset, len, true)?;
-        let bs = u64::from(self.lun.block_size());
-        if offset.is_multiple_of(bs) && len.is_multiple_of(bs) {
+        if self.aligned(offset, len) {
             return self
                 .lun
                 .write_zeroes(offset, len, fua)
@@ -390,6 +387,14 @@ impl BlockBackend for IscsiBackend {
         }
         let zeroes = vec![0u8; len as usize];
         self.write_at(&zeroes, offset, fua)
+    }
+}
+
+/// A failure of the LUN `disk` as the block service reports it.
+fn remote_error(disk: &str, e: IscsiError) -> BackendError {
+    BackendError::Remote {
+        disk: disk.to_string(),
+        source: Box::new(e),
     }
 }
 

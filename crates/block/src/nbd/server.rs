@@ -4,7 +4,8 @@
 //! worker threads that run them against the backend and write each reply,
 //! whole, under a lock. Backends that start requests without waiting (an
 //! iSCSI LUN) get their reads and writes straight from the reader thread,
-//! and the backend's own thread that learns of the end sends the reply. Plain threads, not an async runtime: the work is
+//! and the backend's own thread that learns of the end sends the reply.
+//! Plain threads, not an async runtime: the work is
 //! blocking file I/O, and every hop between threads costs CPU the guest's
 //! vCPUs (emulated, under TCG) need. On `DISC` or end of stream every request
 //! already read is completed before the connection closes, so no
@@ -366,36 +367,60 @@ fn start(
                 }
                 Ended::Again => {
                     counters.handed_on();
-                    let fallback = link.clone();
-                    // Held until the error reply below is sent, should the
-                    // thread (and the guard with it) be gone.
-                    let _until_replied = fallback.inflight.enter();
-                    let rerun = move || {
-                        let mut out = Vec::new();
-                        execute(&*backend, &counters, req, &payload, &mut out);
-                        if let Err(e) = link.reply(&[&out]) {
-                            tracing::debug!("reply not sent, client gone: {e}");
-                        }
-                        drop(guard);
-                    };
-                    let spawned = std::thread::Builder::new()
-                        .name("nbd-rerun".into())
-                        .spawn(rerun);
-                    if let Err(e) = spawned {
-                        tracing::error!("cannot start a thread to run a request again: {e}");
-                        fallback.reply(&[&head(errno::EIO)])
-                    } else {
-                        return;
-                    }
+                    return rerun(Rerun {
+                        backend,
+                        counters,
+                        req,
+                        payload,
+                        link,
+                        guard,
+                    });
                 }
             };
             if let Err(e) = sent {
                 tracing::debug!("reply not sent, client gone: {e}");
             }
-            // `guard`, unless handed to the rerun, is dropped here: answered.
+            drop(guard);
         }),
     );
     Ok(())
+}
+
+/// A started request the backend handed back unfinished.
+struct Rerun {
+    backend: Arc<dyn BlockBackend>,
+    counters: Arc<DiskCounters>,
+    req: Request,
+    payload: Bytes,
+    link: Link,
+    /// Released once it is answered.
+    guard: InflightGuard,
+}
+
+/// Runs `r` again through the blocking call on a thread of its own (the
+/// backend's thread that handed it back carries other requests' answers).
+/// Without a thread, the client hears EIO.
+fn rerun(r: Rerun) {
+    let (link, handle) = (r.link.clone(), r.req.handle);
+    // Held until the error reply below is sent, should the thread (and the
+    // request's own guard with it) be gone.
+    let _until_replied = link.inflight.enter();
+    let spawned = std::thread::Builder::new()
+        .name("nbd-rerun".into())
+        .spawn(move || {
+            let mut out = Vec::new();
+            execute(&*r.backend, &r.counters, r.req, &r.payload, &mut out);
+            if let Err(e) = r.link.reply(&[&out]) {
+                tracing::debug!("reply not sent, client gone: {e}");
+            }
+            drop(r.guard);
+        });
+    if let Err(e) = spawned {
+        tracing::error!("cannot start a thread to run a request again: {e}");
+        if let Err(e) = link.reply(&[&proto::simple_reply(errno::EIO, handle)]) {
+            tracing::debug!("reply not sent, client gone: {e}");
+        }
+    }
 }
 
 /// True for requests that can block for long (they reach the disk, or any
@@ -458,100 +483,114 @@ fn serve_requests(
     link: &Link,
 ) -> Result<(), ServerError> {
     let starts = export.backend.starts();
-    // Started requests the backend holds back, to send with the next ones.
-    let mut held = false;
-    let result = (|| {
-        let mut data = Vec::new();
-        loop {
-            if rd.buffer().is_empty() {
-                // About to wait for the client: it must have every reply
-                // first, and the backend every request.
-                pending.flush()?;
-                if std::mem::take(&mut held) {
-                    export.backend.send_held();
-                }
-            }
-            let mut header = [0u8; proto::REQUEST_HEADER_LEN];
-            match rd.read_exact(&mut header) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
-                Err(e) => return Err(ServerError::Io(e)),
-            }
-            let req = proto::parse_request(&header)?;
-            if req.kind == cmd::DISC {
-                return Ok(());
-            }
-            let len = if req.kind == cmd::WRITE {
-                req.length as usize
-            } else {
-                0
-            };
-            let startable = starts && matches!(req.kind, cmd::READ | cmd::WRITE);
-            if held && (!startable || rd.buffer().len() < len) {
-                // Not joining the batch, or about to wait for its payload.
-                export.backend.send_held();
-                held = false;
-            }
-            if startable {
-                // Read into fresh capacity: no zero-filling of what the
-                // socket overwrites anyway.
-                let mut payload = Vec::with_capacity(len);
-                (&mut *rd).take(len as u64).read_to_end(&mut payload)?;
-                if payload.len() < len {
-                    return Err(ServerError::Io(std::io::ErrorKind::UnexpectedEof.into()));
-                }
-                // Another request already here: hold this one to go with it.
-                let hold = rd.buffer().len() >= proto::REQUEST_HEADER_LEN;
-                start(export, req, payload, hold, link)?;
-                held |= hold;
-                continue;
-            }
-            let direct = export.backend.fd_transfer() && req.length as usize >= SPLICE_MIN;
-            if direct && req.kind == cmd::WRITE && !is_slow(export, &req) {
-                pending.flush()?;
-                write_direct(export, &req, rd, pending.writer)?;
-                continue;
-            }
-            if direct && req.kind == cmd::READ {
-                pending.flush()?;
-                read_direct(export, &req, pending.writer)?;
-                continue;
-            }
-            if !is_slow(export, &req) {
-                // Served here, with the reader's own reused buffers.
-                data.resize(len, 0);
-                rd.read_exact(&mut data)?;
-                // Encoded straight into the batch: read data is copied once.
-                execute(
-                    &*export.backend,
-                    &export.counters,
-                    req,
-                    &data,
-                    &mut pending.bytes,
-                );
-                if pending.bytes.len() >= REPLY_BATCH {
-                    pending.flush()?;
-                }
-                continue;
-            }
-            let mut job_data = vec![0u8; len];
-            rd.read_exact(&mut job_data)?;
-            if tx
-                .send(Job {
-                    req,
-                    data: job_data,
-                })
-                .is_err()
-            {
-                return Ok(());
-            }
+    let mut held = Held {
+        backend: &*export.backend,
+        any: false,
+    };
+    let mut data = Vec::new();
+    loop {
+        if rd.buffer().is_empty() {
+            // About to wait for the client: it must have every reply
+            // first, and the backend every request.
+            pending.flush()?;
+            held.send();
         }
-    })();
-    if held {
-        // Whatever ended the stream, what was started goes out.
-        export.backend.send_held();
+        let mut header = [0u8; proto::REQUEST_HEADER_LEN];
+        match rd.read_exact(&mut header) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+            Err(e) => return Err(ServerError::Io(e)),
+        }
+        let req = proto::parse_request(&header)?;
+        if req.kind == cmd::DISC {
+            return Ok(());
+        }
+        let len = if req.kind == cmd::WRITE {
+            req.length as usize
+        } else {
+            0
+        };
+        let startable = starts && matches!(req.kind, cmd::READ | cmd::WRITE);
+        if !startable || rd.buffer().len() < len {
+            // Not joining the batch, or about to wait for its payload.
+            held.send();
+        }
+        if startable {
+            // Read into fresh capacity: no zero-filling of what the
+            // socket overwrites anyway.
+            let mut payload = Vec::with_capacity(len);
+            (&mut *rd).take(len as u64).read_to_end(&mut payload)?;
+            if payload.len() < len {
+                return Err(ServerError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+            }
+            // Another request already here: hold this one to go with it.
+            let hold = rd.buffer().len() >= proto::REQUEST_HEADER_LEN;
+            start(export, req, payload, hold, link)?;
+            held.any |= hold;
+            continue;
+        }
+        let direct = export.backend.fd_transfer() && req.length as usize >= SPLICE_MIN;
+        if direct && req.kind == cmd::WRITE && !is_slow(export, &req) {
+            pending.flush()?;
+            write_direct(export, &req, rd, pending.writer)?;
+            continue;
+        }
+        if direct && req.kind == cmd::READ {
+            pending.flush()?;
+            read_direct(export, &req, pending.writer)?;
+            continue;
+        }
+        if !is_slow(export, &req) {
+            // Served here, with the reader's own reused buffers.
+            data.resize(len, 0);
+            rd.read_exact(&mut data)?;
+            // Encoded straight into the batch: read data is copied once.
+            execute(
+                &*export.backend,
+                &export.counters,
+                req,
+                &data,
+                &mut pending.bytes,
+            );
+            if pending.bytes.len() >= REPLY_BATCH {
+                pending.flush()?;
+            }
+            continue;
+        }
+        let mut job_data = vec![0u8; len];
+        rd.read_exact(&mut job_data)?;
+        if tx
+            .send(Job {
+                req,
+                data: job_data,
+            })
+            .is_err()
+        {
+            return Ok(());
+        }
     }
-    result
+}
+
+/// Whether started requests are held back by the backend, to go out with
+/// the next ones; they are sent before the reader could wait, and when it
+/// ends for whatever reason (dropped).
+struct Held<'a> {
+    backend: &'a dyn BlockBackend,
+    any: bool,
+}
+
+impl Held<'_> {
+    fn send(&mut self) {
+        if std::mem::take(&mut self.any) {
+            self.backend.send_held();
+        }
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.send();
+    }
 }
 
 /// Serves a large write by splicing its payload from the socket into the
@@ -757,42 +796,6 @@ mod tests {
         (err, payload)
     }
 
-    /// A file that claims another logical block size, as a LUN would.
-    struct Blocks(FileBackend, u32);
-
-    impl BlockBackend for Blocks {
-        fn size(&self) -> u64 {
-            self.0.size()
-        }
-        fn read_only(&self) -> bool {
-            self.0.read_only()
-        }
-        fn identity(&self) -> String {
-            self.0.identity()
-        }
-        fn block_size(&self) -> u32 {
-            self.1
-        }
-        fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<(), BackendError> {
-            self.0.read_at(buf, offset)
-        }
-        fn write_at(&self, buf: &[u8], offset: u64, fua: bool) -> Result<(), BackendError> {
-            self.0.write_at(buf, offset, fua)
-        }
-        fn flush(&self) -> Result<(), BackendError> {
-            self.0.flush()
-        }
-        fn discard(&self, offset: u64, len: u64) -> Result<(), BackendError> {
-            self.0.discard(offset, len)
-        }
-        fn write_zeroes(&self, offset: u64, len: u64, fua: bool) -> Result<(), BackendError> {
-            self.0.write_zeroes(offset, len, fua)
-        }
-        fn check_range(&self, offset: u64, len: u64, write: bool) -> Result<(), BackendError> {
-            self.0.check_range(offset, len, write)
-        }
-    }
-
     #[test]
     fn go_advertises_the_disks_block_size_as_the_minimum() {
         // (backend block size, advertised minimum, advertised preferred)
@@ -803,10 +806,9 @@ mod tests {
             (520, 512, 4096),
         ] {
             let (exports, path) = export(&format!("bs{bs}"), false);
-            let file = FileBackend::open(&path, false).unwrap();
             let e = Export {
                 name: "disk".into(),
-                backend: Arc::new(Blocks(file, bs)),
+                backend: Arc::new(TestDisk::on(&path, bs, false)),
                 counters: Arc::new(DiskCounters::default()),
             };
             drop(exports);
@@ -958,24 +960,32 @@ mod tests {
         std::fs::remove_file(path).unwrap();
     }
 
-    /// A file whose reads and writes end on another thread, every third
-    /// one handed back unfinished, as an iSCSI LUN's might be. Held
-    /// requests really wait for the next unheld one or `send_held`, so a
-    /// server that forgot them would leave its client hanging.
-    #[derive(Default)]
-    struct Starting {
-        file: Option<Arc<FileBackend>>,
+    /// An image file posing as another kind of disk: a LUN with its own
+    /// block size and, with `starting`, one whose reads and writes end on
+    /// another thread, every third handed back unfinished. Held requests
+    /// really wait for the next unheld one or `send_held`, so a server that
+    /// forgot them would leave its client hanging.
+    struct TestDisk {
+        file: Arc<FileBackend>,
+        block_size: u32,
+        starting: bool,
         count: std::sync::atomic::AtomicUsize,
         held: Mutex<Vec<(Op, crate::backend::Done, usize)>>,
     }
 
-    impl Starting {
-        fn file(&self) -> &FileBackend {
-            self.file.as_deref().expect("a file")
+    impl TestDisk {
+        fn on(path: &std::path::Path, block_size: u32, starting: bool) -> TestDisk {
+            TestDisk {
+                file: Arc::new(FileBackend::open(path, false).unwrap()),
+                block_size,
+                starting,
+                count: Default::default(),
+                held: Default::default(),
+            }
         }
 
         fn run(&self, op: Op, done: crate::backend::Done, n: usize) {
-            let file = self.file.clone().expect("a file");
+            let file = self.file.clone();
             std::thread::spawn(move || {
                 std::thread::sleep(std::time::Duration::from_millis((n % 5) as u64));
                 if n % 3 == 2 {
@@ -1002,39 +1012,42 @@ mod tests {
         }
     }
 
-    impl BlockBackend for Starting {
+    impl BlockBackend for TestDisk {
         fn size(&self) -> u64 {
-            self.file().size()
+            self.file.size()
         }
         fn read_only(&self) -> bool {
             false
         }
         fn identity(&self) -> String {
-            self.file().identity()
+            self.file.identity()
+        }
+        fn block_size(&self) -> u32 {
+            self.block_size
         }
         fn remote(&self) -> bool {
-            true
+            self.starting
         }
         fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<(), BackendError> {
-            self.file().read_at(buf, offset)
+            self.file.read_at(buf, offset)
         }
         fn write_at(&self, buf: &[u8], offset: u64, fua: bool) -> Result<(), BackendError> {
-            self.file().write_at(buf, offset, fua)
+            self.file.write_at(buf, offset, fua)
         }
         fn flush(&self) -> Result<(), BackendError> {
-            self.file().flush()
+            self.file.flush()
         }
         fn discard(&self, offset: u64, len: u64) -> Result<(), BackendError> {
-            self.file().discard(offset, len)
+            self.file.discard(offset, len)
         }
         fn write_zeroes(&self, offset: u64, len: u64, fua: bool) -> Result<(), BackendError> {
-            self.file().write_zeroes(offset, len, fua)
+            self.file.write_zeroes(offset, len, fua)
         }
         fn check_range(&self, offset: u64, len: u64, write: bool) -> Result<(), BackendError> {
-            self.file().check_range(offset, len, write)
+            self.file.check_range(offset, len, write)
         }
         fn starts(&self) -> bool {
-            true
+            self.starting
         }
         fn start(&self, op: Op, hold: bool, done: crate::backend::Done) {
             let n = self.count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
@@ -1055,13 +1068,9 @@ mod tests {
     fn started_requests_are_each_answered_once_even_when_handed_back() {
         let (exports, path) = export("starting", false);
         drop(exports);
-        let file = Arc::new(FileBackend::open(&path, false).unwrap());
         let e = Export {
             name: "disk".into(),
-            backend: Arc::new(Starting {
-                file: Some(file),
-                ..Default::default()
-            }),
+            backend: Arc::new(TestDisk::on(&path, 512, true)),
             counters: Arc::new(DiskCounters::default()),
         };
         let counters = e.counters.clone();

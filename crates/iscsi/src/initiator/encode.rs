@@ -7,104 +7,13 @@
 //! the command's shared buffer, and the wire sends both with vectored
 //! writes.
 
+pub(super) use crate::pdu::outgoing::Frames;
+
 use super::login::Negotiated;
 use super::task::Request;
 use crate::pdu::bhs::{self, Header};
-use crate::pdu::frame::{encode_head, encode_tail};
 use crate::pdu::Digests;
 use bytes::Bytes;
-use std::io::IoSlice;
-use std::ops::Range;
-
-/// One piece of the byte stream to send.
-enum Part {
-    /// Bytes of [`Frames::own`].
-    Own(Range<usize>),
-    /// A data segment, borrowed from a command's write buffer.
-    Data(Bytes, Range<usize>),
-}
-
-/// Encoded frames waiting to be written, in wire order.
-#[derive(Default)]
-pub(super) struct Frames {
-    /// Headers, header digests, padding and data digests.
-    own: Vec<u8>,
-    parts: Vec<Part>,
-}
-
-/// Largest header buffer kept between sends.
-const OWN_KEEP: usize = 1 << 20;
-
-impl Frames {
-    /// True when nothing is queued.
-    pub(super) fn is_empty(&self) -> bool {
-        self.parts.is_empty()
-    }
-
-    /// Forgets what was queued (dropping the borrowed buffers), keeping
-    /// the allocations for the next batch.
-    pub(super) fn clear(&mut self) {
-        self.own.clear();
-        self.parts.clear();
-        if self.own.capacity() > OWN_KEEP {
-            self.own = Vec::new();
-        }
-    }
-
-    /// Queues the own bytes appended from `start` on.
-    fn own_since(&mut self, start: usize) {
-        let end = self.own.len();
-        if end == start {
-            return;
-        }
-        // Consecutive own bytes (a data-less PDU after another) share one
-        // slice, keeping the vectored write short.
-        if let Some(Part::Own(r)) = self.parts.last_mut() {
-            if r.end == start {
-                r.end = end;
-                return;
-            }
-        }
-        self.parts.push(Part::Own(start..end));
-    }
-
-    /// The queued bytes as slices for a vectored write.
-    pub(super) fn slices(&self) -> Vec<IoSlice<'_>> {
-        self.parts
-            .iter()
-            .map(|p| match p {
-                Part::Own(r) => IoSlice::new(&self.own[r.clone()]),
-                Part::Data(buf, r) => IoSlice::new(&buf[r.clone()]),
-            })
-            .collect()
-    }
-
-    /// The queued bytes in one buffer (tests compare them with the codec).
-    #[cfg(test)]
-    pub(super) fn to_vec(&self) -> Vec<u8> {
-        self.slices()
-            .iter()
-            .flat_map(|s| s.iter().copied())
-            .collect()
-    }
-}
-
-/// Appends one PDU (no AHS) whose data segment is `data[range]`, encoded
-/// by the PDU codec with the data borrowed rather than copied.
-fn frame(out: &mut Frames, digests: Digests, header: &Header, data: &Bytes, range: Range<usize>) {
-    let range = range.start..range.start + range.len().min(0xff_ffff);
-    let segment = &data[range.clone()];
-    let start = out.own.len();
-    encode_head(header, &[], segment.len(), digests, &mut out.own);
-    out.own_since(start);
-    if !segment.is_empty() {
-        let tail = encode_tail(segment, digests);
-        out.parts.push(Part::Data(data.clone(), range));
-        let start = out.own.len();
-        out.own.extend_from_slice(tail.as_bytes());
-        out.own_since(start);
-    }
-}
 
 /// Who a run of Data-Out PDUs belongs to.
 pub(super) struct DataOutRun {
@@ -137,7 +46,7 @@ pub(super) fn encode_data_out(
             data_sn,
             buffer_offset: off as u32,
         };
-        frame(out, digests, &Header::DataOut(h), data, off..off + n);
+        out.push(digests, &Header::DataOut(h), data, off..off + n);
         data_sn += 1;
         off += n;
     }
@@ -182,13 +91,7 @@ pub(super) fn encode_command(
         exp_stat_sn,
         cdb,
     };
-    frame(
-        out,
-        digests,
-        &Header::ScsiCommand(h),
-        &req.data,
-        0..immediate,
-    );
+    out.push(digests, &Header::ScsiCommand(h), &req.data, 0..immediate);
     if unsolicited_end > immediate {
         encode_data_out(
             out,
@@ -236,8 +139,8 @@ mod tests {
                 big.push(0xee);
                 let big = Bytes::from(big);
                 let mut ours = Frames::default();
-                frame(&mut ours, digests, &h, &big, 3..3 + len);
-                frame(&mut ours, digests, &h, &big, 3..3 + len);
+                ours.push(digests, &h, &big, 3..3 + len);
+                ours.push(digests, &h, &big, 3..3 + len);
                 let one = Pdu::new(h.clone(), data).encode(digests);
                 assert_eq!(ours.to_vec(), [one.clone(), one].concat(), "len {len}");
                 ours.clear();

@@ -57,9 +57,28 @@ struct Gather {
     done: Option<ReadDone>,
 }
 
+/// What one started command's end means for its read or write: its Data-In
+/// buffers, or why it did not finish.
+fn settle(r: Result<ScsiResult, IscsiError>, want: usize) -> Result<Vec<Vec<u8>>, Unfinished> {
+    match r {
+        Ok(r)
+            if r.status == GOOD
+                && r.data.len() + r.data_rest.iter().map(Vec::len).sum::<usize>() == want =>
+        {
+            Ok(r.into_buffers())
+        }
+        Ok(_) => Err(Unfinished::Again),
+        Err(e) => Err(Unfinished::Failed(e)),
+    }
+}
+
 impl Gather {
-    /// One completion per command; `expected[i]` is command i's read length.
+    /// One completion per command; `expected[i]` is command i's read
+    /// length. A lone command reports straight to `done`.
     fn completions(done: ReadDone, expected: Vec<usize>) -> Vec<Completion> {
+        if let [want] = expected[..] {
+            return vec![Completion::new(move |r| done(settle(r, want)))];
+        }
         let g = Arc::new(Mutex::new(Gather {
             left: expected.len(),
             parts: vec![Vec::new(); expected.len()],
@@ -71,28 +90,18 @@ impl Gather {
             .enumerate()
             .map(|(i, want)| {
                 let g = g.clone();
-                Completion::new(move |r| Gather::end(&g, i, want, r))
+                Completion::new(move |r| Gather::end(&g, i, settle(r, want)))
             })
             .collect()
     }
 
-    fn end(g: &Mutex<Gather>, i: usize, want: usize, r: Result<ScsiResult, IscsiError>) {
+    fn end(g: &Mutex<Gather>, i: usize, r: Result<Vec<Vec<u8>>, Unfinished>) {
         let mut s = g.lock().unwrap_or_else(|e| e.into_inner());
         match r {
-            Ok(r)
-                if r.status == GOOD
-                    && r.data.len() + r.data_rest.iter().map(Vec::len).sum::<usize>() == want =>
-            {
-                s.parts[i] = r.into_buffers()
-            }
-            Ok(_) => {
-                s.unfinished.get_or_insert(Unfinished::Again);
-            }
-            Err(e) => {
-                if !matches!(s.unfinished, Some(Unfinished::Failed(_))) {
-                    s.unfinished = Some(Unfinished::Failed(e));
-                }
-            }
+            Ok(buffers) => s.parts[i] = buffers,
+            // A failure is final; it wins over a retry.
+            Err(Unfinished::Again) if s.unfinished.is_some() => {}
+            Err(u) => s.unfinished = Some(u),
         }
         s.left -= 1;
         if s.left > 0 {
@@ -353,17 +362,7 @@ impl Lun {
     pub fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<(), IscsiError> {
         let len = buf.len() as u64;
         self.check(offset, len)?;
-        let bs = u64::from(self.cap.block_size);
-        let reqs: Vec<Request> = self
-            .chunks(len)
-            .map(|(at, n)| Request {
-                lun: self.lun,
-                cdb: cdb::read16((offset + at) / bs, (n / bs) as u32),
-                data: Bytes::new(),
-                read_len: n as u32,
-            })
-            .collect();
-        let results = self.many(reqs)?;
+        let results = self.many(self.reads(offset, len))?;
         let mut at = 0usize;
         for r in results {
             let n = r.data.len();
@@ -392,21 +391,7 @@ impl Lun {
         if let Err(e) = self.check(offset, len) {
             return done(Err(Unfinished::Failed(e)));
         }
-        if len == 0 {
-            return done(Ok(Vec::new()));
-        }
-        let bs = u64::from(self.cap.block_size);
-        let chunks: Vec<(u64, u64)> = self.chunks(len).collect();
-        let expected = chunks.iter().map(|&(_, n)| n as usize).collect();
-        for ((at, n), c) in chunks.into_iter().zip(Gather::completions(done, expected)) {
-            let req = Request {
-                lun: self.lun,
-                cdb: cdb::read16((offset + at) / bs, (n / bs) as u32),
-                data: Bytes::new(),
-                read_len: n as u32,
-            };
-            self.session.start(req, c, hold);
-        }
+        self.start_all(self.reads(offset, len), hold, done);
     }
 
     /// Starts writing `data` at `offset` (block-aligned) without waiting;
@@ -418,25 +403,53 @@ impl Lun {
         if let Err(e) = self.check(offset, len) {
             return done(Err(Unfinished::Failed(e)));
         }
-        if len == 0 {
-            return done(Ok(()));
+        let reqs = self.writes(&data, offset, fua);
+        self.start_all(reqs, hold, Box::new(move |r| done(r.map(|_| ()))));
+    }
+
+    /// Starts `reqs`, the parts of one read or write, and reports their
+    /// end to `done` once all have ended. All but the last are held, so
+    /// they go out together.
+    fn start_all(&self, reqs: Vec<Request>, hold: bool, done: ReadDone) {
+        if reqs.is_empty() {
+            return done(Ok(Vec::new()));
         }
-        let bs = u64::from(self.cap.block_size);
-        let chunks: Vec<(u64, u64)> = self.chunks(len).collect();
-        let expected = vec![0; chunks.len()];
-        let read_done: ReadDone = Box::new(move |r| done(r.map(|_| ())));
-        for ((at, n), c) in chunks
+        let expected = reqs.iter().map(|r| r.read_len as usize).collect();
+        let last = reqs.len().saturating_sub(1);
+        for (i, (req, c)) in reqs
             .into_iter()
-            .zip(Gather::completions(read_done, expected))
+            .zip(Gather::completions(done, expected))
+            .enumerate()
         {
-            let req = Request {
+            self.session.start(req, c, hold || i < last);
+        }
+    }
+
+    /// The READ(16) commands of `len` bytes at `offset`, each at most the
+    /// largest transfer.
+    fn reads(&self, offset: u64, len: u64) -> Vec<Request> {
+        let bs = u64::from(self.cap.block_size);
+        self.chunks(len)
+            .map(|(at, n)| Request {
+                lun: self.lun,
+                cdb: cdb::read16((offset + at) / bs, (n / bs) as u32),
+                data: Bytes::new(),
+                read_len: n as u32,
+            })
+            .collect()
+    }
+
+    /// The WRITE(16) commands of `data` at `offset`, each a slice of it.
+    fn writes(&self, data: &Bytes, offset: u64, fua: bool) -> Vec<Request> {
+        let bs = u64::from(self.cap.block_size);
+        self.chunks(data.len() as u64)
+            .map(|(at, n)| Request {
                 lun: self.lun,
                 cdb: cdb::write16((offset + at) / bs, (n / bs) as u32, fua),
                 data: data.slice(at as usize..(at + n) as usize),
                 read_len: 0,
-            };
-            self.session.start(req, c, hold);
-        }
+            })
+            .collect()
     }
 
     /// Sends the commands started with `hold`.
@@ -449,16 +462,7 @@ impl Lun {
     pub fn write_at(&self, buf: &[u8], offset: u64, fua: bool) -> Result<(), IscsiError> {
         let len = buf.len() as u64;
         self.check(offset, len)?;
-        let bs = u64::from(self.cap.block_size);
-        let reqs: Vec<Request> = self
-            .chunks(len)
-            .map(|(at, n)| Request {
-                lun: self.lun,
-                cdb: cdb::write16((offset + at) / bs, (n / bs) as u32, fua),
-                data: Bytes::copy_from_slice(&buf[at as usize..(at + n) as usize]),
-                read_len: 0,
-            })
-            .collect();
+        let reqs = self.writes(&Bytes::copy_from_slice(buf), offset, fua);
         self.many(reqs).map(|_| ())
     }
 

@@ -100,6 +100,25 @@ fn config(port: u16, io_timeout: Duration) -> SessionConfig {
     c
 }
 
+/// A target on loopback that answers every command GOOD, its window
+/// `window` commands wide, until the initiator hangs up.
+fn answering_target(window: u32) -> (u16, std::thread::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let target = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        accept_login(&mut s, window);
+        let mut stat_sn = 1;
+        while let Some(p) = read_pdu(&mut s) {
+            if let Header::ScsiCommand(c) = p.header {
+                good(&mut s, c.itt, stat_sn, c.cmd_sn + 1, c.cmd_sn + window);
+                stat_sn += 1;
+            }
+        }
+    });
+    (port, target)
+}
+
 fn tur(tag: u8) -> Request {
     Request {
         lun: 0,
@@ -228,19 +247,7 @@ fn a_silent_target_gives_a_timeout_not_a_hang() {
 
 #[test]
 fn callers_holding_answered_tickets_do_not_starve_each_other_of_slots() {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let target = std::thread::spawn(move || {
-        let (mut s, _) = listener.accept().unwrap();
-        accept_login(&mut s, 1000);
-        let mut stat_sn = 1;
-        while let Some(p) = read_pdu(&mut s) {
-            if let Header::ScsiCommand(c) = p.header {
-                good(&mut s, c.itt, stat_sn, c.cmd_sn + 1, c.cmd_sn + 1000);
-                stat_sn += 1;
-            }
-        }
-    });
+    let (port, target) = answering_target(1000);
     let mut cfg = config(port, Duration::from_secs(5));
     cfg.queue_depth = 4;
     let session = Arc::new(Session::open(cfg).unwrap());
@@ -508,19 +515,7 @@ fn a_started_command_that_times_out_is_aborted_then_completed() {
 
 #[test]
 fn held_commands_go_out_when_the_queue_is_full_instead_of_blocking_it() {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let target = std::thread::spawn(move || {
-        let (mut s, _) = listener.accept().unwrap();
-        accept_login(&mut s, 100);
-        let mut stat_sn = 1;
-        while let Some(p) = read_pdu(&mut s) {
-            if let Header::ScsiCommand(c) = p.header {
-                good(&mut s, c.itt, stat_sn, c.cmd_sn + 1, c.cmd_sn + 100);
-                stat_sn += 1;
-            }
-        }
-    });
+    let (port, target) = answering_target(100);
     let mut cfg = config(port, Duration::from_secs(5));
     cfg.queue_depth = 2;
     let session = Session::open(cfg).unwrap();

@@ -9,6 +9,7 @@
 pub mod bhs;
 pub mod digest;
 pub mod frame;
+pub(crate) mod outgoing;
 pub mod text;
 
 pub use bhs::{Header, Opcode};

@@ -6,8 +6,10 @@ use super::ffp::{reject, Event, Ffp, Replies};
 use super::registry::{Registry, SessionInfo};
 use crate::login::{status, Login, Progress, SessionType};
 use crate::pdu::bhs::{self, Header};
-use crate::pdu::frame::{decode_head, encode_head, encode_tail, finish_data, FrameError, Layout};
+use crate::pdu::frame::{decode_head, finish_data, FrameError, Layout};
+use crate::pdu::outgoing::Frames;
 use crate::pdu::{Digests, Pdu, BHS_LEN};
+use bytes::Bytes;
 use std::io::IoSlice;
 use std::ops::Range;
 use std::sync::Arc;
@@ -105,63 +107,26 @@ async fn write_all(w: &mut Writer, bytes: &[u8]) -> Result<(), ConnError> {
 /// Slices handed to one `writev`: well under IOV_MAX.
 const IOV_BATCH: usize = 64;
 
-/// One piece of what is queued to send.
-enum Seg {
-    /// A range of [`Outbox::bytes`].
-    Own(Range<usize>),
-    /// A range of one of [`Outbox::bufs`].
-    Buf(usize, Range<usize>),
-}
-
-/// The replies queued for the socket. Small PDUs are encoded into one
-/// byte buffer; the data of a read stays in the buffer it was read into
-/// and goes out by vectored writes between its Data-In headers, so a read
-/// costs no copy in user space on its way to the socket.
+/// The replies queued for the socket. Small PDUs are encoded whole; the
+/// data of a read stays in the buffer it was read into and goes out by
+/// vectored writes between its Data-In headers, so a read costs no copy in
+/// user space on its way to the socket.
 struct Outbox {
     digests: Digests,
-    bytes: Vec<u8>,
-    bufs: Vec<Vec<u8>>,
-    segs: Vec<Seg>,
-    len: usize,
+    frames: Frames,
 }
 
 impl Outbox {
     fn new(digests: Digests) -> Outbox {
         Outbox {
             digests,
-            bytes: Vec::with_capacity(64 * 1024),
-            bufs: Vec::new(),
-            segs: Vec::new(),
-            len: 0,
+            frames: Frames::default(),
         }
-    }
-
-    /// Marks what was appended to `bytes` since `start` as the next piece.
-    fn own_since(&mut self, start: usize) {
-        let end = self.bytes.len();
-        self.len += end - start;
-        if let Some(Seg::Own(r)) = self.segs.last_mut() {
-            if r.end == start {
-                r.end = end;
-                return;
-            }
-        }
-        self.segs.push(Seg::Own(start..end));
     }
 
     /// Sends everything queued, then empties the box.
     async fn send(&mut self, w: &mut Writer) -> Result<(), ConnError> {
-        let mut iov: Vec<IoSlice<'_>> = self
-            .segs
-            .iter()
-            .filter_map(|s| {
-                let b = match s {
-                    Seg::Own(r) => self.bytes.get(r.clone()),
-                    Seg::Buf(i, r) => self.bufs.get(*i).and_then(|b| b.get(r.clone())),
-                };
-                b.filter(|b| !b.is_empty()).map(IoSlice::new)
-            })
-            .collect();
+        let mut iov = self.frames.slices();
         let fut = async {
             let mut rest = &mut iov[..];
             while !rest.is_empty() {
@@ -177,44 +142,23 @@ impl Outbox {
         tokio::time::timeout(WRITE_TIMEOUT, fut)
             .await
             .map_err(|_| ConnError::Timeout)??;
-        self.bytes.clear();
-        self.bufs.clear();
-        self.segs.clear();
-        self.len = 0;
+        self.frames.clear();
         Ok(())
     }
 }
 
 impl Replies for Outbox {
     fn push(&mut self, pdu: Pdu) {
-        let start = self.bytes.len();
-        pdu.encode_into(self.digests, &mut self.bytes);
-        self.own_since(start);
+        self.frames.push_pdu(&pdu, self.digests);
     }
 
     fn push_data_in(&mut self, data: Vec<u8>, pieces: Vec<(bhs::DataIn, Range<usize>)>) {
-        let i = self.bufs.len();
+        let data = Bytes::from(data);
         for (h, r) in pieces {
-            let Some(seg) = data.get(r.clone()) else {
-                continue;
-            };
-            let start = self.bytes.len();
-            encode_head(
-                &Header::DataIn(h),
-                &[],
-                seg.len(),
-                self.digests,
-                &mut self.bytes,
-            );
-            self.own_since(start);
-            self.len += seg.len();
-            self.segs.push(Seg::Buf(i, r));
-            let start = self.bytes.len();
-            self.bytes
-                .extend_from_slice(encode_tail(seg, self.digests).as_bytes());
-            self.own_since(start);
+            if r.end <= data.len() && r.start <= r.end {
+                self.frames.push(self.digests, &Header::DataIn(h), &data, r);
+            }
         }
-        self.bufs.push(data);
     }
 }
 
@@ -455,7 +399,7 @@ async fn full_feature(
                 Event::Continue
             }
         };
-        if event == Event::Close || reader.buffer().is_empty() || out.len > (1 << 20) {
+        if event == Event::Close || reader.buffer().is_empty() || out.frames.len() > (1 << 20) {
             out.send(writer).await?;
         }
         if event == Event::Close {
@@ -582,7 +526,7 @@ mod tests {
         let (s, _) = l.accept().await.expect("accept");
         let mut w = BufWriter::with_capacity(4096, s.into_split().1);
         box_.send(&mut w).await.expect("send");
-        assert_eq!(box_.len, 0);
+        assert_eq!(box_.frames.len(), 0);
         w.shutdown().await.expect("shutdown");
         let got = client.await.expect("client");
         let wire: Vec<u8> = want.iter().flat_map(|p| p.encode(d)).collect();
