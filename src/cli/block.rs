@@ -9,12 +9,16 @@ use std::process::ExitCode;
 /// Block service verbs.
 #[derive(Subcommand)]
 pub enum BlockCmd {
-    /// Serve disks over NBD on a unix socket until stopped.
+    /// Serve disks over NBD on a unix socket (or as vhost-user-blk devices)
+    /// until stopped.
     ///
     /// VM supervisors start one service per VM by themselves; run it by hand
     /// to export an image to any NBD client, e.g.
     /// `ferry block serve --socket /tmp/d.sock --disk data=/srv/data.img`
-    /// then `qemu-img info nbd+unix:///data?socket=/tmp/d.sock`.
+    /// then `qemu-img info nbd+unix:///data?socket=/tmp/d.sock`; add
+    /// `--vhost-user data=/tmp/data.vhost` to give it to a QEMU as
+    /// `-device vhost-user-blk-pci` instead (guest memory must be a shared
+    /// memfd).
     Serve {
         /// A JSON service configuration (socket, stats file, disks).
         #[arg(long, conflicts_with_all = ["socket", "disk"])]
@@ -27,6 +31,10 @@ pub enum BlockCmd {
         /// /etc/ferry/iscsi-secrets.toml).
         #[arg(long)]
         disk: Vec<String>,
+        /// Serve disk NAME as a vhost-user-blk device on SOCKET: NAME=SOCKET
+        /// (repeatable).
+        #[arg(long, conflicts_with = "config")]
+        vhost_user: Vec<String>,
         /// Write per-disk statistics to this JSON file every second.
         #[arg(long)]
         stats: Option<PathBuf>,
@@ -50,7 +58,22 @@ fn parse_disk(arg: &str) -> anyhow::Result<DiskExport> {
         path: path.into(),
         secrets: None,
         readonly,
+        vhost_user: None,
     })
+}
+
+/// Applies `--vhost-user NAME=SOCKET` to the disk named NAME.
+fn set_vhost_user(disks: &mut [DiskExport], arg: &str) -> anyhow::Result<()> {
+    let (name, socket) = arg
+        .split_once('=')
+        .filter(|(n, s)| !n.is_empty() && !s.is_empty())
+        .with_context(|| format!("--vhost-user {arg:?}: expected NAME=SOCKET"))?;
+    let disk = disks
+        .iter_mut()
+        .find(|d| d.name == name)
+        .with_context(|| format!("--vhost-user {arg:?}: no --disk is named {name:?}"))?;
+    disk.vhost_user = Some(socket.into());
+    Ok(())
 }
 
 /// Runs a block verb.
@@ -60,6 +83,7 @@ pub fn run(cmd: BlockCmd) -> anyhow::Result<ExitCode> {
             config,
             socket,
             disk,
+            vhost_user,
             stats,
         } => {
             let cfg = match config {
@@ -82,6 +106,10 @@ pub fn run(cmd: BlockCmd) -> anyhow::Result<ExitCode> {
                         .collect::<anyhow::Result<_>>()?,
                 },
             };
+            let mut cfg = cfg;
+            for v in &vhost_user {
+                set_vhost_user(&mut cfg.disks, v)?;
+            }
             anyhow::ensure!(
                 !cfg.disks.is_empty(),
                 "no disks to serve (--disk NAME=IMAGE)"

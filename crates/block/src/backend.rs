@@ -2,6 +2,7 @@
 //! written, flushed and discarded. Protocols sit on top, storage underneath.
 
 use std::fs::{File, OpenOptions};
+use std::io::{IoSlice, IoSliceMut};
 use std::os::unix::fs::FileExt;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -140,6 +141,41 @@ pub trait BlockBackend: Send + Sync {
     fn workers(&self) -> usize {
         crate::nbd::server::WORKERS
     }
+    /// Fills `bufs`, in order, from `offset` on (one read for a file; the
+    /// vhost-user server reads straight into guest memory with it). The
+    /// default reads into one buffer and scatters it.
+    fn read_vectored_at(
+        &self,
+        bufs: &mut [IoSliceMut<'_>],
+        offset: u64,
+    ) -> Result<(), BackendError> {
+        let mut all = vec![0u8; bufs.iter().map(|b| b.len()).sum()];
+        self.read_at(&mut all, offset)?;
+        let mut rest = all.as_slice();
+        for b in bufs.iter_mut() {
+            let (head, tail) = rest.split_at(b.len());
+            b.copy_from_slice(head);
+            rest = tail;
+        }
+        Ok(())
+    }
+    /// Writes `bufs`, in order, at `offset` on; with `fua` durable before
+    /// returning. The default gathers them into one buffer.
+    fn write_vectored_at(
+        &self,
+        bufs: &[IoSlice<'_>],
+        offset: u64,
+        fua: bool,
+    ) -> Result<(), BackendError> {
+        if let [one] = bufs {
+            return self.write_at(one, offset, fua);
+        }
+        let mut all = Vec::with_capacity(bufs.iter().map(|b| b.len()).sum());
+        for b in bufs {
+            all.extend_from_slice(b);
+        }
+        self.write_at(&all, offset, fua)
+    }
     /// Whether a read (or, with `write`, a write) of the range would be accepted.
     fn check_range(&self, offset: u64, len: u64, write: bool) -> Result<(), BackendError>;
     /// Writes `len` bytes read from the stream `src` at `offset`, the range
@@ -251,6 +287,29 @@ impl BlockBackend for FileBackend {
         self.file
             .write_all_at(buf, offset)
             .map_err(|e| self.io(e))?;
+        if fua {
+            self.flush()?;
+        }
+        Ok(())
+    }
+    fn read_vectored_at(
+        &self,
+        bufs: &mut [IoSliceMut<'_>],
+        offset: u64,
+    ) -> Result<(), BackendError> {
+        let len: usize = bufs.iter().map(|b| b.len()).sum();
+        self.check(offset, len as u64, false)?;
+        crate::vectored::pread_all(&self.file, bufs, offset).map_err(|e| self.io(e))
+    }
+    fn write_vectored_at(
+        &self,
+        bufs: &[IoSlice<'_>],
+        offset: u64,
+        fua: bool,
+    ) -> Result<(), BackendError> {
+        let len: usize = bufs.iter().map(|b| b.len()).sum();
+        self.check(offset, len as u64, true)?;
+        crate::vectored::pwrite_all(&self.file, bufs, offset).map_err(|e| self.io(e))?;
         if fua {
             self.flush()?;
         }

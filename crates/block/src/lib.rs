@@ -14,6 +14,8 @@ pub mod nbd;
 pub mod service;
 mod splice;
 pub mod stats;
+mod vectored;
+pub mod vhost_user;
 
 pub use backend::{BackendError, BlockBackend, FileBackend};
 pub use iscsi::IscsiBackend;

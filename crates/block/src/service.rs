@@ -25,6 +25,11 @@ pub struct DiskExport {
     /// Refuse writes.
     #[serde(default)]
     pub readonly: bool,
+    /// Serve this disk as a vhost-user-blk device on this socket instead of
+    /// as an NBD export (QEMU then shares the guest's memory with the
+    /// service).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vhost_user: Option<PathBuf>,
 }
 
 /// What a block service serves and where.
@@ -140,6 +145,22 @@ pub fn bind(path: &Path) -> Result<UnixListener, ServiceError> {
 pub fn run(cfg: ServiceConfig, ready: impl FnOnce()) -> Result<(), ServiceError> {
     let exports = Arc::new(open_exports(&cfg)?);
     let listener = bind(&cfg.socket)?;
+    let mut vhost = Vec::new();
+    for (d, e) in cfg.disks.iter().zip(exports.iter()) {
+        if let Some(path) = &d.vhost_user {
+            vhost.push((crate::vhost_user::bind(path)?, e.clone()));
+        }
+    }
+    for (listener, export) in vhost {
+        tracing::info!(export = %export.name, "serving as vhost-user-blk");
+        std::thread::Builder::new()
+            .name(format!("vhost-{}", export.name))
+            .spawn(move || crate::vhost_user::serve(listener, &export, 1))
+            .map_err(|source| ServiceError::Listen {
+                path: cfg.socket.clone(),
+                source,
+            })?;
+    }
     for e in exports.iter() {
         tracing::info!(export = %e.name, backend = %e.backend.identity(), size = e.backend.size(), read_only = e.backend.read_only(), "serving");
     }

@@ -5,8 +5,8 @@
 //! destination) gets exactly the same machine, devices and CPU.
 
 use crate::Accel;
-use ferry_spec::{DiskPath, VmSpec};
-use std::path::PathBuf;
+use ferry_spec::{DiskPath, DiskProtocol, VmSpec};
+use std::path::{Path, PathBuf};
 
 /// The host side chosen for one NIC of the spec.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,6 +60,15 @@ pub fn export_name(i: usize) -> String {
     format!("disk{i}")
 }
 
+/// The vhost-user socket of disk `i` (a disk with `protocol =
+/// "vhost-user"`), beside the block service's NBD socket.
+pub fn vhost_user_socket(block_socket: &Path, i: usize) -> PathBuf {
+    block_socket.with_file_name(format!("vhost-{}.sock", export_name(i)))
+}
+
+/// QOM id of the shared guest memory vhost-user disks need.
+const SHARED_RAM: &str = "ferry-ram";
+
 /// QEMU's option syntax doubles a comma to mean a literal comma.
 fn escape(value: &str) -> String {
     value.replace(',', ",,")
@@ -93,7 +102,28 @@ impl LaunchConfig<'_> {
             "-name",
             format!("guest={},debug-threads=on", escape(&spec.name)),
         );
-        push("-machine", spec.machine.clone());
+        // vhost-user disks are served from guest memory itself, so it must
+        // be a memfd the block service can map.
+        let shared_ram = self.block_socket.is_some()
+            && spec
+                .disks
+                .iter()
+                .any(|d| d.via == DiskPath::Ferry && d.protocol == DiskProtocol::VhostUser);
+        if shared_ram {
+            push(
+                "-object",
+                format!(
+                    "memory-backend-memfd,id={SHARED_RAM},size={}M,share=on",
+                    spec.memory_mib
+                ),
+            );
+            push(
+                "-machine",
+                format!("{},memory-backend={SHARED_RAM}", spec.machine),
+            );
+        } else {
+            push("-machine", spec.machine.clone());
+        }
         push("-accel", self.accel.qemu_arg().to_string());
         push(
             "-cpu",
@@ -133,15 +163,35 @@ impl LaunchConfig<'_> {
             push("-initrd", initrd.to_string_lossy().into_owned());
         }
         push("-append", kernel_cmdline(spec));
-        // Disks served by Ferry's block service run their virtio queues in a
-        // QEMU I/O thread of their own, off the vCPU and main-loop threads:
-        // under TCG that raised in-guest sequential writes by a third.
-        let ferry_disks =
-            self.block_socket.is_some() && spec.disks.iter().any(|d| d.via == DiskPath::Ferry);
+        // Disks served by Ferry's block service over NBD run their virtio
+        // queues in a QEMU I/O thread of their own, off the vCPU and
+        // main-loop threads: under TCG that raised in-guest sequential writes
+        // by a third. (vhost-user disks' queues run in the service.)
+        let ferry_disks = self.block_socket.is_some()
+            && spec
+                .disks
+                .iter()
+                .any(|d| d.via == DiskPath::Ferry && d.protocol == DiskProtocol::Nbd);
         if ferry_disks {
             push("-object", format!("iothread,id={DISK_IOTHREAD}"));
         }
         for (i, disk) in spec.disks.iter().enumerate() {
+            if let (DiskPath::Ferry, DiskProtocol::VhostUser, Some(sock)) =
+                (disk.via, disk.protocol, &self.block_socket)
+            {
+                push(
+                    "-chardev",
+                    format!(
+                        "socket,id=vu{i},path={},reconnect-ms=1000",
+                        escape(&vhost_user_socket(sock, i).to_string_lossy())
+                    ),
+                );
+                push(
+                    "-device",
+                    format!("vhost-user-blk-pci,chardev=vu{i},id=vd{i},num-queues=1"),
+                );
+                continue;
+            }
             let node = match (disk.via, &self.block_socket) {
                 (DiskPath::Ferry, Some(sock)) => serde_json::json!({
                     "driver": "nbd",

@@ -13,7 +13,7 @@ mod validate;
 pub use error::SpecError;
 pub use iscsi::{initiator_name_for, IscsiUrl, DEFAULT_SECRETS};
 pub use model::{
-    Boot, CpuBaseline, Disk, DiskPath, Nic, NicAttachment, VmSpec, DEFAULT_CPU_MODEL,
+    Boot, CpuBaseline, Disk, DiskPath, DiskProtocol, Nic, NicAttachment, VmSpec, DEFAULT_CPU_MODEL,
     DEFAULT_MACHINE,
 };
 

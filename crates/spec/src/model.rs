@@ -89,6 +89,25 @@ pub struct Disk {
     /// Who opens the image.
     #[serde(default)]
     pub via: DiskPath,
+    /// How QEMU reaches Ferry's block service for this disk.
+    #[serde(default)]
+    pub protocol: DiskProtocol,
+}
+
+/// How QEMU talks to Ferry's block service about one disk.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DiskProtocol {
+    /// NBD on a unix socket. The default: the guest's memory stays private
+    /// to QEMU (live migration is fastest), and QEMU re-sends what was in
+    /// flight if the block service restarts.
+    #[default]
+    Nbd,
+    /// vhost-user-blk: the service reads and writes guest memory itself (no
+    /// socket copy; fastest disk). The guest's memory becomes a shared
+    /// memfd, which makes live migration slower, and requests in flight
+    /// when the service dies are lost to the guest.
+    VhostUser,
 }
 
 /// The path between the guest's virtio-blk device and the image.

@@ -86,6 +86,12 @@ impl VmSpec {
             if disk.path.as_os_str().is_empty() {
                 return Err(SpecError::invalid(format!("disks[{i}].path"), "is empty"));
             }
+            if disk.via == crate::DiskPath::Qemu && disk.protocol != crate::DiskProtocol::Nbd {
+                return Err(SpecError::invalid(
+                    format!("disks[{i}].protocol"),
+                    "applies to disks served by Ferry's block service, not `via = \"qemu\"`",
+                ));
+            }
             match disk.iscsi_url() {
                 Some(url) => {
                     crate::IscsiUrl::parse(url)
@@ -302,6 +308,24 @@ bridge = "br0"
         ))
         .contains("disks[0].via"));
         assert!(err_of(&with("path = \"d.img\"\nsecrets = \"s\"")).contains("only applies"));
+    }
+
+    #[test]
+    fn disk_protocol_defaults_to_nbd_and_vhost_user_needs_ferry() {
+        let with = |disk: &str| GOOD.replace("path = \"disk.img\"", disk);
+        let spec = VmSpec::from_toml(&with("path = \"d.img\""), Path::new("/s")).unwrap();
+        assert_eq!(spec.disks[0].protocol, crate::DiskProtocol::Nbd);
+        let spec = VmSpec::from_toml(
+            &with("path = \"d.img\"\nprotocol = \"vhost-user\""),
+            Path::new("/s"),
+        )
+        .unwrap();
+        assert_eq!(spec.disks[0].protocol, crate::DiskProtocol::VhostUser);
+        assert!(err_of(&with(
+            "path = \"d.img\"\nprotocol = \"vhost-user\"\nvia = \"qemu\""
+        ))
+        .contains("disks[0].protocol"));
+        assert!(err_of(&with("path = \"d.img\"\nprotocol = \"virtiofs\"")).contains("protocol"));
     }
 
     #[test]

@@ -7,8 +7,8 @@
 
 use crate::{RunDir, VmError};
 use ferry_block::{DiskExport, ServiceConfig};
-use ferry_qemu::cmdline::export_name;
-use ferry_spec::{DiskPath, VmSpec};
+use ferry_qemu::cmdline::{export_name, vhost_user_socket};
+use ferry_spec::{DiskPath, DiskProtocol, VmSpec};
 use std::fs::OpenOptions;
 use std::path::Path;
 use std::process::Stdio;
@@ -30,6 +30,8 @@ pub fn config_for(spec: &VmSpec, dir: &RunDir) -> Option<ServiceConfig> {
             path: d.path.clone(),
             secrets: d.secrets.clone(),
             readonly: d.readonly,
+            vhost_user: (d.protocol == DiskProtocol::VhostUser)
+                .then(|| vhost_user_socket(&dir.block_socket(), i)),
         })
         .collect();
     (!disks.is_empty()).then(|| ServiceConfig {

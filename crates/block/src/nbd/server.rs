@@ -40,7 +40,8 @@ const REPLY_BATCH: usize = 64 * 1024;
 /// Socket buffer size asked for, so a 1 MiB request moves in few syscalls.
 const SOCKET_BUFFER: usize = 4 << 20;
 
-/// One disk offered over NBD.
+/// One disk the service offers (over NBD, or as a vhost-user-blk device).
+#[derive(Clone)]
 pub struct Export {
     /// Export name clients ask for.
     pub name: String,

@@ -1,0 +1,562 @@
+//! One disk as a vhost-user-blk device: QEMU hands over the guest's memory
+//! and the virtqueues, and requests are served straight from and into
+//! guest memory (no socket in the data path).
+//!
+//! Where a request runs: reads and writes of a local image inline on the
+//! queue's thread (page-cache copies, like the NBD reader does them);
+//! flushes, discards and write-zeroes, which wait on the disk, on a small
+//! pool; reads and writes of a backend that starts requests (an iSCSI LUN)
+//! are started and completed by the backend's own thread.
+
+use super::config::BlkConfig;
+use super::layout::{self, carve, kind, status, Header, Layout, Segment, HEADER_LEN};
+use super::pool::{Inflight, Pool};
+use crate::backend::{BackendError, BlockBackend, Ended, Op};
+use crate::stats::{DiskCounters, OpKind};
+use std::io::{IoSlice, IoSliceMut};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use vhost::vhost_user::message::VhostUserProtocolFeatures;
+use vhost_user_backend::bitmap::BitmapMmapRegion;
+use vhost_user_backend::{VhostUserBackend, VringRwLock, VringT};
+use virtio_queue::QueueOwnedT;
+use vm_memory::bitmap::Bitmap;
+use vm_memory::{Bytes, GuestAddress, GuestAddressSpace, GuestMemoryAtomic, GuestMemoryMmap};
+use vmm_sys_util::epoll::EventSet;
+
+/// Guest memory with a dirty log QEMU can read during live migration.
+pub type Mem = GuestMemoryMmap<BitmapMmapRegion>;
+/// The guest memory as the vhost-user library hands it over.
+pub type Gm = GuestMemoryAtomic<Mem>;
+/// One virtqueue.
+pub type Vring = VringRwLock<Gm>;
+
+/// Descriptors per queue at most (QEMU's default is 128).
+pub const MAX_QUEUE_SIZE: usize = 256;
+
+/// A disk served as a vhost-user-blk device. Cheap to clone: the vhost-user
+/// library keeps clones on its threads.
+#[derive(Clone)]
+pub struct BlkDevice(Arc<Inner>);
+
+struct Inner {
+    backend: Arc<dyn BlockBackend>,
+    counters: Arc<DiskCounters>,
+    config: BlkConfig,
+    /// GET_ID's answer, at most 20 bytes.
+    serial: Vec<u8>,
+    mem: Mutex<Option<Gm>>,
+    event_idx: AtomicBool,
+    pool: Pool,
+    inflight: Arc<Inflight>,
+}
+
+impl BlkDevice {
+    /// A device for `backend`, counting into `counters`, answering GET_ID
+    /// with `serial`, with `queues` virtqueues.
+    pub fn new(
+        backend: Arc<dyn BlockBackend>,
+        counters: Arc<DiskCounters>,
+        serial: &str,
+        queues: u16,
+    ) -> Self {
+        let config = BlkConfig {
+            size: backend.size(),
+            block_size: backend.block_size(),
+            queues: queues.max(1),
+            seg_max: MAX_QUEUE_SIZE as u32 - 2,
+            read_only: backend.read_only(),
+        };
+        let serial = serial.as_bytes()[..serial.len().min(20)].to_vec();
+        let workers = backend.workers();
+        BlkDevice(Arc::new(Inner {
+            backend,
+            counters,
+            config,
+            serial,
+            mem: Mutex::new(None),
+            event_idx: AtomicBool::new(false),
+            pool: Pool::new("vhost-blk-io", workers),
+            inflight: Arc::new(Inflight::default()),
+        }))
+    }
+
+    /// Serves what the queue holds until it is empty (with notifications
+    /// suppressed meanwhile when EVENT_IDX was negotiated).
+    fn serve_queue(&self, vring: &Vring) -> std::io::Result<()> {
+        let gm = self
+            .0
+            .mem
+            .lock()
+            .map_err(|_| std::io::Error::other("memory lock poisoned"))?
+            .clone()
+            .ok_or_else(|| std::io::Error::other("kick before the guest memory was set"))?;
+        let event_idx = self.0.event_idx.load(Ordering::Relaxed);
+        loop {
+            if event_idx {
+                vring
+                    .disable_notification()
+                    .map_err(std::io::Error::other)?;
+            }
+            self.serve_available(vring, &gm)?;
+            if !event_idx || !vring.enable_notification().map_err(std::io::Error::other)? {
+                return Ok(());
+            }
+        }
+    }
+
+    fn serve_available(&self, vring: &Vring, gm: &Gm) -> std::io::Result<()> {
+        let chains: Vec<_> = {
+            let mut state = vring.get_mut();
+            state
+                .get_queue_mut()
+                .iter(gm.memory())
+                .map_err(std::io::Error::other)?
+                .collect()
+        };
+        let mem = gm.memory();
+        let mut finished = Vec::new();
+        let count = chains.len();
+        for (i, chain) in chains.into_iter().enumerate() {
+            let head = chain.head_index();
+            let segs: Vec<Segment> = chain
+                .map(|d| Segment {
+                    addr: d.addr().0,
+                    len: d.len(),
+                    writable: d.is_write_only(),
+                })
+                .collect();
+            let req = Req {
+                head,
+                vring: vring.clone(),
+                gm: gm.clone(),
+            };
+            let hold = i + 1 < count;
+            if let Some(used) = self.dispatch(&mem, &segs, req, hold) {
+                finished.push((head, used));
+            }
+        }
+        if count > 0 {
+            self.0.backend.send_held();
+        }
+        for (head, used) in &finished {
+            vring
+                .add_used(*head, *used)
+                .map_err(std::io::Error::other)?;
+        }
+        if !finished.is_empty() {
+            signal(vring);
+        }
+        Ok(())
+    }
+
+    /// Runs or starts one request. `Some(used bytes)` when it is done now;
+    /// `None` when another thread ends it.
+    fn dispatch(&self, mem: &Mem, segs: &[Segment], req: Req, hold: bool) -> Option<u32> {
+        let layout = match carve(segs) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!("malformed virtio-blk request: {e}");
+                // No status byte to write to: hand the chain back empty.
+                return Some(0);
+            }
+        };
+        let header = match read_header(mem, &layout) {
+            Some(h) => h,
+            None => return Some(finish_now(mem, &layout, status::IOERR, 0)),
+        };
+        let inner = &self.0;
+        let remote_io = inner.backend.starts() && matches!(header.kind, kind::IN | kind::OUT);
+        let inline =
+            !inner.backend.remote() && matches!(header.kind, kind::IN | kind::OUT | kind::GET_ID);
+        if remote_io && self.start(mem, &layout, header, &req, hold) {
+            return None;
+        }
+        if inline || remote_io {
+            let (st, used) = self.run(mem, &layout, header);
+            return Some(finish_now(mem, &layout, st, used));
+        }
+        let (this, guard) = (self.clone(), inner.inflight.enter());
+        inner.pool.run(Box::new(move || {
+            let mem = req.gm.memory();
+            let (st, used) = this.run(&mem, &layout, header);
+            req.complete(&mem, &layout, st, used);
+            drop(guard);
+        }));
+        None
+    }
+
+    /// Starts a read or write on the backend; false if it cannot be
+    /// started (the caller runs it itself).
+    fn start(&self, mem: &Mem, layout: &Layout, header: Header, req: &Req, hold: bool) -> bool {
+        let inner = &self.0;
+        let (offset, len) = (header.sector.saturating_mul(512), layout.data_len());
+        let write = header.kind == kind::OUT;
+        if !layout.data_all(!write) || inner.backend.check_range(offset, len, write).is_err() {
+            return false;
+        }
+        let op = if write {
+            let mut data = vec![0u8; len as usize];
+            if gather(mem, &layout.data, &mut data).is_err() {
+                return false;
+            }
+            Op::Write {
+                offset,
+                data: bytes::Bytes::from(data),
+                fua: false,
+            }
+        } else {
+            Op::Read { offset, len }
+        };
+        let op_kind = if write {
+            OpKind::Write(len)
+        } else {
+            OpKind::Read(len)
+        };
+        let started = inner.counters.begin();
+        let (this, req, layout, guard) = (
+            self.clone(),
+            req.clone(),
+            layout.clone(),
+            inner.inflight.enter(),
+        );
+        inner.backend.start(
+            op,
+            hold,
+            Box::new(move |ended| {
+                let mem = req.gm.memory();
+                let counters = &this.0.counters;
+                let (st, used) = match ended {
+                    Ended::Read(parts) => match scatter(&mem, &layout.data, &parts) {
+                        Ok(()) => {
+                            counters.end(started, op_kind, true);
+                            (status::OK, len as u32)
+                        }
+                        Err(()) => {
+                            counters.end(started, op_kind, false);
+                            (status::IOERR, 0)
+                        }
+                    },
+                    Ended::Written => {
+                        counters.end(started, op_kind, true);
+                        (status::OK, 0)
+                    }
+                    Ended::Failed(e) => {
+                        tracing::warn!("{} at {offset}: {e}", this.0.backend.identity());
+                        counters.end(started, op_kind, false);
+                        (status::IOERR, 0)
+                    }
+                    Ended::Again => {
+                        // Off the backend's thread: it carries other answers.
+                        counters.handed_on();
+                        let again = this.clone();
+                        this.0.pool.run(Box::new(move || {
+                            let mem = req.gm.memory();
+                            let (st, used) = again.run(&mem, &layout, header);
+                            req.complete(&mem, &layout, st, used);
+                            drop(guard);
+                        }));
+                        return;
+                    }
+                };
+                req.complete(&mem, &layout, st, used);
+                drop(guard);
+            }),
+        );
+        true
+    }
+
+    /// Runs a request to its end on this thread: (status, data bytes written
+    /// into guest memory).
+    fn run(&self, mem: &Mem, layout: &Layout, header: Header) -> (u8, u32) {
+        let inner = &self.0;
+        let (b, c) = (&inner.backend, &inner.counters);
+        let offset = header.sector.saturating_mul(512);
+        let len = layout.data_len();
+        let report = |op: OpKind, r: Result<(), BackendError>, started| match r {
+            Ok(()) => {
+                c.end(started, op, true);
+                status::OK
+            }
+            Err(e) => {
+                tracing::warn!("{}: request at {offset} failed: {e}", b.identity());
+                c.end(started, op, false);
+                status::IOERR
+            }
+        };
+        match header.kind {
+            kind::IN if layout.data_all(true) => {
+                let started = c.begin();
+                let r = read_into_guest(&**b, mem, &layout.data, offset);
+                let st = report(OpKind::Read(len), r, started);
+                (st, if st == status::OK { len as u32 } else { 0 })
+            }
+            kind::OUT if layout.data_all(false) => {
+                let started = c.begin();
+                let r = write_from_guest(&**b, mem, &layout.data, offset);
+                (report(OpKind::Write(len), r, started), 0)
+            }
+            kind::FLUSH => {
+                let started = c.begin();
+                (report(OpKind::Flush, b.flush(), started), 0)
+            }
+            kind::GET_ID if layout.data_all(true) => {
+                let mut id = [0u8; 20];
+                id[..inner.serial.len()].copy_from_slice(&inner.serial);
+                let n = (len as usize).min(20);
+                match scatter(mem, &layout.data, &[id[..n].to_vec()]) {
+                    Ok(()) => (status::OK, n as u32),
+                    Err(()) => (status::IOERR, 0),
+                }
+            }
+            kind::DISCARD | kind::WRITE_ZEROES if layout.data_all(false) && len <= 4096 => {
+                let started = c.begin();
+                let mut raw = vec![0u8; len as usize];
+                let r = match gather(mem, &layout.data, &mut raw)
+                    .ok()
+                    .and_then(|()| layout::ranges(&raw).ok())
+                {
+                    None => Err(BackendError::OutOfRange {
+                        offset,
+                        len,
+                        size: b.size(),
+                    }),
+                    Some(ranges) => ranges.iter().try_for_each(|r| {
+                        let (at, n) = (r.sector.saturating_mul(512), u64::from(r.sectors) * 512);
+                        if header.kind == kind::DISCARD {
+                            b.discard(at, n)
+                        } else {
+                            b.write_zeroes(at, n, false)
+                        }
+                    }),
+                };
+                let op = if header.kind == kind::DISCARD {
+                    OpKind::Discard
+                } else {
+                    OpKind::Write(0)
+                };
+                (report(op, r, started), 0)
+            }
+            kind::IN | kind::OUT | kind::GET_ID | kind::DISCARD | kind::WRITE_ZEROES => {
+                tracing::warn!(
+                    "virtio-blk request type {} with misdirected data",
+                    header.kind
+                );
+                (status::IOERR, 0)
+            }
+            _ => (status::UNSUPP, 0),
+        }
+    }
+}
+
+/// What a request needs to be answered from another thread.
+#[derive(Clone)]
+struct Req {
+    head: u16,
+    vring: Vring,
+    gm: Gm,
+}
+
+impl Req {
+    /// Writes the status, returns the chain to the driver, and interrupts
+    /// it if it asked to be.
+    fn complete(&self, mem: &Mem, layout: &Layout, st: u8, data_used: u32) {
+        let used = finish_now(mem, layout, st, data_used);
+        if let Err(e) = self.vring.add_used(self.head, used) {
+            tracing::warn!("cannot return a virtio-blk request: {e}");
+            return;
+        }
+        signal(&self.vring);
+    }
+}
+
+/// Writes the status byte; the bytes written into the chain.
+fn finish_now(mem: &Mem, layout: &Layout, st: u8, data_used: u32) -> u32 {
+    if let Err(e) = mem.write_obj(st, GuestAddress(layout.status)) {
+        tracing::warn!("cannot write a virtio-blk status: {e}");
+    }
+    data_used + 1
+}
+
+fn signal(vring: &Vring) {
+    match vring.needs_notification() {
+        Ok(false) => {}
+        Ok(true) | Err(_) => {
+            if let Err(e) = vring.signal_used_queue() {
+                tracing::debug!("cannot interrupt the guest: {e}");
+            }
+        }
+    }
+}
+
+fn read_header(mem: &Mem, layout: &Layout) -> Option<Header> {
+    let mut h = [0u8; HEADER_LEN as usize];
+    gather(mem, &layout.header, &mut h).ok()?;
+    Some(Header::parse(&h))
+}
+
+/// Copies guest ranges into `out` (as long as their total).
+fn gather(mem: &Mem, segs: &[Segment], out: &mut [u8]) -> Result<(), ()> {
+    let mut at = 0usize;
+    for s in segs {
+        let n = s.len as usize;
+        let dst = out.get_mut(at..at + n).ok_or(())?;
+        mem.read_slice(dst, GuestAddress(s.addr)).map_err(|_| ())?;
+        at += n;
+    }
+    Ok(())
+}
+
+/// Copies `parts`, in order, into guest ranges (logging the pages as dirty).
+fn scatter(mem: &Mem, segs: &[Segment], parts: &[Vec<u8>]) -> Result<(), ()> {
+    let mut segs = segs.iter().map(|s| (s.addr, s.len as usize));
+    let mut cur = segs.next();
+    for part in parts {
+        let mut rest = part.as_slice();
+        while !rest.is_empty() {
+            let (addr, room) = cur.ok_or(())?;
+            let n = room.min(rest.len());
+            mem.write_slice(&rest[..n], GuestAddress(addr))
+                .map_err(|_| ())?;
+            rest = &rest[n..];
+            cur = if n == room {
+                segs.next()
+            } else {
+                Some((addr + n as u64, room - n))
+            };
+        }
+    }
+    Ok(())
+}
+
+/// Guest ranges as host slices, split where guest memory regions end.
+fn host_slices<'m>(
+    mem: &'m Mem,
+    segs: &[Segment],
+) -> Result<
+    Vec<
+        vm_memory::VolatileSlice<
+            'm,
+            <BitmapMmapRegion as vm_memory::bitmap::WithBitmapSlice<'m>>::S,
+        >,
+    >,
+    BackendError,
+> {
+    let mut out = Vec::with_capacity(segs.len());
+    for s in segs {
+        for slice in
+            vm_memory::GuestMemoryBackend::get_slices(mem, GuestAddress(s.addr), s.len as usize)
+        {
+            out.push(slice.map_err(|e| BackendError::Remote {
+                disk: "guest memory".into(),
+                source: Box::new(e),
+            })?);
+        }
+    }
+    Ok(out)
+}
+
+/// Reads the disk straight into guest memory.
+fn read_into_guest(
+    b: &dyn BlockBackend,
+    mem: &Mem,
+    segs: &[Segment],
+    offset: u64,
+) -> Result<(), BackendError> {
+    let slices = host_slices(mem, segs)?;
+    let mut iov: Vec<IoSliceMut> = slices
+        .iter()
+        .map(|s| {
+            // SAFETY: the slice points into guest memory mapped for as long
+            // as `mem` is borrowed; the guest may touch it meanwhile, as it
+            // may during any DMA, which is the guest's own affair.
+            IoSliceMut::new(unsafe {
+                std::slice::from_raw_parts_mut(s.ptr_guard_mut().as_ptr(), s.len())
+            })
+        })
+        .collect();
+    b.read_vectored_at(&mut iov, offset)?;
+    for s in &slices {
+        s.bitmap().mark_dirty(0, s.len());
+    }
+    Ok(())
+}
+
+/// Writes guest memory straight to the disk.
+fn write_from_guest(
+    b: &dyn BlockBackend,
+    mem: &Mem,
+    segs: &[Segment],
+    offset: u64,
+) -> Result<(), BackendError> {
+    let slices = host_slices(mem, segs)?;
+    let iov: Vec<IoSlice> = slices
+        .iter()
+        .map(|s| {
+            // SAFETY: as in `read_into_guest`; only read here.
+            IoSlice::new(unsafe { std::slice::from_raw_parts(s.ptr_guard().as_ptr(), s.len()) })
+        })
+        .collect();
+    b.write_vectored_at(&iov, offset, false)
+}
+
+impl VhostUserBackend for BlkDevice {
+    type Bitmap = BitmapMmapRegion;
+    type Vring = Vring;
+
+    fn num_queues(&self) -> usize {
+        usize::from(self.0.config.queues)
+    }
+    fn max_queue_size(&self) -> usize {
+        MAX_QUEUE_SIZE
+    }
+    fn features(&self) -> u64 {
+        self.0.config.features()
+    }
+    fn protocol_features(&self) -> VhostUserProtocolFeatures {
+        VhostUserProtocolFeatures::CONFIG
+            | VhostUserProtocolFeatures::MQ
+            | VhostUserProtocolFeatures::LOG_SHMFD
+            | VhostUserProtocolFeatures::REPLY_ACK
+    }
+    fn set_event_idx(&self, enabled: bool) {
+        self.0.event_idx.store(enabled, Ordering::Relaxed);
+    }
+    fn get_config(&self, offset: u32, size: u32) -> Vec<u8> {
+        let space = self.0.config.space();
+        let start = (offset as usize).min(space.len());
+        let end = start.saturating_add(size as usize).min(space.len());
+        space[start..end].to_vec()
+    }
+    fn update_memory(&self, mem: Gm) -> std::io::Result<()> {
+        *self
+            .0
+            .mem
+            .lock()
+            .map_err(|_| std::io::Error::other("memory lock poisoned"))? = Some(mem);
+        Ok(())
+    }
+    fn stop_vring(&self, _queue_index: u32) -> std::io::Result<()> {
+        // QEMU stops the rings before a migration's switchover: every
+        // request taken from them is answered first.
+        self.0.inflight.wait_none();
+        Ok(())
+    }
+    fn handle_event(
+        &self,
+        device_event: u16,
+        evset: EventSet,
+        vrings: &[Vring],
+        _thread_id: usize,
+    ) -> std::io::Result<()> {
+        if evset != EventSet::IN {
+            return Err(std::io::Error::other(format!(
+                "unexpected queue event {evset:?}"
+            )));
+        }
+        let vring = vrings
+            .get(usize::from(device_event))
+            .ok_or_else(|| std::io::Error::other(format!("no queue {device_event}")))?;
+        self.serve_queue(vring)
+    }
+}
