@@ -1,5 +1,6 @@
 //! Ferry's block service on the real data path: QEMU's virtio-blk disks go
-//! through `ferry block serve` (NBD on a unix socket) to image files.
+//! through `ferry block serve` (NBD on a unix socket, or vhost-user-blk) to
+//! image files.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -57,19 +58,35 @@ fn assert_durable(img: &Path, console: &str) {
 
 #[test]
 fn two_disks_through_the_block_service_verify_from_the_host() {
-    let env = TestEnv::new("blk2");
+    two_disks_verify_from_the_host("blk2", None);
+}
+
+#[test]
+fn two_vhost_user_disks_verify_from_the_host() {
+    two_disks_verify_from_the_host("blk2vu", Some("vhost-user"));
+}
+
+fn two_disks_verify_from_the_host(tag: &str, protocol: Option<&'static str>) {
+    let env = TestEnv::new(tag);
     let (a, b) = (image(&env, "a.img"), image(&env, "b.img"));
     let spec = env.guest_spec(
         "two",
         &GuestOpts {
             cmdline: format!("ferry.run=disktest:/dev/vda:{BLOCKS}:write:2 ferry.run=disktest:/dev/vdb:{BLOCKS}:write:3"),
             disks: vec![(a.clone(), false), (b.clone(), false)],
+            disk_protocol: protocol,
             ..Default::default()
         },
     );
     run_ok(env.ferry().args(["vm", "start"]).arg(&spec));
     let st = env.status("two");
     assert!(st["block_pid"].as_i64().is_some(), "no block service: {st}");
+    if protocol.is_some() {
+        // Served as vhost-user devices, not NBD exports.
+        let cmdline = std::fs::read_to_string(format!("/proc/{}/cmdline", st["qemu_pid"])).unwrap();
+        assert_eq!(cmdline.matches("vhost-user-blk-pci").count(), 2, "{cmdline}");
+        assert!(!cmdline.contains("\"nbd\""), "{cmdline}");
+    }
     let deadline = Instant::now() + Duration::from_secs(120);
     while env.console("two").matches("exited status=0").count() < 2 {
         assert!(
@@ -109,13 +126,23 @@ fn two_disks_through_the_block_service_verify_from_the_host() {
 
 #[test]
 fn killed_block_service_is_restarted_and_no_flushed_write_is_lost() {
-    let env = TestEnv::new("blkkill");
+    kill_block_service_under_load("blkkill", None);
+}
+
+#[test]
+fn killed_vhost_user_block_service_is_restarted_and_no_flushed_write_is_lost() {
+    kill_block_service_under_load("blkkillvu", Some("vhost-user"));
+}
+
+fn kill_block_service_under_load(tag: &str, protocol: Option<&'static str>) {
+    let env = TestEnv::new(tag);
     let img = image(&env, "k.img");
     let spec = env.guest_spec(
         "kill",
         &GuestOpts {
             cmdline: format!("ferry.run=disktest:/dev/vda:{BLOCKS}:write"),
             disks: vec![(img.clone(), false)],
+            disk_protocol: protocol,
             ..Default::default()
         },
     );
@@ -140,14 +167,24 @@ fn killed_block_service_is_restarted_and_no_flushed_write_is_lost() {
 
 #[test]
 fn disk_path_survives_live_migration_between_two_block_services() {
+    migrate_under_disk_load("blkmig", None);
+}
+
+#[test]
+fn vhost_user_disk_survives_live_migration_between_two_block_services() {
+    migrate_under_disk_load("blkmigvu", Some("vhost-user"));
+}
+
+fn migrate_under_disk_load(tag: &str, protocol: Option<&'static str>) {
     // Two "hosts": two runtime directories, each with its own supervisor,
     // block service and QEMU, sharing the image as shared storage would.
-    let src = TestEnv::new("blkmigsrc");
-    let dst = TestEnv::new("blkmigdst");
+    let src = TestEnv::new(&format!("{tag}src"));
+    let dst = TestEnv::new(&format!("{tag}dst"));
     let img = image(&src, "m.img");
     let opts = GuestOpts {
         cmdline: format!("ferry.run=disktest:/dev/vda:{BLOCKS}:write ferry.run=counter:200"),
         disks: vec![(img.clone(), false)],
+        disk_protocol: protocol,
         ..Default::default()
     };
     let spec = src.guest_spec("mig", &opts);
@@ -211,6 +248,47 @@ fn block_service_refuses_bad_configuration_clearly() {
         "{err}"
     );
     drop(first);
+    // A vhost-user socket a live service holds.
+    let vsock = env.root.join("d.vhost");
+    let vhost = env
+        .ferry()
+        .args(["block", "serve", "--socket"])
+        .arg(&sock)
+        .arg("--disk")
+        .arg(format!("d={}", img.display()))
+        .arg("--vhost-user")
+        .arg(format!("d={}", vsock.display()))
+        .spawn()
+        .unwrap();
+    let vhost = ChildGuard(vhost);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::os::unix::net::UnixStream::connect(&sock).is_err() {
+        assert!(Instant::now() < deadline, "service did not listen");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let err = run_err(
+        env.ferry()
+            .args(["block", "serve", "--socket"])
+            .arg(env.root.join("other.sock"))
+            .arg("--disk")
+            .arg(format!("d={}", img.display()))
+            .arg("--vhost-user")
+            .arg(format!("d={}", vsock.display())),
+    );
+    assert!(
+        err.contains(&format!("socket {} is in use", vsock.display())),
+        "{err}"
+    );
+    drop(vhost);
+    let err = run_err(
+        env.ferry()
+            .args(["block", "serve", "--socket"])
+            .arg(&sock)
+            .arg("--disk")
+            .arg(format!("d={}", img.display()))
+            .args(["--vhost-user", "e=/tmp/x.sock"]),
+    );
+    assert!(err.contains("no --disk is named \"e\""), "{err}");
     // A read-only export refuses writes with EPERM through a real NBD client.
     let ro = env
         .ferry()

@@ -75,6 +75,9 @@ impl TestEnv {
                 "[[disks]]\npath = \"{}\"\nreadonly = {readonly}\nvia = \"{via}\"\n",
                 path.display()
             ));
+            if let Some(p) = opts.disk_protocol {
+                text.push_str(&format!("protocol = \"{p}\"\n"));
+            }
         }
         if let Some(bridge) = &opts.bridge {
             text.push_str(&format!(
@@ -179,6 +182,8 @@ pub struct GuestOpts {
     pub bridge: Option<String>,
     /// Let QEMU open the images itself instead of Ferry's block service.
     pub qemu_disks: bool,
+    /// The disks' `protocol` (`"vhost-user"`); the default (NBD) if `None`.
+    pub disk_protocol: Option<&'static str>,
 }
 
 impl Default for GuestOpts {
@@ -192,6 +197,7 @@ impl Default for GuestOpts {
             disks: Vec::new(),
             bridge: None,
             qemu_disks: false,
+            disk_protocol: None,
         }
     }
 }
