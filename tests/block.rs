@@ -84,7 +84,11 @@ fn two_disks_verify_from_the_host(tag: &str, protocol: Option<&'static str>) {
     if protocol.is_some() {
         // Served as vhost-user devices, not NBD exports.
         let cmdline = std::fs::read_to_string(format!("/proc/{}/cmdline", st["qemu_pid"])).unwrap();
-        assert_eq!(cmdline.matches("vhost-user-blk-pci").count(), 2, "{cmdline}");
+        assert_eq!(
+            cmdline.matches("vhost-user-blk-pci").count(),
+            2,
+            "{cmdline}"
+        );
         assert!(!cmdline.contains("\"nbd\""), "{cmdline}");
     }
     let deadline = Instant::now() + Duration::from_secs(120);

@@ -19,11 +19,24 @@ const BLOCKS: u64 = 1024;
 
 /// A spec for the test guest with one data disk on `url`.
 fn lun_spec(env: &TestEnv, vm: &str, url: &str, secrets: &Path, cmdline: String) -> PathBuf {
+    lun_spec_via(env, vm, url, secrets, cmdline, None)
+}
+
+/// [`lun_spec`] with the disk's `protocol` (`None`: the default, NBD).
+fn lun_spec_via(
+    env: &TestEnv,
+    vm: &str,
+    url: &str,
+    secrets: &Path,
+    cmdline: String,
+    protocol: Option<&'static str>,
+) -> PathBuf {
     let spec = env.guest_spec(
         vm,
         &GuestOpts {
             cmdline,
             disks: vec![(PathBuf::from(url), false)],
+            disk_protocol: protocol,
             ..Default::default()
         },
     );
@@ -197,19 +210,33 @@ fn wrong_chap_unknown_target_and_missing_lun_fail_vm_start_clearly() {
 
 #[test]
 fn live_migration_of_a_vm_on_a_lun_keeps_every_block() {
+    migrate_a_vm_on_a_lun("lun-mig", &[Kind::Ferry, Kind::Tgt], None);
+}
+
+/// The LUN as a vhost-user-blk device: its reads and writes are started on
+/// the initiator from the virtqueue and completed into guest memory by the
+/// initiator's thread; before the switchover the service answers every
+/// request it took from the ring.
+#[test]
+fn live_migration_of_a_vm_on_a_vhost_user_lun_keeps_every_block() {
+    migrate_a_vm_on_a_lun("lun-migvu", &[Kind::Ferry], Some("vhost-user"));
+}
+
+fn migrate_a_vm_on_a_lun(tag: &str, kinds: &[Kind], protocol: Option<&'static str>) {
     // Two "hosts": two runtime directories, each with its own supervisor,
     // block service (and so its own iSCSI session) and QEMU.
-    let src = TestEnv::new("lun-migsrc");
-    let dst = TestEnv::new("lun-migdst");
-    for (i, kind) in [Kind::Ferry, Kind::Tgt].into_iter().enumerate() {
+    let src = TestEnv::new(&format!("{tag}src"));
+    let dst = TestEnv::new(&format!("{tag}dst"));
+    for (i, kind) in kinds.iter().copied().enumerate() {
         let t = Target::start(&src, kind, 64, chap_auth());
         let vm = format!("mig{i}");
-        let spec = lun_spec(
+        let spec = lun_spec_via(
             &src,
             &vm,
             &t.url(),
             &t.secrets_file(None),
             format!("ferry.run=disktest:/dev/vda:{BLOCKS}:write ferry.run=counter:200"),
+            protocol,
         );
         run_ok(src.ferry().args(["vm", "start"]).arg(&spec));
         wait_more_flushes(&src, &vm, 0, 10, Duration::from_secs(180));

@@ -2,11 +2,12 @@
 //! storage.
 //!
 //! QEMU reaches every Ferry-served disk through a unix socket speaking NBD
-//! ([`nbd`]); the service maps each export onto a [`BlockBackend`] (a raw
-//! image file, an iSCSI LUN through Ferry's initiator ([`iscsi`]); a CSV
-//! virtual disk later) and counts
-//! what passes ([`stats`]). One service process runs per VM, started and
-//! restarted by the VM's supervisor ([`service`]).
+//! ([`nbd`], the default) or vhost-user-blk ([`vhost_user`], guest memory
+//! shared with the service); the service maps each disk onto a
+//! [`BlockBackend`] (a raw image file, an iSCSI LUN through Ferry's
+//! initiator ([`iscsi`]); a CSV virtual disk later) and counts what passes
+//! ([`stats`]). One service process runs per VM, started and restarted by
+//! the VM's supervisor ([`service`]).
 
 pub mod backend;
 pub mod iscsi;

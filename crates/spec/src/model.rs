@@ -114,7 +114,7 @@ pub enum DiskProtocol {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DiskPath {
-    /// Ferry's block service (NBD on a unix socket): Ferry can map, fence,
+    /// Ferry's block service (see [`DiskProtocol`]): Ferry can map, fence,
     /// redirect and measure the disk. The default.
     #[default]
     Ferry,

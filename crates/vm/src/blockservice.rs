@@ -1,9 +1,11 @@
 //! Starting and restarting a VM's block service process.
 //!
 //! One `ferry block serve` process per VM serves its Ferry-path disks on the
-//! VM's `block.sock`. It is a child of the VM's supervisor, which restarts it
-//! if it dies; QEMU's NBD client reconnects and re-issues what was in flight
-//! (within `reconnect-delay`), so the guest sees a pause, not an error.
+//! VM's `block.sock` (NBD) and, for `protocol = "vhost-user"` disks, on a
+//! vhost-user socket each. It is a child of the VM's supervisor, which
+//! restarts it if it dies; QEMU reconnects and re-issues what was in flight
+//! (NBD within `reconnect-delay`; vhost-user from the ring), so the guest
+//! sees a pause, not an error.
 
 use crate::{RunDir, VmError};
 use ferry_block::{DiskExport, ServiceConfig};
