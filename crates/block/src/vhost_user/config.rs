@@ -3,6 +3,8 @@
 
 /// Feature bits this device offers.
 pub mod feature {
+    /// Largest segment in `size_max`.
+    pub const BLK_SIZE_MAX: u32 = 1;
     /// Maximum segments per request in `seg_max`.
     pub const BLK_SEG_MAX: u32 = 2;
     /// Read-only device.
@@ -44,6 +46,10 @@ pub struct BlkConfig {
     pub read_only: bool,
 }
 
+/// Largest segment a driver may give: with `seg_max` segments this bounds a
+/// request's data (see [`BlkConfig::max_request`]).
+pub const SIZE_MAX: u32 = 128 << 10;
+
 /// Largest DISCARD or WRITE_ZEROES range, in sectors (1 GiB).
 pub const MAX_RANGE_SECTORS: u32 = 1 << 21;
 
@@ -51,6 +57,7 @@ impl BlkConfig {
     /// The feature bits to offer.
     pub fn features(&self) -> u64 {
         let mut f = [
+            feature::BLK_SIZE_MAX,
             feature::BLK_SEG_MAX,
             feature::BLK_BLK_SIZE,
             feature::BLK_FLUSH,
@@ -73,11 +80,18 @@ impl BlkConfig {
         f
     }
 
+    /// The most data one request can carry from a driver that keeps to
+    /// `size_max` and `seg_max`; larger ones are refused.
+    pub fn max_request(&self) -> u64 {
+        u64::from(self.seg_max) * u64::from(SIZE_MAX)
+    }
+
     /// The 60-byte `struct virtio_blk_config`.
     pub fn space(&self) -> [u8; 60] {
         let mut c = [0u8; 60];
         let put = |c: &mut [u8; 60], at: usize, v: &[u8]| c[at..at + v.len()].copy_from_slice(v);
         put(&mut c, 0, &(self.size / 512).to_le_bytes()); // capacity
+        put(&mut c, 8, &SIZE_MAX.to_le_bytes());
         put(&mut c, 12, &self.seg_max.to_le_bytes());
         put(&mut c, 20, &self.block_size.to_le_bytes());
         // min_io_size, in blocks.

@@ -166,6 +166,15 @@ impl BlkDevice {
             None => return Some(finish_now(mem, &layout, status::IOERR, 0)),
         };
         let inner = &self.0;
+        if layout.data_len() > inner.config.max_request() {
+            // Beyond what the device offered: never allocated for or read.
+            tracing::warn!(
+                "virtio-blk request of {} bytes exceeds the device's {} byte limit",
+                layout.data_len(),
+                inner.config.max_request()
+            );
+            return Some(finish_now(mem, &layout, status::IOERR, 0));
+        }
         let remote_io = inner.backend.starts() && matches!(header.kind, kind::IN | kind::OUT);
         let inline =
             !inner.backend.remote() && matches!(header.kind, kind::IN | kind::OUT | kind::GET_ID);

@@ -54,10 +54,27 @@ pub enum LayoutError {
     /// The device could not write the status byte.
     #[error("request status byte is in read-only memory")]
     StatusReadOnly,
+    /// A range runs past the end of the address space.
+    #[error("descriptor range {addr:#x}+{len} wraps around the address space")]
+    Wraps {
+        /// Its address.
+        addr: u64,
+        /// Its length.
+        len: u32,
+    },
 }
 
 /// Cuts a chain's ranges into header, data and status.
 pub fn carve(chain: &[Segment]) -> Result<Layout, LayoutError> {
+    if let Some(s) = chain
+        .iter()
+        .find(|s| s.addr.checked_add(u64::from(s.len)).is_none())
+    {
+        return Err(LayoutError::Wraps {
+            addr: s.addr,
+            len: s.len,
+        });
+    }
     let total: u64 = chain.iter().map(|s| u64::from(s.len)).sum();
     if total < u64::from(HEADER_LEN) + 1 {
         return Err(LayoutError::TooShort(total));
@@ -248,6 +265,13 @@ mod tests {
         assert_eq!(
             carve(&[seg(0, 16, true), seg(16, 1, true)]),
             Err(LayoutError::HeaderWritable)
+        );
+        assert_eq!(
+            carve(&[seg(0, 16, false), seg(u64::MAX, 1, true)]),
+            Err(LayoutError::Wraps {
+                addr: u64::MAX,
+                len: 1
+            })
         );
     }
 
