@@ -209,6 +209,25 @@ fn migrate_under_disk_load(tag: &str, protocol: Option<&'static str>) {
     assert_durable(&img, &dst.console("mig"));
 }
 
+/// `ferry block serve --socket SOCK ARGS...`, killed when dropped; returns
+/// once it listens.
+fn serve_until_listening(env: &TestEnv, sock: &Path, args: &[String]) -> ChildGuard {
+    let child = ChildGuard(
+        env.ferry()
+            .args(["block", "serve", "--socket"])
+            .arg(sock)
+            .args(args)
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::os::unix::net::UnixStream::connect(sock).is_err() {
+        assert!(Instant::now() < deadline, "service did not listen");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
+}
+
 #[test]
 fn block_service_refuses_bad_configuration_clearly() {
     let env = TestEnv::new("blkbad");
@@ -226,20 +245,8 @@ fn block_service_refuses_bad_configuration_clearly() {
         "{err}"
     );
     // A socket a live service holds.
-    let first = env
-        .ferry()
-        .args(["block", "serve", "--socket"])
-        .arg(&sock)
-        .arg("--disk")
-        .arg(format!("d={}", img.display()))
-        .spawn()
-        .unwrap();
-    let first = ChildGuard(first);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::os::unix::net::UnixStream::connect(&sock).is_err() {
-        assert!(Instant::now() < deadline, "service did not listen");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let disk = format!("d={}", img.display());
+    let first = serve_until_listening(&env, &sock, &["--disk".into(), disk.clone()]);
     let err = run_err(
         env.ferry()
             .args(["block", "serve", "--socket"])
@@ -254,22 +261,16 @@ fn block_service_refuses_bad_configuration_clearly() {
     drop(first);
     // A vhost-user socket a live service holds.
     let vsock = env.root.join("d.vhost");
-    let vhost = env
-        .ferry()
-        .args(["block", "serve", "--socket"])
-        .arg(&sock)
-        .arg("--disk")
-        .arg(format!("d={}", img.display()))
-        .arg("--vhost-user")
-        .arg(format!("d={}", vsock.display()))
-        .spawn()
-        .unwrap();
-    let vhost = ChildGuard(vhost);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::os::unix::net::UnixStream::connect(&sock).is_err() {
-        assert!(Instant::now() < deadline, "service did not listen");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let vhost = serve_until_listening(
+        &env,
+        &sock,
+        &[
+            "--disk".into(),
+            disk.clone(),
+            "--vhost-user".into(),
+            format!("d={}", vsock.display()),
+        ],
+    );
     let err = run_err(
         env.ferry()
             .args(["block", "serve", "--socket"])
@@ -294,20 +295,7 @@ fn block_service_refuses_bad_configuration_clearly() {
     );
     assert!(err.contains("no --disk is named \"e\""), "{err}");
     // A read-only export refuses writes with EPERM through a real NBD client.
-    let ro = env
-        .ferry()
-        .args(["block", "serve", "--socket"])
-        .arg(&sock)
-        .arg("--disk")
-        .arg(format!("d={}:ro", img.display()))
-        .spawn()
-        .unwrap();
-    let ro = ChildGuard(ro);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::os::unix::net::UnixStream::connect(&sock).is_err() {
-        assert!(Instant::now() < deadline, "service did not listen");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let ro = serve_until_listening(&env, &sock, &["--disk".into(), format!("{disk}:ro")]);
     let url = format!("nbd+unix:///d?socket={}", sock.display());
     let out = std::process::Command::new("qemu-io")
         .args(["-f", "raw", "-c", "write 0 4096", &url])

@@ -10,65 +10,51 @@ const IOV_MAX: usize = 1024;
 
 /// Fills every buffer of `bufs` from `file` at `offset`; a file that ends
 /// first is an `UnexpectedEof` error.
-pub fn pread_all(file: &File, mut bufs: &mut [IoSliceMut<'_>], mut offset: u64) -> io::Result<()> {
+pub fn pread_all(file: &File, mut bufs: &mut [IoSliceMut<'_>], offset: u64) -> io::Result<()> {
     IoSliceMut::advance_slices(&mut bufs, 0);
-    while !bufs.is_empty() {
-        let n = bufs.len().min(IOV_MAX);
+    let (fd, eof) = (file.as_raw_fd(), io::ErrorKind::UnexpectedEof);
+    finish(bufs, offset, eof, IoSliceMut::advance_slices, |b, n, at| {
         // SAFETY: IoSliceMut is ABI-compatible with iovec; the buffers are
-        // borrowed mutably for the call and the count is within the slice.
-        let got = unsafe {
-            libc::preadv(
-                file.as_raw_fd(),
-                bufs.as_ptr().cast::<libc::iovec>(),
-                n as libc::c_int,
-                offset as libc::off_t,
-            )
-        };
-        match got {
-            0 => return Err(io::ErrorKind::UnexpectedEof.into()),
-            n if n < 0 => {
-                let e = io::Error::last_os_error();
-                if e.kind() != io::ErrorKind::Interrupted {
-                    return Err(e);
-                }
-            }
-            n => {
-                offset += n as u64;
-                IoSliceMut::advance_slices(&mut bufs, n as usize);
-            }
-        }
-    }
-    Ok(())
+        // borrowed mutably for the call and `n` is within the slice.
+        unsafe { libc::preadv(fd, b.as_ptr().cast::<libc::iovec>(), n, at) }
+    })
 }
 
 /// Writes every buffer of `bufs` to `file` at `offset`, in order.
-pub fn pwrite_all(file: &File, bufs: &[IoSlice<'_>], mut offset: u64) -> io::Result<()> {
+pub fn pwrite_all(file: &File, bufs: &[IoSlice<'_>], offset: u64) -> io::Result<()> {
     let mut owned = bufs.to_vec();
     let mut bufs = owned.as_mut_slice();
     IoSlice::advance_slices(&mut bufs, 0);
-    while !bufs.is_empty() {
-        let n = bufs.len().min(IOV_MAX);
+    let (fd, full) = (file.as_raw_fd(), io::ErrorKind::WriteZero);
+    finish(bufs, offset, full, IoSlice::advance_slices, |b, n, at| {
         // SAFETY: IoSlice is ABI-compatible with iovec; the buffers are
-        // borrowed for the call and the count is within the slice.
-        let put = unsafe {
-            libc::pwritev(
-                file.as_raw_fd(),
-                bufs.as_ptr().cast::<libc::iovec>(),
-                n as libc::c_int,
-                offset as libc::off_t,
-            )
-        };
-        match put {
-            0 => return Err(io::ErrorKind::WriteZero.into()),
-            n if n < 0 => {
+        // borrowed for the call and `n` is within the slice.
+        unsafe { libc::pwritev(fd, b.as_ptr().cast::<libc::iovec>(), n, at) }
+    })
+}
+
+/// Calls `io` (preadv or pwritev) until every buffer is done, moving past
+/// what each call did; a call that does nothing is the error `stalled`.
+fn finish<S>(
+    mut bufs: &mut [S],
+    mut offset: u64,
+    stalled: io::ErrorKind,
+    advance: fn(&mut &mut [S], usize),
+    io: impl Fn(&[S], libc::c_int, libc::off_t) -> isize,
+) -> io::Result<()> {
+    while !bufs.is_empty() {
+        let n = bufs.len().min(IOV_MAX) as libc::c_int;
+        match io(bufs, n, offset as libc::off_t) {
+            0 => return Err(stalled.into()),
+            done if done < 0 => {
                 let e = io::Error::last_os_error();
                 if e.kind() != io::ErrorKind::Interrupted {
                     return Err(e);
                 }
             }
-            n => {
-                offset += n as u64;
-                IoSlice::advance_slices(&mut bufs, n as usize);
+            done => {
+                offset += done as u64;
+                advance(&mut bufs, done as usize);
             }
         }
     }
