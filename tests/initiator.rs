@@ -64,6 +64,35 @@ fn exercise(lun: &Arc<Lun>) {
         lun.read_at(&mut back, off).unwrap();
         assert!(back == data, "read back differs for {len} bytes at {off}");
     }
+    // A started read whose Data-In goes straight into memory of ours (as
+    // for a VM's vhost-user disk), in pieces that cut across PDUs and
+    // commands.
+    let want = pattern(4, 3 << 20);
+    let mut pieces = [
+        vec![0u8; 1000],
+        vec![0u8; 700_000],
+        vec![0u8; (3 << 20) - 701_000],
+    ];
+    let raw = pieces
+        .iter_mut()
+        .map(|p| (p.as_mut_ptr(), p.len()))
+        .collect();
+    // SAFETY: `pieces` outlives the read: the sink is closed below before
+    // they are looked at or dropped.
+    let sink = unsafe { ferry_iscsi::initiator::Sink::new(raw, Arc::new(())) };
+    let (tx, rx) = std::sync::mpsc::channel();
+    lun.start_read_into(
+        4 * (4 << 20),
+        &sink,
+        false,
+        Box::new(move |r| {
+            let _ = tx.send(r.map(|bufs| bufs.len()));
+        }),
+    );
+    let ended = rx.recv_timeout(Duration::from_secs(30)).unwrap();
+    sink.close();
+    assert!(matches!(ended, Ok(0)), "no buffers when placed: {ended:?}");
+    assert!(pieces.concat() == want, "placed Data-In differs");
     // 32 threads at once: the pipeline, ITT matching and the CmdSN window.
     let threads: Vec<_> = (0..32u64)
         .map(|t| {

@@ -56,6 +56,15 @@ pub enum Op {
         /// Bytes.
         len: u64,
     },
+    /// Read `sink.len()` bytes at `offset` straight into `sink` (memory of
+    /// the caller's, e.g. a VM's): the end is [`Ended::Read`] with no
+    /// buffers. The caller closes the sink when the operation ends.
+    ReadInto {
+        /// Start.
+        offset: u64,
+        /// Where the data goes.
+        sink: std::sync::Arc<ferry_iscsi::initiator::Sink>,
+    },
     /// Write `data` at `offset`, durable before it ends if `fua`.
     Write {
         /// Start.

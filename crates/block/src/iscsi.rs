@@ -284,12 +284,26 @@ impl BlockBackend for IscsiBackend {
         match op {
             // Partial blocks need a read-modify-write: the blocking path.
             Op::Read { offset, len } if !self.aligned(offset, len) => done(Ended::Again),
+            Op::ReadInto { offset, ref sink } if !self.aligned(offset, sink.len() as u64) => {
+                done(Ended::Again)
+            }
             Op::Write {
                 offset, ref data, ..
             } if !self.aligned(offset, data.len() as u64) => done(Ended::Again),
             Op::Read { offset, len } => self.lun.start_read(
                 offset,
                 len,
+                hold,
+                Box::new(move |r| {
+                    done(match r {
+                        Ok(parts) => Ended::Read(parts),
+                        Err(u) => ended(u),
+                    })
+                }),
+            ),
+            Op::ReadInto { offset, sink } => self.lun.start_read_into(
+                offset,
+                &sink,
                 hold,
                 Box::new(move |r| {
                     done(match r {

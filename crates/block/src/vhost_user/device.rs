@@ -13,6 +13,7 @@ use super::layout::{self, carve, kind, status, Header, Layout, Segment, HEADER_L
 use super::pool::{Inflight, Pool};
 use crate::backend::{BackendError, BlockBackend, Ended, Op};
 use crate::stats::{DiskCounters, OpKind};
+use ferry_iscsi::initiator::Sink;
 use std::io::{IoSlice, IoSliceMut};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -204,6 +205,7 @@ impl BlkDevice {
         if !layout.data_all(!write) || inner.backend.check_range(offset, len, write).is_err() {
             return false;
         }
+        let mut sink = None;
         let op = if write {
             let mut data = vec![0u8; len as usize];
             if gather(mem, &layout.data, &mut data).is_err() {
@@ -215,7 +217,21 @@ impl BlkDevice {
                 fua: false,
             }
         } else {
-            Op::Read { offset, len }
+            // The Data-In goes from the socket into guest memory directly.
+            let Ok(slices) = host_slices(mem, &layout.data) else {
+                return false;
+            };
+            let pieces = slices
+                .iter()
+                .map(|s| (s.ptr_guard_mut().as_ptr(), s.len()))
+                .collect();
+            let keep: Arc<dyn Send + Sync> = req.gm.memory().into_inner();
+            // SAFETY: the pieces are guest memory that `keep` keeps mapped;
+            // the guest gets this request's buffers back only after the
+            // completion below has closed the sink.
+            let s = unsafe { Sink::new(pieces, keep) };
+            sink = Some(s.clone());
+            Op::ReadInto { offset, sink: s }
         };
         let op_kind = if write {
             OpKind::Write(len)
@@ -233,9 +249,18 @@ impl BlkDevice {
             op,
             hold,
             Box::new(move |ended| {
+                if let Some(sink) = &sink {
+                    sink.close();
+                }
                 let mem = req.gm.memory();
                 let counters = &this.0.counters;
                 let (st, used) = match ended {
+                    Ended::Read(_) if sink.is_some() => {
+                        // Written behind vm-memory's back: log it for migration.
+                        mark_dirty(&mem, &layout.data);
+                        counters.end(started, op_kind, true);
+                        (status::OK, len as u32)
+                    }
                     Ended::Read(parts) => match scatter(&mem, &layout.data, &parts) {
                         Ok(()) => {
                             counters.end(started, op_kind, true);
@@ -463,6 +488,16 @@ fn host_slices<'m>(
         }
     }
     Ok(out)
+}
+
+/// Marks guest ranges written outside vm-memory as dirty, for QEMU's
+/// migration log.
+fn mark_dirty(mem: &Mem, segs: &[Segment]) {
+    if let Ok(slices) = host_slices(mem, segs) {
+        for s in &slices {
+            s.bitmap().mark_dirty(0, s.len());
+        }
+    }
 }
 
 /// Reads the disk straight into guest memory.

@@ -9,7 +9,7 @@ use super::task::{
     Completion, Request, ScsiResult, BUSY, CHECK_CONDITION, GOOD, RESERVATION_CONFLICT,
     TASK_SET_FULL,
 };
-use super::IscsiError;
+use super::{IscsiError, Sink};
 use bytes::Bytes;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -63,9 +63,15 @@ fn settle(r: Result<ScsiResult, IscsiError>, want: usize) -> Result<Vec<Vec<u8>>
     match r {
         Ok(r)
             if r.status == GOOD
-                && r.data.len() + r.data_rest.iter().map(Vec::len).sum::<usize>() == want =>
+                && r.placed + r.data.len() + r.data_rest.iter().map(Vec::len).sum::<usize>()
+                    == want =>
         {
-            Ok(r.into_buffers())
+            // Placed data left nothing in the result's buffers.
+            Ok(if r.placed > 0 {
+                Vec::new()
+            } else {
+                r.into_buffers()
+            })
         }
         Ok(_) => Err(Unfinished::Again),
         Err(e) => Err(Unfinished::Failed(e)),
@@ -254,6 +260,7 @@ impl Lun {
             cdb,
             data: Bytes::copy_from_slice(data),
             read_len,
+            sink: None,
         };
         self.finish(req.clone(), self.session.command(req)?)
     }
@@ -394,6 +401,23 @@ impl Lun {
         self.start_all(self.reads(offset, len), hold, done);
     }
 
+    /// As [`Lun::start_read`], the data going straight into `sink` (as long
+    /// as the read) as it arrives: `done` then hears no buffers. The caller
+    /// closes the sink before it reuses its memory.
+    pub fn start_read_into(&self, offset: u64, sink: &Arc<Sink>, hold: bool, done: ReadDone) {
+        let len = sink.len() as u64;
+        if let Err(e) = self.check(offset, len) {
+            return done(Err(Unfinished::Failed(e)));
+        }
+        let mut reqs = self.reads(offset, len);
+        let mut at = 0usize;
+        for r in &mut reqs {
+            r.sink = sink.window(at, r.read_len as usize);
+            at += r.read_len as usize;
+        }
+        self.start_all(reqs, hold, done);
+    }
+
     /// Starts writing `data` at `offset` (block-aligned) without waiting;
     /// `done` runs once every command has ended. With `fua` the data is on
     /// stable storage when `done` hears success.
@@ -435,6 +459,7 @@ impl Lun {
                 cdb: cdb::read16((offset + at) / bs, (n / bs) as u32),
                 data: Bytes::new(),
                 read_len: n as u32,
+                sink: None,
             })
             .collect()
     }
@@ -448,6 +473,7 @@ impl Lun {
                 cdb: cdb::write16((offset + at) / bs, (n / bs) as u32, fua),
                 data: data.slice(at as usize..(at + n) as usize),
                 read_len: 0,
+                sink: None,
             })
             .collect()
     }

@@ -27,6 +27,7 @@ mod reader;
 mod sender;
 pub mod session;
 pub mod simple;
+mod sink;
 pub mod task;
 mod wire;
 
@@ -36,6 +37,7 @@ pub use lun::{Lun, ReadDone, Unfinished, WriteDone};
 pub use pr::{Reservation, ReservationType};
 pub use session::{IdleHook, Session, SessionConfig};
 pub use simple::{CommandResult, InitiatorError};
+pub use sink::Sink;
 pub use task::{Completion, Request, ScsiResult};
 
 /// A random ISID of the "random" type (RFC 7143 10.12.5, T=10b): one per

@@ -54,11 +54,11 @@ pub(super) fn reader_loop(sh: &Arc<Shared>, mut wire: Wire, mut generation: u64)
     let mut pinged = false;
     let _ = wire.set_read_timeout(Some(ping));
     loop {
-        let why = match wire.recv_idle() {
-            Ok(Some(pdu)) => {
+        let why = match wire.recv_idle_routed(|itt| sink_of(sh, itt, generation)) {
+            Ok(Some((pdu, placed))) => {
                 last_rx = Instant::now();
                 pinged = false;
-                let next = dispatch(sh, pdu, generation);
+                let next = dispatch(sh, pdu, placed, generation);
                 if !wire.buffered() {
                     if let Some(hook) = &sh.cfg.on_idle {
                         (hook.0)();
@@ -118,9 +118,19 @@ pub(super) fn reader_loop(sh: &Arc<Shared>, mut wire: Wire, mut generation: u64)
     }
 }
 
-fn dispatch(sh: &Shared, pdu: Pdu, generation: u64) -> Next {
+/// The sink of the command `itt` sent on this connection, if it has one.
+fn sink_of(sh: &Shared, itt: u32, generation: u64) -> Option<Arc<super::Sink>> {
+    let s = lock(&sh.state);
+    let t = s.tasks.get(&itt)?;
+    (t.sent_on == Some(generation))
+        .then(|| t.req.sink.clone())
+        .flatten()
+}
+
+/// Handles one PDU; `placed` of its Data-In bytes went into the task's sink.
+fn dispatch(sh: &Shared, pdu: Pdu, placed: usize, generation: u64) -> Next {
     let mut ended = None;
-    let next = dispatch_locked(sh, pdu, generation, &mut ended);
+    let next = dispatch_locked(sh, pdu, placed, generation, &mut ended);
     // Run with no lock held: it may take a while (the block service writes
     // its reply to QEMU) and may submit more commands.
     if let Some((done, result)) = ended {
@@ -132,7 +142,13 @@ fn dispatch(sh: &Shared, pdu: Pdu, generation: u64) -> Next {
 /// A command nobody waits on that just ended, and its result.
 type Ended = Option<(Completion, ScsiResult)>;
 
-fn dispatch_locked(sh: &Shared, pdu: Pdu, generation: u64, ended: &mut Ended) -> Next {
+fn dispatch_locked(
+    sh: &Shared,
+    pdu: Pdu,
+    placed: usize,
+    generation: u64,
+    ended: &mut Ended,
+) -> Next {
     let mut s = lock(&sh.state);
     if let Some((stat_sn, exp_cmd_sn, max_cmd_sn)) = sequence_numbers(&pdu.header) {
         if let Some(sn) = stat_sn {
@@ -151,6 +167,9 @@ fn dispatch_locked(sh: &Shared, pdu: Pdu, generation: u64, ended: &mut Ended) ->
         }
     }
     let result = match &pdu.header {
+        Header::DataIn(h) if placed > 0 => with_task(sh, &mut s, h.itt, generation, ended, |t| {
+            t.data_in_placed(h, placed)
+        }),
         Header::DataIn(h) => with_task(sh, &mut s, h.itt, generation, ended, |t| {
             t.data_in(h, pdu.data)
         }),

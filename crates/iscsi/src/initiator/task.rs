@@ -32,6 +32,9 @@ pub struct Request {
     pub data: Bytes,
     /// Data-In bytes expected.
     pub read_len: u32,
+    /// Where the Data-In goes as it arrives, for a started read whose
+    /// caller gave memory of its own (else into the result's buffers).
+    pub sink: Option<Arc<super::Sink>>,
 }
 
 impl Request {
@@ -55,6 +58,9 @@ pub struct ScsiResult {
     /// user writes them on without joining them; a blocking caller always
     /// gets everything in `data`).
     pub data_rest: Vec<Vec<u8>>,
+    /// Data-In bytes that went straight into the request's sink (all of
+    /// them, or the read is short and must be done again).
+    pub placed: usize,
 }
 
 impl ScsiResult {
@@ -145,6 +151,8 @@ pub struct Task {
     data_more: Vec<Vec<u8>>,
     /// Bytes in `data_in` and `data_more` together.
     data_len: usize,
+    /// Bytes written into the request's sink.
+    placed: usize,
     /// R2Ts the caller's thread has not served yet.
     pub transfers: VecDeque<Transfer>,
     /// The end of the command, once known.
@@ -168,6 +176,7 @@ impl Task {
             data_in,
             data_more: Vec::new(),
             data_len: 0,
+            placed: 0,
             transfers: VecDeque::new(),
             outcome: None,
             wake: Arc::new(Condvar::new()),
@@ -181,6 +190,7 @@ impl Task {
         self.data_in = Vec::new();
         self.data_more = Vec::new();
         self.data_len = 0;
+        self.placed = 0;
         self.transfers.clear();
         self.outcome = None;
     }
@@ -224,6 +234,24 @@ impl Task {
             self.data_in[off..end].copy_from_slice(&data);
         }
         self.data_len = self.data_len.max(end);
+        if h.has_status {
+            let residual = if h.underflow { h.residual } else { 0 };
+            self.finish(h.status, Vec::new(), residual);
+        }
+        Ok(())
+    }
+
+    /// Counts `n` Data-In bytes the reader wrote straight into the
+    /// request's sink; completes the task when the PDU carries status.
+    pub fn data_in_placed(&mut self, h: &DataIn, n: usize) -> Result<(), Violation> {
+        let end = (h.buffer_offset as usize).saturating_add(n);
+        if end > self.req.read_len as usize {
+            return Err(Violation(format!(
+                "Data-In {}+{n} beyond the {} bytes asked for",
+                h.buffer_offset, self.req.read_len
+            )));
+        }
+        self.placed += n;
         if h.has_status {
             let residual = if h.underflow { h.residual } else { 0 };
             self.finish(h.status, Vec::new(), residual);
@@ -276,7 +304,9 @@ impl Task {
         let mut rest = std::mem::take(&mut self.data_more);
         // What the target did not send of the expected length reads as zeros.
         let keep = (self.req.read_len as usize).saturating_sub(residual as usize);
-        if self.data_len != keep {
+        if self.placed > 0 {
+            // In the sink; a short read shows as `placed` below `read_len`.
+        } else if self.data_len != keep {
             // Short or trimmed: one buffer, cut or padded to length.
             for more in rest.drain(..) {
                 data.extend_from_slice(&more);
@@ -289,6 +319,7 @@ impl Task {
             sense,
             data,
             data_rest: rest,
+            placed: std::mem::take(&mut self.placed),
         });
     }
 }
@@ -315,6 +346,7 @@ mod tests {
                 cdb: vec![0x88],
                 data: Bytes::new(),
                 read_len: len,
+                sink: None,
             },
         )
     }
@@ -400,6 +432,28 @@ mod tests {
     }
 
     #[test]
+    fn placed_data_in_is_counted_not_kept() {
+        let mut t = read_task(8192);
+        let h = DataIn {
+            buffer_offset: 4096,
+            ..Default::default()
+        };
+        t.data_in_placed(&h, 4096).unwrap();
+        let last = DataIn {
+            has_status: true,
+            ..Default::default()
+        };
+        t.data_in_placed(&last, 4096).unwrap();
+        let r = t.outcome.take().unwrap();
+        assert_eq!((r.placed, r.data.len(), r.data_rest.len()), (8192, 0, 0));
+        let past = DataIn {
+            buffer_offset: 8000,
+            ..Default::default()
+        };
+        assert!(t.data_in_placed(&past, 4096).is_err());
+    }
+
+    #[test]
     fn r2t_must_stay_inside_the_write() {
         let mut t = Task::new(
             1,
@@ -408,6 +462,7 @@ mod tests {
                 cdb: vec![0x8a],
                 data: Bytes::from(vec![0u8; 4096]),
                 read_len: 0,
+                sink: None,
             },
         );
         let mut h = R2t {

@@ -125,6 +125,7 @@ fn tur(tag: u8) -> Request {
         cdb: vec![0, 0, 0, 0, tag, 0],
         data: bytes::Bytes::new(),
         read_len: 0,
+        sink: None,
     }
 }
 
@@ -438,6 +439,7 @@ fn started_commands_end_on_their_completions_and_their_r2ts_are_served() {
             cdb: vec![0x8a; 16],
             data: bytes::Bytes::from(written),
             read_len: 0,
+            sink: None,
         },
         write_done,
         true,
@@ -449,6 +451,7 @@ fn started_commands_end_on_their_completions_and_their_r2ts_are_served() {
             cdb: vec![0x88; 16],
             data: bytes::Bytes::new(),
             read_len: 4096,
+            sink: None,
         },
         read_done,
         false,

@@ -2,12 +2,16 @@
 //! digests the login negotiated. Blocking; the session gives the reading
 //! half to its reader thread and guards the writing half with a lock.
 
-use super::IscsiError;
-use crate::pdu::frame::{read_rest, ReadError};
+use super::{IscsiError, Sink};
+use crate::pdu::frame::{decode_head, read_rest, FrameError, Layout, ReadError};
 use crate::pdu::{Digests, Pdu, BHS_LEN};
 use std::io::{BufRead, BufReader, IoSlice, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::Arc;
 use std::time::Duration;
+
+/// The opcode of a SCSI Data-In PDU.
+const DATA_IN_OPCODE: u8 = 0x25;
 
 /// Size of the read buffer.
 const READ_BUFFER: usize = 64 * 1024;
@@ -133,9 +137,92 @@ impl Wire {
         !self.reader.buffer().is_empty()
     }
 
-    /// Reads one PDU, or `None` when the read timeout passes before its
-    /// first byte (nothing consumed, the stream still in step).
-    pub fn recv_idle(&mut self) -> Result<Option<Pdu>, IscsiError> {
+    /// As [`Wire::recv_idle`], but the data of a Data-In PDU whose ITT
+    /// `route` names a sink for goes straight into that sink, at the PDU's
+    /// buffer offset: `Some((pdu, bytes placed))`, the PDU's own data then
+    /// empty. (Data that does not fit, or a closed sink, comes back as
+    /// usual, with 0 placed.)
+    pub fn recv_idle_routed(
+        &mut self,
+        route: impl FnOnce(u32) -> Option<Arc<Sink>>,
+    ) -> Result<Option<(Pdu, usize)>, IscsiError> {
+        if !self.wait_readable()? {
+            return Ok(None);
+        }
+        let mut bhs = [0u8; BHS_LEN];
+        self.reader.read_exact(&mut bhs).map_err(|e| self.io(e))?;
+        if bhs[0] & 0x3f == DATA_IN_OPCODE {
+            let itt = u32::from_be_bytes([bhs[16], bhs[17], bhs[18], bhs[19]]);
+            if let Some(sink) = route(itt) {
+                let at = u32::from_be_bytes([bhs[40], bhs[41], bhs[42], bhs[43]]) as usize;
+                return self.recv_placed(bhs, &sink, at).map(Some);
+            }
+        }
+        self.recv_rest(bhs).map(|p| Some((p, 0)))
+    }
+
+    /// The rest of a Data-In PDU, its data segment read into `sink` at `at`.
+    fn recv_placed(
+        &mut self,
+        bhs: [u8; BHS_LEN],
+        sink: &Sink,
+        at: usize,
+    ) -> Result<(Pdu, usize), IscsiError> {
+        let frame = |source| IscsiError::Frame {
+            portal: self.portal.clone(),
+            source,
+        };
+        let layout = Layout::of(&bhs, self.digests, self.max_recv).map_err(frame)?;
+        let mut head = vec![0u8; layout.head_len()];
+        self.reader.read_exact(&mut head).map_err(|e| self.io(e))?;
+        let (header, ahs) = decode_head(&bhs, &layout, head).map_err(frame)?;
+        let (n, digest) = (layout.data_segment(), layout.data_digest());
+        let mut crc = 0u32;
+        let reader = &mut self.reader;
+        let placed = sink
+            .fill(at, n, |piece| {
+                reader.read_exact(piece)?;
+                if digest {
+                    crc = crc32c::crc32c_append(crc, piece);
+                }
+                Ok(())
+            })
+            .map_err(|e| self.io(e))?;
+        let mut data = Vec::new();
+        if !placed {
+            data = vec![0u8; n];
+            self.reader.read_exact(&mut data).map_err(|e| self.io(e))?;
+            if digest {
+                crc = crc32c::crc32c_append(crc, &data);
+            }
+        }
+        let pad = (4 - n % 4) % 4;
+        let mut tail = [0u8; 7];
+        let tail_len = if n == 0 {
+            0
+        } else {
+            pad + if digest { 4 } else { 0 }
+        };
+        self.reader
+            .read_exact(&mut tail[..tail_len])
+            .map_err(|e| self.io(e))?;
+        if digest && n > 0 {
+            crc = crc32c::crc32c_append(crc, &tail[..pad]);
+            let received =
+                u32::from_le_bytes([tail[pad], tail[pad + 1], tail[pad + 2], tail[pad + 3]]);
+            if crc != received {
+                return Err(frame(FrameError::DataDigest {
+                    computed: crc,
+                    received,
+                }));
+            }
+        }
+        Ok((Pdu { header, ahs, data }, if placed { n } else { 0 }))
+    }
+
+    /// Waits for the first byte of a PDU: false when the read timeout
+    /// passes first (nothing consumed, the stream still in step).
+    fn wait_readable(&mut self) -> Result<bool, IscsiError> {
         loop {
             match self.reader.fill_buf() {
                 Ok([]) => {
@@ -144,18 +231,26 @@ impl Wire {
                         "target closed the connection",
                     )))
                 }
-                Ok(_) => break,
+                Ok(_) => return Ok(true),
                 Err(e)
                     if matches!(
                         e.kind(),
                         std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
                     ) =>
                 {
-                    return Ok(None)
+                    return Ok(false)
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(self.io(e)),
             }
+        }
+    }
+
+    /// Reads one PDU, or `None` when the read timeout passes before its
+    /// first byte (nothing consumed, the stream still in step).
+    pub fn recv_idle(&mut self) -> Result<Option<Pdu>, IscsiError> {
+        if !self.wait_readable()? {
+            return Ok(None);
         }
         self.recv().map(Some)
     }

@@ -310,6 +310,16 @@ impl Layout {
         self.ahs + if self.header_digest { 4 } else { 0 }
     }
 
+    /// Bytes of the data segment itself (no padding, no digest).
+    pub fn data_segment(&self) -> usize {
+        self.data
+    }
+
+    /// Whether a data digest follows the data segment's padding.
+    pub fn data_digest(&self) -> bool {
+        self.data_digest
+    }
+
     /// Bytes of data segment, padding and data digest after the head.
     pub fn data_len(&self) -> usize {
         if self.data == 0 {

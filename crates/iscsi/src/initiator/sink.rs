@@ -1,0 +1,147 @@
+//! Memory a started read's Data-In goes straight into as it comes off the
+//! socket (a VM's memory, for the block service's vhost-user disks), instead
+//! of into buffers of the session's that the caller then copies out of.
+
+use std::sync::{Arc, Mutex};
+
+/// The destination of one read: host memory in pieces, seen as one range.
+///
+/// The reader thread writes Data-In into it while the command runs. Its
+/// owner calls [`Sink::close`] before it reuses the memory: from then on
+/// nothing is written into it (a late Data-In, after a timeout, goes to a
+/// buffer of its own).
+pub struct Sink {
+    pieces: Arc<Vec<(usize, usize)>>,
+    /// This window's start within the pieces, and its length.
+    base: usize,
+    len: usize,
+    /// False once closed; held while Data-In is being written in.
+    open: Arc<Mutex<bool>>,
+    /// Keeps the memory mapped.
+    _keep: Arc<dyn Send + Sync>,
+}
+
+impl std::fmt::Debug for Sink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Sink({}+{})", self.base, self.len)
+    }
+}
+
+impl Sink {
+    /// A sink over `pieces` (address, length), in order.
+    ///
+    /// # Safety
+    /// Every piece must stay valid for writes while `keep` lives, and no
+    /// one may rely on its contents until [`Sink::close`] has returned.
+    pub unsafe fn new(pieces: Vec<(*mut u8, usize)>, keep: Arc<dyn Send + Sync>) -> Arc<Sink> {
+        let len = pieces.iter().map(|p| p.1).sum();
+        Arc::new(Sink {
+            pieces: Arc::new(pieces.into_iter().map(|(p, n)| (p as usize, n)).collect()),
+            base: 0,
+            len,
+            open: Arc::new(Mutex::new(true)),
+            _keep: keep,
+        })
+    }
+
+    /// Bytes it holds.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when it holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The part `offset..offset + len` as a sink of its own (one per
+    /// command of a read split into several); `None` past the end.
+    pub fn window(&self, offset: usize, len: usize) -> Option<Arc<Sink>> {
+        (offset.checked_add(len)? <= self.len).then(|| {
+            Arc::new(Sink {
+                pieces: self.pieces.clone(),
+                base: self.base + offset,
+                len,
+                open: self.open.clone(),
+                _keep: self._keep.clone(),
+            })
+        })
+    }
+
+    /// Stops all writes into it (every window's), waiting for one under
+    /// way to end.
+    pub fn close(&self) {
+        *self.open.lock().unwrap_or_else(|e| e.into_inner()) = false;
+    }
+
+    /// Hands `fill` the memory of `offset..offset + len` piece by piece,
+    /// unless closed or out of range (then `Ok(false)`, nothing touched).
+    pub(crate) fn fill(
+        &self,
+        offset: usize,
+        len: usize,
+        mut fill: impl FnMut(&mut [u8]) -> std::io::Result<()>,
+    ) -> std::io::Result<bool> {
+        let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        if !*open || offset.checked_add(len).is_none_or(|end| end > self.len) {
+            return Ok(false);
+        }
+        let (mut at, end) = (self.base + offset, self.base + offset + len);
+        let mut start = 0usize;
+        for &(addr, n) in self.pieces.iter() {
+            let (lo, hi) = (start.max(at), (start + n).min(end));
+            if lo < hi {
+                // SAFETY: within a piece the creator vouched for (see
+                // `Sink::new`), written only while the sink is open, which
+                // the lock held here keeps it.
+                let piece = unsafe {
+                    std::slice::from_raw_parts_mut((addr as *mut u8).add(lo - start), hi - lo)
+                };
+                fill(piece)?;
+                at = hi;
+            }
+            start += n;
+            if at >= end {
+                break;
+            }
+        }
+        Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_fill_across_pieces_until_closed() {
+        let mut a = vec![0u8; 3];
+        let mut b = vec![0u8; 5];
+        let keep: Arc<dyn Send + Sync> = Arc::new(());
+        // SAFETY: both vectors outlive the sink's use below.
+        let s = unsafe { Sink::new(vec![(a.as_mut_ptr(), 3), (b.as_mut_ptr(), 5)], keep) };
+        assert_eq!(s.len(), 8);
+        let w = s.window(2, 4).unwrap();
+        let mut next = 1u8;
+        assert!(w
+            .fill(0, 4, |p| {
+                for x in p.iter_mut() {
+                    *x = next;
+                    next += 1;
+                }
+                Ok(())
+            })
+            .unwrap());
+        assert!(s.window(5, 4).is_none());
+        assert!(!w.fill(2, 3, |_| Ok(())).unwrap(), "past the window");
+        s.close();
+        assert!(!w
+            .fill(0, 1, |p| {
+                p[0] = 99;
+                Ok(())
+            })
+            .unwrap());
+        assert_eq!(a, [0, 0, 1]);
+        assert_eq!(b, [2, 3, 4, 0, 0]);
+    }
+}
