@@ -207,13 +207,12 @@ impl BlkDevice {
         }
         let mut sink = None;
         let op = if write {
-            let mut data = vec![0u8; len as usize];
-            if gather(mem, &layout.data, &mut data).is_err() {
+            let Some(data) = write_payload(mem, &req.gm, &layout.data) else {
                 return false;
-            }
+            };
             Op::Write {
                 offset,
-                data: bytes::Bytes::from(data),
+                data,
                 fua: false,
             }
         } else {
@@ -439,6 +438,56 @@ fn gather(mem: &Mem, segs: &[Segment], out: &mut [u8]) -> Result<(), ()> {
         at += n;
     }
     Ok(())
+}
+
+/// A write's data for a backend that sends it later: the guest's memory
+/// itself when the ranges are one run of host memory (kept mapped until the
+/// last reference is dropped; the guest gets the buffer back only when the
+/// write has ended), else a copy.
+fn write_payload(mem: &Mem, gm: &Gm, segs: &[Segment]) -> Option<bytes::Bytes> {
+    let slices = host_slices(mem, segs).ok()?;
+    let mut runs: Vec<(*const u8, usize)> = Vec::with_capacity(slices.len());
+    for s in &slices {
+        let p: *const u8 = s.ptr_guard().as_ptr();
+        match runs.last_mut() {
+            Some((start, n)) if start.wrapping_add(*n) == p => *n += s.len(),
+            _ => runs.push((p, s.len())),
+        }
+    }
+    if let [(ptr, len)] = runs[..] {
+        return Some(bytes::Bytes::from_owner(GuestBytes {
+            ptr,
+            len,
+            _keep: gm.memory().into_inner(),
+        }));
+    }
+    let mut data = Vec::with_capacity(runs.iter().map(|r| r.1).sum());
+    for (ptr, len) in runs {
+        // SAFETY: a range of mapped guest memory (see `read_into_guest`).
+        data.extend_from_slice(unsafe { std::slice::from_raw_parts(ptr, len) });
+    }
+    Some(bytes::Bytes::from(data))
+}
+
+/// One run of guest memory lent to a write in flight.
+struct GuestBytes {
+    ptr: *const u8,
+    len: usize,
+    /// Keeps the mapping alive.
+    _keep: Arc<Mem>,
+}
+
+// SAFETY: the pointer is into shared guest memory that `_keep` keeps
+// mapped; it is only read, from any thread.
+unsafe impl Send for GuestBytes {}
+// SAFETY: as above.
+unsafe impl Sync for GuestBytes {}
+
+impl AsRef<[u8]> for GuestBytes {
+    fn as_ref(&self) -> &[u8] {
+        // SAFETY: the range is mapped while `_keep` lives (see the type).
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
 }
 
 /// Copies `parts`, in order, into guest ranges (logging the pages as dirty).
