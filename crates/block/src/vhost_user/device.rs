@@ -182,10 +182,12 @@ impl BlkDevice {
         if remote_io && self.start(mem, &layout, header, &req, hold) {
             return None;
         }
-        if inline || remote_io {
+        if inline {
             let (st, used) = self.run(mem, &layout, header);
             return Some(finish_now(mem, &layout, st, used));
         }
+        // What waits on the disk or the network (and a LUN request that
+        // could not be started) runs off the queue's thread.
         let (this, guard) = (self.clone(), inner.inflight.enter());
         inner.pool.run(Box::new(move || {
             let mem = req.gm.memory();
