@@ -21,6 +21,8 @@ use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+/// How long an exited QEMU's last QMP events may take to arrive.
+const EXIT_EVENTS_GRACE: Duration = Duration::from_millis(500);
 /// How long QEMU may take to open its QMP socket.
 pub const QMP_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -259,8 +261,15 @@ async fn launch_and_watch(
             }
         }
     };
-    // Drain events QEMU sent just before it exited.
-    while let Ok(ev) = events.try_recv() {
+    // Drain events QEMU sent just before it exited: the exit can be seen
+    // before the QMP reader has passed them on (a SHUTDOWN missed here
+    // reads as a crash). Its socket closes with it, so the channel ends
+    // soon; the wait is bounded all the same.
+    let drain_until = tokio::time::Instant::now() + EXIT_EVENTS_GRACE;
+    while let (true, Ok(Some(ev))) = (
+        events_open,
+        tokio::time::timeout_at(drain_until, events.recv()).await,
+    ) {
         on_event(r, &ev, &mut shutdown);
     }
     drop(qmp);
