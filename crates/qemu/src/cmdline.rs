@@ -90,6 +90,16 @@ pub fn kernel_cmdline(spec: &VmSpec) -> String {
 const DISK_IOTHREAD: &str = "disk-io";
 
 impl LaunchConfig<'_> {
+    /// Whether the block service serves any of the spec's disks over `protocol`.
+    fn serves_any(&self, protocol: DiskProtocol) -> bool {
+        self.block_socket.is_some()
+            && self
+                .spec
+                .disks
+                .iter()
+                .any(|d| d.via == DiskPath::Ferry && d.protocol == protocol)
+    }
+
     /// The arguments after the binary name.
     pub fn args(&self) -> Vec<String> {
         let spec = self.spec;
@@ -104,11 +114,7 @@ impl LaunchConfig<'_> {
         );
         // vhost-user disks are served from guest memory itself, so it must
         // be a memfd the block service can map.
-        let shared_ram = self.block_socket.is_some()
-            && spec
-                .disks
-                .iter()
-                .any(|d| d.via == DiskPath::Ferry && d.protocol == DiskProtocol::VhostUser);
+        let shared_ram = self.serves_any(DiskProtocol::VhostUser);
         if shared_ram {
             push(
                 "-object",
@@ -167,11 +173,7 @@ impl LaunchConfig<'_> {
         // queues in a QEMU I/O thread of their own, off the vCPU and
         // main-loop threads: under TCG that raised in-guest sequential writes
         // by a third. (vhost-user disks' queues run in the service.)
-        let ferry_disks = self.block_socket.is_some()
-            && spec
-                .disks
-                .iter()
-                .any(|d| d.via == DiskPath::Ferry && d.protocol == DiskProtocol::Nbd);
+        let ferry_disks = self.serves_any(DiskProtocol::Nbd);
         if ferry_disks {
             push("-object", format!("iothread,id={DISK_IOTHREAD}"));
         }

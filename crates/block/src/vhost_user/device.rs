@@ -107,6 +107,10 @@ impl BlkDevice {
     }
 
     fn serve_available(&self, vring: &Vring, gm: &Gm) -> std::io::Result<()> {
+        // Counted from before the ring is read until the requests served
+        // here are returned, so `stop_vring` waits for them as it does for
+        // those answered on other threads.
+        let _serving = self.0.inflight.enter();
         let chains: Vec<_> = {
             let mut state = vring.get_mut();
             state
@@ -127,13 +131,9 @@ impl BlkDevice {
                     writable: d.is_write_only(),
                 })
                 .collect();
-            let req = Req {
-                head,
-                vring: vring.clone(),
-                gm: gm.clone(),
-            };
+            let slot = Slot { head, vring, gm };
             let hold = i + 1 < count;
-            if let Some(used) = self.dispatch(&mem, &segs, req, hold) {
+            if let Some(used) = self.dispatch(&mem, &segs, slot, hold) {
                 finished.push((head, used));
             }
         }
@@ -153,7 +153,7 @@ impl BlkDevice {
 
     /// Runs or starts one request. `Some(used bytes)` when it is done now;
     /// `None` when another thread ends it.
-    fn dispatch(&self, mem: &Mem, segs: &[Segment], req: Req, hold: bool) -> Option<u32> {
+    fn dispatch(&self, mem: &Mem, segs: &[Segment], slot: Slot<'_>, hold: bool) -> Option<u32> {
         let layout = match carve(segs) {
             Ok(l) => l,
             Err(e) => {
@@ -179,7 +179,7 @@ impl BlkDevice {
         let remote_io = inner.backend.starts() && matches!(header.kind, kind::IN | kind::OUT);
         let inline =
             !inner.backend.remote() && matches!(header.kind, kind::IN | kind::OUT | kind::GET_ID);
-        if remote_io && self.start(mem, &layout, header, &req, hold) {
+        if remote_io && self.start(mem, &layout, header, slot, hold) {
             return None;
         }
         if inline {
@@ -188,7 +188,7 @@ impl BlkDevice {
         }
         // What waits on the disk or the network (and a LUN request that
         // could not be started) runs off the queue's thread.
-        let (this, guard) = (self.clone(), inner.inflight.enter());
+        let (this, req, guard) = (self.clone(), slot.owned(), inner.inflight.enter());
         inner.pool.run(Box::new(move || {
             let mem = req.gm.memory();
             let (st, used) = this.run(&mem, &layout, header);
@@ -200,7 +200,14 @@ impl BlkDevice {
 
     /// Starts a read or write on the backend; false if it cannot be
     /// started (the caller runs it itself).
-    fn start(&self, mem: &Mem, layout: &Layout, header: Header, req: &Req, hold: bool) -> bool {
+    fn start(
+        &self,
+        mem: &Mem,
+        layout: &Layout,
+        header: Header,
+        slot: Slot<'_>,
+        hold: bool,
+    ) -> bool {
         let inner = &self.0;
         let (offset, len) = (header.sector.saturating_mul(512), layout.data_len());
         let write = header.kind == kind::OUT;
@@ -208,8 +215,9 @@ impl BlkDevice {
             return false;
         }
         let mut sink = None;
+        let mut dirty: Vec<(BitmapMmapRegion, usize)> = Vec::new();
         let op = if write {
-            let Some(data) = write_payload(mem, &req.gm, &layout.data) else {
+            let Some(data) = write_payload(mem, slot.gm, &layout.data) else {
                 return false;
             };
             Op::Write {
@@ -226,7 +234,12 @@ impl BlkDevice {
                 .iter()
                 .map(|s| (s.ptr_guard_mut().as_ptr(), s.len()))
                 .collect();
-            let keep: Arc<dyn Send + Sync> = req.gm.memory().into_inner();
+            // Written behind vm-memory's back: logged for migration at the end.
+            dirty = slices
+                .iter()
+                .map(|s| (s.bitmap().clone(), s.len()))
+                .collect();
+            let keep: Arc<dyn Send + Sync> = slot.gm.memory().into_inner();
             // SAFETY: the pieces are guest memory that `keep` keeps mapped;
             // the guest gets this request's buffers back only after the
             // completion below has closed the sink.
@@ -242,7 +255,7 @@ impl BlkDevice {
         let started = inner.counters.begin();
         let (this, req, layout, guard) = (
             self.clone(),
-            req.clone(),
+            slot.owned(),
             layout.clone(),
             inner.inflight.enter(),
         );
@@ -256,22 +269,14 @@ impl BlkDevice {
                 let mem = req.gm.memory();
                 let counters = &this.0.counters;
                 let (st, used) = match ended {
-                    Ended::Read(_) if sink.is_some() => {
-                        // Written behind vm-memory's back: log it for migration.
-                        mark_dirty(&mem, &layout.data);
+                    // A read's data is in the sink, not in `Ended::Read`.
+                    Ended::Read(_) => {
+                        for (bitmap, n) in &dirty {
+                            bitmap.mark_dirty(0, *n);
+                        }
                         counters.end(started, op_kind, true);
                         (status::OK, len as u32)
                     }
-                    Ended::Read(parts) => match scatter(&mem, &layout.data, &parts) {
-                        Ok(()) => {
-                            counters.end(started, op_kind, true);
-                            (status::OK, len as u32)
-                        }
-                        Err(()) => {
-                            counters.end(started, op_kind, false);
-                            (status::IOERR, 0)
-                        }
-                    },
                     Ended::Written => {
                         counters.end(started, op_kind, true);
                         (status::OK, 0)
@@ -384,8 +389,26 @@ impl BlkDevice {
     }
 }
 
+/// Where a request came from, borrowed while its queue is served.
+#[derive(Clone, Copy)]
+struct Slot<'a> {
+    head: u16,
+    vring: &'a Vring,
+    gm: &'a Gm,
+}
+
+impl Slot<'_> {
+    /// What another thread needs to answer the request.
+    fn owned(self) -> Req {
+        Req {
+            head: self.head,
+            vring: self.vring.clone(),
+            gm: self.gm.clone(),
+        }
+    }
+}
+
 /// What a request needs to be answered from another thread.
-#[derive(Clone)]
 struct Req {
     head: u16,
     vring: Vring,
@@ -539,16 +562,6 @@ fn host_slices<'m>(
         }
     }
     Ok(out)
-}
-
-/// Marks guest ranges written outside vm-memory as dirty, for QEMU's
-/// migration log.
-fn mark_dirty(mem: &Mem, segs: &[Segment]) {
-    if let Ok(slices) = host_slices(mem, segs) {
-        for s in &slices {
-            s.bitmap().mark_dirty(0, s.len());
-        }
-    }
 }
 
 /// Reads the disk straight into guest memory.

@@ -4,21 +4,15 @@
 use super::device::{BlkDevice, Gm};
 use crate::nbd::server::Export;
 use crate::service::ServiceError;
-use std::os::unix::net::UnixStream;
 use std::path::Path;
 use vhost::vhost_user::Listener;
 use vhost_user_backend::VhostUserDaemon;
 use vm_memory::GuestMemoryMmap;
 
-/// Listens on `path`, replacing a stale socket file but never a live one.
+/// Listens on `path`, replacing a stale socket file but never a live one
+/// (as the service's NBD socket, see [`crate::service::bind`]).
 pub fn bind(path: &Path) -> Result<Listener, ServiceError> {
-    if path.exists() && UnixStream::connect(path).is_ok() {
-        return Err(ServiceError::SocketTaken(path.to_path_buf()));
-    }
-    Listener::new(path, true).map_err(|e| ServiceError::Listen {
-        path: path.to_path_buf(),
-        source: std::io::Error::other(e),
-    })
+    crate::service::bind(path).map(Listener::from)
 }
 
 /// Serves `export` to each QEMU that connects, one after another, forever.

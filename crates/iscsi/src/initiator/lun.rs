@@ -395,25 +395,36 @@ impl Lun {
     /// With `hold`, the commands wait for [`Lun::send_held`] or a later
     /// start without it (see [`Session::start`]).
     pub fn start_read(&self, offset: u64, len: u64, hold: bool, done: ReadDone) {
-        if let Err(e) = self.check(offset, len) {
-            return done(Err(Unfinished::Failed(e)));
-        }
-        self.start_all(self.reads(offset, len), hold, done);
+        self.start_reads(offset, len, None, hold, done);
     }
 
     /// As [`Lun::start_read`], the data going straight into `sink` (as long
     /// as the read) as it arrives: `done` then hears no buffers. The caller
     /// closes the sink before it reuses its memory.
     pub fn start_read_into(&self, offset: u64, sink: &Arc<Sink>, hold: bool, done: ReadDone) {
-        let len = sink.len() as u64;
+        self.start_reads(offset, sink.len() as u64, Some(sink), hold, done);
+    }
+
+    /// The started reads of `len` bytes at `offset`, each command's Data-In
+    /// going to its window of `sink` if there is one.
+    fn start_reads(
+        &self,
+        offset: u64,
+        len: u64,
+        sink: Option<&Arc<Sink>>,
+        hold: bool,
+        done: ReadDone,
+    ) {
         if let Err(e) = self.check(offset, len) {
             return done(Err(Unfinished::Failed(e)));
         }
         let mut reqs = self.reads(offset, len);
-        let mut at = 0usize;
-        for r in &mut reqs {
-            r.sink = sink.window(at, r.read_len as usize);
-            at += r.read_len as usize;
+        if let Some(sink) = sink {
+            let mut at = 0usize;
+            for r in &mut reqs {
+                r.sink = sink.window(at, r.read_len as usize);
+                at += r.read_len as usize;
+            }
         }
         self.start_all(reqs, hold, done);
     }

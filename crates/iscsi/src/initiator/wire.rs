@@ -3,7 +3,7 @@
 //! half to its reader thread and guards the writing half with a lock.
 
 use super::{IscsiError, Sink};
-use crate::pdu::frame::{decode_head, read_rest, FrameError, Layout, ReadError};
+use crate::pdu::frame::{read_head, read_rest, read_tail, ReadError};
 use crate::pdu::{Digests, Pdu, BHS_LEN};
 use std::io::{BufRead, BufReader, IoSlice, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
@@ -137,10 +137,11 @@ impl Wire {
         !self.reader.buffer().is_empty()
     }
 
-    /// As [`Wire::recv_idle`], but the data of a Data-In PDU whose ITT
-    /// `route` names a sink for goes straight into that sink, at the PDU's
-    /// buffer offset: `Some((pdu, bytes placed))`, the PDU's own data then
-    /// empty. (Data that does not fit, or a closed sink, comes back as
+    /// Reads one PDU, or `None` when the read timeout passes before its
+    /// first byte (nothing consumed, the stream still in step). The data of
+    /// a Data-In PDU whose ITT `route` names a sink for goes straight into
+    /// that sink, at the PDU's buffer offset: `Some((pdu, bytes placed))`,
+    /// the PDU's own data then empty. (Data that does not fit, or a closed sink, comes back as
     /// usual, with 0 placed.)
     pub fn recv_idle_routed(
         &mut self,
@@ -168,55 +169,27 @@ impl Wire {
         sink: &Sink,
         at: usize,
     ) -> Result<(Pdu, usize), IscsiError> {
-        let frame = |source| IscsiError::Frame {
-            portal: self.portal.clone(),
-            source,
-        };
-        let layout = Layout::of(&bhs, self.digests, self.max_recv).map_err(frame)?;
-        let mut head = vec![0u8; layout.head_len()];
-        self.reader.read_exact(&mut head).map_err(|e| self.io(e))?;
-        let (header, ahs) = decode_head(&bhs, &layout, head).map_err(frame)?;
+        let (layout, header, ahs) = read_head(&mut self.reader, bhs, self.digests, self.max_recv)
+            .map_err(|e| self.read_error(e))?;
         let (n, digest) = (layout.data_segment(), layout.data_digest());
         let mut crc = 0u32;
+        let mut take = |reader: &mut BufReader<TcpStream>, piece: &mut [u8]| {
+            reader.read_exact(piece)?;
+            if digest {
+                crc = crc32c::crc32c_append(crc, piece);
+            }
+            Ok(())
+        };
         let reader = &mut self.reader;
         let placed = sink
-            .fill(at, n, |piece| {
-                reader.read_exact(piece)?;
-                if digest {
-                    crc = crc32c::crc32c_append(crc, piece);
-                }
-                Ok(())
-            })
+            .fill(at, n, |piece| take(reader, piece))
             .map_err(|e| self.io(e))?;
         let mut data = Vec::new();
         if !placed {
             data = vec![0u8; n];
-            self.reader.read_exact(&mut data).map_err(|e| self.io(e))?;
-            if digest {
-                crc = crc32c::crc32c_append(crc, &data);
-            }
+            take(&mut self.reader, &mut data).map_err(|e| self.io(e))?;
         }
-        let pad = (4 - n % 4) % 4;
-        let mut tail = [0u8; 7];
-        let tail_len = if n == 0 {
-            0
-        } else {
-            pad + if digest { 4 } else { 0 }
-        };
-        self.reader
-            .read_exact(&mut tail[..tail_len])
-            .map_err(|e| self.io(e))?;
-        if digest && n > 0 {
-            crc = crc32c::crc32c_append(crc, &tail[..pad]);
-            let received =
-                u32::from_le_bytes([tail[pad], tail[pad + 1], tail[pad + 2], tail[pad + 3]]);
-            if crc != received {
-                return Err(frame(FrameError::DataDigest {
-                    computed: crc,
-                    received,
-                }));
-            }
-        }
+        read_tail(&mut self.reader, &layout, crc).map_err(|e| self.read_error(e))?;
         Ok((Pdu { header, ahs, data }, if placed { n } else { 0 }))
     }
 
@@ -246,17 +219,13 @@ impl Wire {
         }
     }
 
-    /// Reads one PDU, or `None` when the read timeout passes before its
-    /// first byte (nothing consumed, the stream still in step).
-    pub fn recv_idle(&mut self) -> Result<Option<Pdu>, IscsiError> {
-        if !self.wait_readable()? {
-            return Ok(None);
-        }
-        self.recv().map(Some)
+    fn recv_rest(&mut self, bhs: [u8; BHS_LEN]) -> Result<Pdu, IscsiError> {
+        read_rest(&mut self.reader, bhs, self.digests, self.max_recv)
+            .map_err(|e| self.read_error(e))
     }
 
-    fn recv_rest(&mut self, bhs: [u8; BHS_LEN]) -> Result<Pdu, IscsiError> {
-        read_rest(&mut self.reader, bhs, self.digests, self.max_recv).map_err(|e| match e {
+    fn read_error(&self, e: ReadError) -> IscsiError {
+        match e {
             ReadError::Io(source) => IscsiError::Io {
                 portal: self.portal.clone(),
                 source,
@@ -265,6 +234,6 @@ impl Wire {
                 portal: self.portal.clone(),
                 source,
             },
-        })
+        }
     }
 }

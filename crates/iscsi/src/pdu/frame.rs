@@ -374,10 +374,7 @@ pub fn read_rest(
     digests: Digests,
     max_data: usize,
 ) -> Result<Pdu, ReadError> {
-    let layout = Layout::of(&bhs, digests, max_data)?;
-    let mut head = vec![0u8; layout.head_len()];
-    r.read_exact(&mut head)?;
-    let (header, ahs) = decode_head(&bhs, &layout, head)?;
+    let (layout, header, ahs) = read_head(r, bhs, digests, max_data)?;
     use std::io::Read as _;
     let want = layout.data_len();
     // An exactly sized, uninitialised buffer that read_to_end fills: no
@@ -389,6 +386,41 @@ pub fn read_rest(
     }
     finish_data(&layout, &mut data)?;
     Ok(Pdu { header, ahs, data })
+}
+
+/// Reads and checks what follows `bhs` up to the data segment (AHS, header
+/// digest): the PDU's layout, decoded header and AHS.
+pub fn read_head(
+    r: &mut impl std::io::Read,
+    bhs: [u8; BHS_LEN],
+    digests: Digests,
+    max_data: usize,
+) -> Result<(Layout, Header, Vec<u8>), ReadError> {
+    let layout = Layout::of(&bhs, digests, max_data)?;
+    let mut head = vec![0u8; layout.head_len()];
+    r.read_exact(&mut head)?;
+    let (header, ahs) = decode_head(&bhs, &layout, head)?;
+    Ok((layout, header, ahs))
+}
+
+/// Reads the padding and data digest after a data segment its reader took
+/// elsewhere, `crc` being the CRC32C of those bytes, and checks the digest.
+pub fn read_tail(r: &mut impl std::io::Read, layout: &Layout, crc: u32) -> Result<(), ReadError> {
+    if layout.data == 0 {
+        return Ok(());
+    }
+    let pad = pad4(layout.data);
+    let mut tail = [0u8; 7];
+    let len = pad + if layout.data_digest { 4 } else { 0 };
+    r.read_exact(&mut tail[..len])?;
+    if layout.data_digest {
+        let computed = crc32c::crc32c_append(crc, &tail[..pad]);
+        let received = le32(&tail[pad..]);
+        if computed != received {
+            return Err(FrameError::DataDigest { computed, received }.into());
+        }
+    }
+    Ok(())
 }
 
 /// Iterates (type, body) over well-formed AHS segments.
