@@ -664,3 +664,139 @@ fn malformed_input_drops_only_that_connection() {
         "no log lines:\n{log}"
     );
 }
+
+/// One session over several TCP connections (RFC 7143 MC/S): commands are
+/// numbered across the session, so a command that arrives on one
+/// connection ahead of its turn waits for the one before it on another;
+/// the session is one I_T nexus for reservations; the target keeps the
+/// negotiated connection limit, reinstates a reused CID, and a logout
+/// closes one connection or all of them.
+#[test]
+fn multiple_connections_share_one_session() {
+    use ferry_iscsi::initiator::simple::{InitiatorError, LoginTo, Session};
+    let san = San::new("san-mcs", &[]);
+    let addr = format!("127.0.0.1:{}", san.port);
+    let isid = [0x80, 0, 0, 0, 0, 0x21];
+    let to = LoginTo {
+        addr: &addr,
+        initiator: INI1,
+        target: TARGET,
+        isid,
+        chap: None,
+        max_connections: 2,
+        tsih: 0,
+        cid: 0,
+        cmd_sn: 1,
+    };
+    let mut a = Session::login_to(to).expect("leading login");
+    assert_eq!(a.max_connections(), 2, "MaxConnections=2 not accepted");
+    assert_ne!(a.tsih(), 0);
+    let mut b = a.join(to, 1, a.cmd_sn()).expect("second connection");
+    let sessions = |san: &San| {
+        let out = run_ok(san.env.ferry().args([
+            "--json",
+            "san",
+            "show",
+            "--config",
+            san.config.to_str().unwrap(),
+        ]));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("show JSON");
+        v["sessions"].clone()
+    };
+    let shown = sessions(&san);
+    assert_eq!(shown.as_array().map(Vec::len), Some(1), "{shown}");
+    assert_eq!(shown[0]["connections"], 2, "{shown}");
+
+    // The session's reservation holds on both connections (one nexus):
+    // reserved on a, written on b.
+    let (c, p) = pr_out(0, 0, 0, 0x77, false);
+    assert_eq!(a.command_past_ua(0, &c, &p, 0).expect("register").status, 0);
+    b.set_cmd_sn(a.cmd_sn());
+    let (c, p) = pr_out(1, 1, 0x77, 0, false);
+    assert_eq!(b.command_past_ua(0, &c, &p, 0).expect("reserve").status, 0);
+    a.set_cmd_sn(b.cmd_sn());
+    let first = vec![0x11u8; 512];
+    let r = a
+        .command(0, &write10_fua(5), &first, 0)
+        .expect("write on a");
+    assert_eq!(
+        r.status, 0,
+        "the session's own reservation refused it: {r:?}"
+    );
+
+    // Out of turn: b's read carries the CmdSN after a's write and is sent
+    // first; the target must hold it until a's write has run, so the read
+    // sees the write's data.
+    let n = a.cmd_sn();
+    b.set_cmd_sn(n + 1);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let r = b.command(0, &read10(5), &[], 512);
+        let _ = tx.send(());
+        (b, r)
+    });
+    assert!(
+        rx.recv_timeout(Duration::from_millis(500)).is_err(),
+        "CmdSN {} ran before CmdSN {n}",
+        n + 1
+    );
+    let second = vec![0x22u8; 512];
+    let r = a.command(0, &write10_fua(5), &second, 0).expect("write");
+    assert_eq!(r.status, 0);
+    let (mut b, r) = reader.join().expect("reader thread");
+    let r = r.expect("held read");
+    assert_eq!(r.status, 0);
+    assert!(
+        r.data == second,
+        "the held read ran before the write it follows"
+    );
+    a.set_cmd_sn(b.cmd_sn());
+
+    // No third connection under MaxConnections=2; no joining a session
+    // that does not exist.
+    match a.join(to, 2, a.cmd_sn()) {
+        Err(InitiatorError::Login(2, 6)) => {}
+        Err(e) => panic!("a third connection: wrong refusal {e}"),
+        Ok(_) => panic!("a third connection was let in under MaxConnections=2"),
+    }
+    let stranger = LoginTo {
+        tsih: a.tsih().wrapping_add(100),
+        cid: 3,
+        ..to
+    };
+    match Session::login_to(stranger) {
+        Err(InitiatorError::Login(2, 0x0a)) => {}
+        Err(e) => panic!("joining no session: wrong refusal {e}"),
+        Ok(_) => panic!("joined a session that does not exist"),
+    }
+
+    // Logging in with b's CID again replaces b (connection reinstatement).
+    let mut c = a.join(to, 1, a.cmd_sn()).expect("reinstate CID 1");
+    assert!(
+        b.command(0, &read10(5), &[], 512).is_err(),
+        "the reinstated connection still answers"
+    );
+    let r = c.command(0, &read10(5), &[], 512).expect("read on c");
+    assert_eq!((r.status, r.data == second), (0, true));
+    a.set_cmd_sn(c.cmd_sn());
+    // a logs c out (reason 1, c's CID); an unknown CID is answered 1.
+    assert_eq!(a.logout_with(1, 9).expect("logout unknown CID"), 1);
+    assert_eq!(a.logout_with(1, 1).expect("logout CID 1"), 0);
+    assert!(
+        c.command(0, &read10(5), &[], 512).is_err(),
+        "a logged-out connection still answers"
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while sessions(&san)[0]["connections"] != 1 {
+        assert!(Instant::now() < deadline, "{}", sessions(&san));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (cdb, p) = pr_out(3, 0, 0x77, 0, false);
+    assert_eq!(a.command(0, &cdb, &p, 0).expect("clear").status, 0);
+    a.logout().expect("logout");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while sessions(&san) != serde_json::json!([]) {
+        assert!(Instant::now() < deadline, "{}", sessions(&san));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -326,7 +326,7 @@ fn show(config: &Path, json: bool) -> anyhow::Result<ExitCode> {
     println!("sessions: {}", sessions.len());
     for s in &sessions {
         println!(
-            "  tsih {} {} isid {} -> {} from {}",
+            "  tsih {} {} isid {} -> {} from {}{}",
             s.tsih,
             s.initiator,
             s.isid,
@@ -335,7 +335,12 @@ fn show(config: &Path, json: bool) -> anyhow::Result<ExitCode> {
             } else {
                 &s.target
             },
-            s.peer
+            s.peer,
+            if s.connections > 1 {
+                format!(" ({} connections)", s.connections)
+            } else {
+                String::new()
+            }
         );
     }
     Ok(ExitCode::SUCCESS)

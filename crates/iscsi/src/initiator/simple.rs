@@ -39,8 +39,10 @@ pub fn login_status_text(class: u8, detail: u8) -> &'static str {
         (2, 0x05) => "unsupported version",
         (2, 0x06) => "too many connections",
         (2, 0x07) => "missing parameter",
-        (2, 0x0a) => "the target refuses this session type",
-        (2, 0x0b) => "no such session to add a connection to",
+        (2, 0x08) => "this connection cannot be added to the session",
+        (2, 0x09) => "the target refuses this session type",
+        (2, 0x0a) => "no such session to add a connection to",
+        (2, 0x0b) => "a request that is invalid during login",
         (2, _) => "initiator error",
         (3, 0x01) => "target error",
         (3, 0x02) => "the target's service is unavailable",
@@ -60,13 +62,40 @@ pub struct CommandResult {
     pub sense: Vec<u8>,
 }
 
-/// A logged-in normal session on one connection.
+/// A logged-in normal session on one connection (or one connection of a
+/// session that has several: see [`Session::join`]).
 pub struct Session {
     stream: TcpStream,
     cmd_sn: u32,
     exp_stat_sn: u32,
     itt: u32,
     max_send: usize,
+    tsih: u16,
+    cid: u16,
+    max_connections: u32,
+}
+
+/// Who logs in where: what [`Session::login_to`] needs.
+#[derive(Debug, Clone, Copy)]
+pub struct LoginTo<'a> {
+    /// Portal, `host:port`.
+    pub addr: &'a str,
+    /// InitiatorName.
+    pub initiator: &'a str,
+    /// TargetName.
+    pub target: &'a str,
+    /// The initiator's session ID.
+    pub isid: [u8; 6],
+    /// One-way CHAP (user, secret).
+    pub chap: Option<(&'a str, &'a str)>,
+    /// MaxConnections to offer (a leading login; 1 is the default).
+    pub max_connections: u32,
+    /// Non-zero: add a connection to this live session.
+    pub tsih: u16,
+    /// The connection's ID.
+    pub cid: u16,
+    /// CmdSN of the login (the session's next one when adding).
+    pub cmd_sn: u32,
 }
 
 fn read_pdu(s: &mut TcpStream) -> Result<Pdu, InitiatorError> {
@@ -89,6 +118,41 @@ impl Session {
         isid: [u8; 6],
         chap: Option<(&str, &str)>,
     ) -> Result<Session, InitiatorError> {
+        Session::login_to(LoginTo {
+            addr,
+            initiator,
+            target,
+            isid,
+            chap,
+            max_connections: 1,
+            tsih: 0,
+            cid: 0,
+            cmd_sn: 1,
+        })
+    }
+
+    /// Adds connection `cid` to this session (a login naming its TSIH);
+    /// the new connection's commands go on from `cmd_sn`.
+    pub fn join(&self, to: LoginTo<'_>, cid: u16, cmd_sn: u32) -> Result<Session, InitiatorError> {
+        Session::login_to(LoginTo {
+            tsih: self.tsih,
+            cid,
+            cmd_sn,
+            max_connections: 1,
+            ..to
+        })
+    }
+
+    /// Logs in as `to` says.
+    pub fn login_to(to: LoginTo<'_>) -> Result<Session, InitiatorError> {
+        let LoginTo {
+            addr,
+            initiator,
+            target,
+            isid,
+            chap,
+            ..
+        } = to;
         // Bounded: a portal behind a dead link must not hang the caller
         // for the kernel's two minutes of SYN retries.
         let resolved = std::net::ToSocketAddrs::to_socket_addrs(addr)?
@@ -99,10 +163,13 @@ impl Session {
         stream.set_nodelay(true)?;
         let mut s = Session {
             stream,
-            cmd_sn: 1,
+            cmd_sn: to.cmd_sn,
             exp_stat_sn: 0,
             itt: 1,
             max_send: 8192,
+            tsih: to.tsih,
+            cid: to.cid,
+            max_connections: 1,
         };
         let mut keys: text::Pairs = vec![
             ("InitiatorName".into(), initiator.into()),
@@ -131,16 +198,22 @@ impl Session {
             keys = Vec::new();
         }
         keys.push(("MaxRecvDataSegmentLength".into(), "262144".into()));
-        keys.push(("ImmediateData".into(), "Yes".into()));
-        keys.push(("InitialR2T".into(), "Yes".into()));
+        if to.tsih == 0 {
+            // Session-wide keys: the leading login alone offers them.
+            keys.push(("ImmediateData".into(), "Yes".into()));
+            keys.push(("InitialR2T".into(), "Yes".into()));
+            keys.push(("MaxConnections".into(), to.max_connections.to_string()));
+        }
         let r = s.login_step(isid, 1, 3, true, &keys)?;
-        if let Some(v) = r
-            .iter()
-            .find(|(k, _)| k == "MaxRecvDataSegmentLength")
-            .and_then(|(_, v)| v.parse::<usize>().ok())
-        {
+        let num = |key: &str| {
+            r.iter()
+                .find(|(k, _)| k == key)
+                .and_then(|(_, v)| v.parse::<usize>().ok())
+        };
+        if let Some(v) = num("MaxRecvDataSegmentLength") {
             s.max_send = v;
         }
+        s.max_connections = num("MaxConnections").map_or(1, |v| v as u32);
         Ok(s)
     }
 
@@ -160,9 +233,9 @@ impl Session {
             version_max: 0,
             version_min: 0,
             isid,
-            tsih: 0,
+            tsih: self.tsih,
             itt: 0,
-            cid: 0,
+            cid: self.cid,
             cmd_sn: self.cmd_sn,
             exp_stat_sn: self.exp_stat_sn,
         };
@@ -180,6 +253,9 @@ impl Session {
             return Err(InitiatorError::Login(r.status_class, r.status_detail));
         }
         self.exp_stat_sn = r.stat_sn.wrapping_add(1);
+        if r.transit && r.nsg == 3 {
+            self.tsih = r.tsih;
+        }
         text::parse(&p.data).map_err(|e| InitiatorError::Unexpected(e.to_string()))
     }
 
@@ -311,21 +387,51 @@ impl Session {
         Ok(r)
     }
 
+    /// The session's handle, as the target assigned it.
+    pub fn tsih(&self) -> u16 {
+        self.tsih
+    }
+
+    /// MaxConnections as negotiated.
+    pub fn max_connections(&self) -> u32 {
+        self.max_connections
+    }
+
+    /// The CmdSN the next command carries.
+    pub fn cmd_sn(&self) -> u32 {
+        self.cmd_sn
+    }
+
+    /// Numbers the next command `cmd_sn` (commands of a session with
+    /// several connections share one numbering the caller keeps).
+    pub fn set_cmd_sn(&mut self, cmd_sn: u32) {
+        self.cmd_sn = cmd_sn;
+    }
+
     /// Logs out (close the session).
     pub fn logout(mut self) -> Result<(), InitiatorError> {
+        self.logout_with(0, self.cid).map(|_| ())
+    }
+
+    /// Sends a Logout Request with `reason` (0 close the session, 1 close
+    /// connection `cid`, 2 remove it for recovery) and returns the
+    /// target's response code (0 done, 1 no such CID, 2 recovery not
+    /// supported).
+    pub fn logout_with(&mut self, reason: u8, cid: u16) -> Result<u8, InitiatorError> {
         let h = bhs::LogoutReq {
             immediate: true,
-            reason: 0,
+            reason,
             itt: self.itt,
-            cid: 0,
+            cid,
             cmd_sn: self.cmd_sn,
             exp_stat_sn: self.exp_stat_sn,
         };
+        self.itt = self.itt.wrapping_add(1);
         self.stream
             .write_all(&Pdu::new(Header::LogoutReq(h), Vec::new()).encode(Digests::default()))?;
         let p = read_pdu(&mut self.stream)?;
         match p.header {
-            Header::LogoutResp(_) => Ok(()),
+            Header::LogoutResp(r) => Ok(r.response),
             other => Err(InitiatorError::Unexpected(format!(
                 "{:?} to a logout",
                 other.opcode()

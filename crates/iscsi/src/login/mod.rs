@@ -20,8 +20,11 @@ pub mod status {
     pub const FORBIDDEN: (u8, u8) = (2, 2);
     pub const NOT_FOUND: (u8, u8) = (2, 3);
     pub const UNSUPPORTED_VERSION: (u8, u8) = (2, 5);
+    pub const TOO_MANY_CONNECTIONS: (u8, u8) = (2, 6);
     pub const MISSING_PARAMETER: (u8, u8) = (2, 7);
+    pub const CANNOT_INCLUDE: (u8, u8) = (2, 8);
     pub const SESSION_TYPE: (u8, u8) = (2, 9);
+    pub const NO_SESSION: (u8, u8) = (2, 0x0a);
     pub const INVALID_DURING_LOGIN: (u8, u8) = (2, 0x0b);
     pub const TARGET_ERROR: (u8, u8) = (3, 0);
 }

@@ -43,6 +43,8 @@ pub const TARGET_MRDSL: u32 = 262_144;
 pub const TARGET_MAX_BURST: u32 = 16 * 1024 * 1024 - 1;
 /// Largest unsolicited burst.
 pub const TARGET_FIRST_BURST: u32 = 262_144;
+/// Most connections one session may have.
+pub const TARGET_MAX_CONNECTIONS: u32 = 8;
 
 impl Default for Params {
     /// RFC 7143 defaults, except our declared receive limit.
@@ -160,6 +162,18 @@ const SESSION_ONLY: &[&str] = &[
 ];
 
 impl Params {
+    /// The values a connection of this session runs with: its own
+    /// connection-only keys (digests, receive limits), the session's
+    /// values for the rest, which only the leading login negotiates.
+    pub fn for_connection(&self, conn: &Params) -> Params {
+        Params {
+            digests: conn.digests,
+            initiator_mrdsl: conn.initiator_mrdsl,
+            target_mrdsl: conn.target_mrdsl,
+            ..self.clone()
+        }
+    }
+
     /// Negotiates one operational key offered by the initiator.
     pub fn offer(&mut self, key: &str, v: &str, discovery: bool) -> Result<Answer, ParamError> {
         if discovery && SESSION_ONLY.contains(&key) {
@@ -209,9 +223,8 @@ impl Params {
                 Answer::Value("1".into())
             }
             "MaxConnections" => {
-                num(key, v, 1, 65535)?;
-                self.max_connections = 1;
-                Answer::Value("1".into())
+                self.max_connections = num(key, v, 1, 65535)?.min(TARGET_MAX_CONNECTIONS);
+                Answer::Value(self.max_connections.to_string())
             }
             "DataPDUInOrder" => {
                 boolean(key, v)?;

@@ -4,6 +4,7 @@
 
 use super::ffp::{reject, Event, Ffp, Replies};
 use super::registry::{Registry, SessionInfo};
+use super::session::{Member, SessionCore};
 use crate::login::{status, Login, Progress, SessionType};
 use crate::pdu::bhs::{self, Header};
 use crate::pdu::frame::{decode_head, finish_data, FrameError, Layout};
@@ -211,7 +212,7 @@ async fn session(
     let mut login = Login::new(registry.portal_group);
     let mut stat_sn: u32 = 1;
     let mut first: Option<bhs::LoginReq> = None;
-    let (params, cmd_sn, isid, tsih) = loop {
+    let (core, mut member) = loop {
         let frame = tokio::time::timeout(
             LOGIN_TIMEOUT,
             read_frame(reader, Digests::default(), LOGIN_MAX_DATA),
@@ -230,36 +231,24 @@ async fn session(
         if req.isid != start.isid || req.itt != start.itt && req.cid != start.cid {
             return Err(ConnError::Protocol("login changed ISID or CID"));
         }
-        let (mut reply, progress) = if req.tsih != 0 {
-            // Adding a connection to an existing session: MaxConnections=1.
-            let r = crate::login::Reply {
-                transit: false,
-                csg: req.csg,
-                nsg: 0,
-                status: (2, 0x0a),
-                data: Vec::new(),
-            };
-            (r, Progress::Failed)
-        } else {
-            login.step(&req, &pdu.data, registry.as_ref())
-        };
-        let mut tsih = 0;
-        let mut stop = None;
+        let (mut reply, mut progress) = login.step(&req, &pdu.data, registry.as_ref());
+        let mut joined = None;
         if progress == Progress::Complete {
-            let info = SessionInfo {
-                tsih: 0,
-                initiator: login.initiator.clone().unwrap_or_default(),
-                isid: req.isid.iter().map(|b| format!("{b:02x}")).collect(),
-                target: login.target.clone().unwrap_or_default(),
-                peer: peer.to_string(),
-            };
-            let (t, rx) = registry.open_session(info);
-            tsih = t;
-            stop = Some(rx);
+            match enter_session(&registry, &login, &req, peer) {
+                Ok(j) => joined = Some(j),
+                Err(refusal) => {
+                    reply.status = refusal;
+                    reply.transit = false;
+                    progress = Progress::Failed;
+                }
+            }
         }
         if progress == Progress::Failed && reply.status == status::SUCCESS {
             reply.status = status::INITIATOR_ERROR;
         }
+        // An added connection's login speaks for the session it joins.
+        let numbering = joined.as_ref().map(|(core, _)| core.numbering.clone());
+        let exp_cmd_sn = numbering.map_or(req.cmd_sn, |n| n.exp_cmd_sn());
         let resp = bhs::LoginResp {
             transit: reply.transit,
             cont: false,
@@ -268,11 +257,11 @@ async fn session(
             version_max: 0,
             version_active: 0,
             isid: req.isid,
-            tsih,
+            tsih: joined.as_ref().map_or(req.tsih, |(core, _)| core.tsih),
             itt: req.itt,
             stat_sn,
-            exp_cmd_sn: req.cmd_sn,
-            max_cmd_sn: req.cmd_sn.wrapping_add(super::window::QUEUE_DEPTH - 1),
+            exp_cmd_sn,
+            max_cmd_sn: exp_cmd_sn.wrapping_add(super::window::QUEUE_DEPTH - 1),
             status_class: reply.status.0,
             status_detail: reply.status.1,
         };
@@ -286,32 +275,71 @@ async fn session(
                 return Ok(());
             }
             Progress::Complete => {
-                info!(%peer, initiator = ?login.initiator, target = ?login.target, tsih, "login complete");
-                let Some(stop) = stop else { return Ok(()) };
-                break (login.params.clone(), req.cmd_sn, req.isid, (tsih, stop));
+                let Some(j) = joined else { return Ok(()) };
+                info!(%peer, initiator = ?login.initiator, target = ?login.target, tsih = j.0.tsih, cid = req.cid, "login complete");
+                break j;
             }
         }
     };
-    let (tsih, mut stop) = tsih;
-    let target = if login.session_type == SessionType::Normal {
-        login.target.clone()
-    } else {
-        None
-    };
+    let params = core.params.for_connection(&login.params);
     let mut ffp = Ffp::new(
+        core.clone(),
+        member.cid,
         params,
-        cmd_sn,
         stat_sn,
-        login.initiator.clone().unwrap_or_default(),
-        isid,
-        target,
         registry.clone(),
         local.to_string(),
     );
-    let result = full_feature(reader, writer, &mut ffp, &mut stop, registry.keepalive).await;
-    ffp.abort_all();
-    registry.close_session(tsih);
+    let result = full_feature(
+        reader,
+        writer,
+        &mut ffp,
+        &mut member.stop,
+        registry.keepalive,
+    )
+    .await;
+    let last = registry.leave_session(&core, &member);
+    ffp.end(last);
     result
+}
+
+/// Puts a connection whose login completed into its session: a new one
+/// for a leading login (TSIH 0), the live one it names otherwise. Refused
+/// with a login status when there is no such session or no room in it.
+fn enter_session(
+    registry: &Arc<Registry>,
+    login: &Login,
+    req: &bhs::LoginReq,
+    peer: &str,
+) -> Result<(Arc<SessionCore>, Member), (u8, u8)> {
+    let initiator = login.initiator.clone().unwrap_or_default();
+    let target = match login.session_type {
+        SessionType::Normal => login.target.clone(),
+        SessionType::Discovery => None,
+    };
+    if req.tsih != 0 {
+        return registry.join_session(req.tsih, &initiator, req.isid, target.as_deref(), req.cid);
+    }
+    let info = SessionInfo {
+        tsih: 0,
+        initiator: initiator.clone(),
+        isid: req.isid.iter().map(|b| format!("{b:02x}")).collect(),
+        target: login.target.clone().unwrap_or_default(),
+        peer: peer.to_string(),
+        connections: 1,
+    };
+    let make = |tsih| {
+        SessionCore::new(
+            tsih,
+            initiator,
+            req.isid,
+            target,
+            login.params.clone(),
+            req.cmd_sn,
+            registry.portal_group,
+        )
+    };
+    Ok(registry.open_session(info, make, req.cid))
 }
 
 /// What an idle connection is waiting for.
@@ -337,6 +365,7 @@ async fn full_feature(
     let mut deadline = tokio::time::Instant::now().checked_add(interval);
     let mut idle = Idle::Quiet;
     let mut pings = 0u32;
+    let mut advances = ffp.numbering().watch();
     loop {
         if reader.buffer().is_empty() {
             // Wait for bytes (cancel-safe: they stay in the buffer), for the
@@ -348,8 +377,18 @@ async fn full_feature(
                     }
                 }
                 _ = stop.changed() => {
-                    info!("session reinstated elsewhere: closing this connection");
+                    info!("the session or this connection was logged out or reinstated elsewhere: closing this connection");
                     return Ok(());
+                }
+                // Another connection of the session took the CmdSN that
+                // commands held here were waiting for.
+                _ = advances.changed(), if ffp.holds_commands() => {
+                    let event = blocking(|| ffp.run_released(&mut out));
+                    out.send(writer).await?;
+                    if event == Event::Close {
+                        return Ok(());
+                    }
+                    continue;
                 }
                 () = sleep_until_or_never(deadline) => {
                     match idle {

@@ -1,17 +1,19 @@
 //! The full feature phase of one connection, without I/O: PDUs in, PDUs
-//! out. Orders commands by CmdSN, collects write data (immediate,
+//! out. Orders commands by the session's CmdSN (shared with the session's
+//! other connections), collects write data (immediate,
 //! unsolicited, then R2T by R2T), runs SCSI commands on the target's LUNs
 //! and returns Data-In with status, SCSI Responses, task management,
 //! text (SendTargets), NOP and logout replies.
 
 use super::registry::Registry;
+use super::session::SessionCore;
 use super::window::{Admit, Window};
 use crate::login::params::{Answer, Params};
 use crate::pdu::bhs::{self, Header};
 use crate::pdu::text;
 use crate::pdu::Pdu;
 use crate::scsi::sense::{key, Sense, Status};
-use crate::scsi::{self, LunMap, Nexus, Request};
+use crate::scsi::{self, LunMap, Request};
 use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::Arc;
@@ -90,9 +92,8 @@ pub struct Ffp {
     window: Window<Pdu>,
     stat_sn: u32,
     luns: Option<LunMap>,
-    nexus: Nexus,
-    initiator: String,
-    target: String,
+    session: Arc<SessionCore>,
+    cid: u16,
     registry: Arc<Registry>,
     local_addr: String,
     pending: HashMap<u32, PendingWrite>,
@@ -100,35 +101,29 @@ pub struct Ffp {
 }
 
 impl Ffp {
-    /// Starts the full feature phase after a successful login.
-    #[allow(clippy::too_many_arguments)]
+    /// Starts the full feature phase of connection `cid` of `session`
+    /// after a successful login; `params` are the values this connection
+    /// runs with, `stat_sn` its next StatSN.
     pub fn new(
+        session: Arc<SessionCore>,
+        cid: u16,
         params: Params,
-        cmd_sn: u32,
         stat_sn: u32,
-        initiator: String,
-        isid: [u8; 6],
-        target: Option<String>,
         registry: Arc<Registry>,
         local_addr: String,
     ) -> Ffp {
-        let luns = target
+        let luns = session
+            .target
             .as_ref()
             .and_then(|t| registry.targets.get(t))
             .map(|t| t.luns.clone());
-        let isid_hex: String = isid.iter().map(|b| format!("{b:02x}")).collect();
-        let nexus = Nexus {
-            initiator_port: format!("{initiator},i,0x{isid_hex}"),
-            rel_port: registry.portal_group,
-        };
         Ffp {
             params,
-            window: Window::new(cmd_sn),
+            window: Window::joining(session.numbering.clone()),
             stat_sn,
             luns,
-            nexus,
-            initiator,
-            target: target.unwrap_or_default(),
+            session,
+            cid,
             registry,
             local_addr,
             pending: HashMap::new(),
@@ -148,7 +143,32 @@ impl Ffp {
     }
 
     fn exp_max(&self) -> (u32, u32) {
-        (self.window.exp_cmd_sn, self.window.max_cmd_sn())
+        let exp = self.window.exp_cmd_sn();
+        (exp, exp.wrapping_add(super::window::QUEUE_DEPTH - 1))
+    }
+
+    /// The session's command numbering (to watch for its advances).
+    pub fn numbering(&self) -> &Arc<super::window::Numbering> {
+        self.window.numbering()
+    }
+
+    /// Whether commands here wait for a CmdSN another connection of the
+    /// session has not sent yet (see [`Ffp::run_released`]).
+    pub fn holds_commands(&self) -> bool {
+        self.window.holds_any()
+    }
+
+    /// Runs the held commands whose turn has come (after another
+    /// connection of the session took the CmdSN before them).
+    pub fn run_released(&mut self, out: &mut dyn Replies) -> Event {
+        while let Some(p) = self.window.next_ready() {
+            let event = self.dispatch(p, out);
+            self.window.finish();
+            if event == Event::Close {
+                return Event::Close;
+            }
+        }
+        Event::Continue
     }
 
     /// A NOP-In ping the initiator must answer (TTT `ttt`, never the
@@ -204,28 +224,23 @@ impl Ffp {
         match admit {
             Admit::Now => {
                 if let Some(p) = item {
-                    if self.dispatch(p, out) == Event::Close {
+                    let event = self.dispatch(p, out);
+                    if !immediate {
+                        self.window.finish();
+                    }
+                    if event == Event::Close {
                         return Event::Close;
                     }
                 }
             }
             Admit::Held => debug!(cmd_sn, "command held until the CmdSN gap fills"),
             Admit::Drop => {
-                info!(
-                    cmd_sn,
-                    exp = self.window.exp_cmd_sn,
-                    max = self.window.max_cmd_sn(),
-                    "CmdSN outside the window: ignored"
-                );
+                let (exp, max) = self.exp_max();
+                info!(cmd_sn, exp, max, "CmdSN outside the window: ignored");
                 return Event::Continue;
             }
         }
-        while let Some(p) = self.window.next_ready() {
-            if self.dispatch(p, out) == Event::Close {
-                return Event::Close;
-            }
-        }
-        Event::Continue
+        self.run_released(out)
     }
 
     fn dispatch(&mut self, pdu: Pdu, out: &mut dyn Replies) -> Event {
@@ -261,8 +276,8 @@ impl Ffp {
                 Event::Continue
             }
             Header::LogoutReq(h) => {
+                let (response, event) = self.logout(h);
                 let (exp, max) = self.exp_max();
-                let response = if h.reason == 2 { 2 } else { 0 };
                 let r = bhs::LogoutResp {
                     response,
                     itt: h.itt,
@@ -273,13 +288,35 @@ impl Ffp {
                     time2retain: self.params.time2retain as u16,
                 };
                 out.push(Pdu::new(Header::LogoutResp(r), Vec::new()));
-                if response == 0 {
-                    Event::Close
-                } else {
-                    Event::Continue
-                }
+                event
             }
             _ => Event::Continue,
+        }
+    }
+
+    /// What a Logout Request does (RFC 7143 11.14.1): the response code
+    /// and whether this connection closes.
+    fn logout(&self, h: &bhs::LogoutReq) -> (u8, Event) {
+        match h.reason {
+            // Close the session: every connection of it.
+            0 => {
+                info!(tsih = self.session.tsih, "logout: closing the session");
+                self.session.stop_all();
+                (0, Event::Close)
+            }
+            1 if h.cid == self.cid => (0, Event::Close),
+            // Close another connection of the session.
+            1 if self.session.stop_connection(h.cid) => {
+                info!(
+                    tsih = self.session.tsih,
+                    cid = h.cid,
+                    "logout of another connection"
+                );
+                (0, Event::Continue)
+            }
+            1 => (1, Event::Continue),
+            // Removing a connection for recovery needs ERL 2.
+            _ => (2, Event::Continue),
         }
     }
 
@@ -441,7 +478,7 @@ impl Ffp {
         let req = Request {
             cdb: &p.cdb,
             data_out: &p.buf,
-            nexus: &self.nexus,
+            nexus: &self.session.nexus,
         };
         let resp = luns.execute(p.lun, &req);
         self.respond(itt, p.lun, p.edtl, read, p.write, resp, out);
@@ -661,10 +698,10 @@ impl Ffp {
 
     fn send_targets(&self, which: &str, reply: &mut text::Pairs) {
         let visible = |name: &str, allowed: &[String]| {
-            (allowed.is_empty() || allowed.iter().any(|a| a == &self.initiator))
+            (allowed.is_empty() || allowed.iter().any(|a| a == &self.session.initiator))
                 && match which {
                     "All" => true,
-                    "" => name == self.target,
+                    "" => Some(name) == self.session.target.as_deref(),
                     other => other == name,
                 }
         };
@@ -687,14 +724,18 @@ impl Ffp {
         }
     }
 
-    /// Drops every pending command and the RESERVE(6) reservations of this
-    /// I_T nexus (connection closing: nexus loss).
-    pub fn abort_all(&mut self) {
+    /// Drops the connection's pending commands; when it was the session's
+    /// last connection (`nexus_lost`), also the RESERVE(6) reservations
+    /// of the session's I_T nexus.
+    pub fn end(&mut self, nexus_lost: bool) {
         self.pending.clear();
+        if !nexus_lost {
+            return;
+        }
         if let Some(m) = &self.luns {
             for lu in m.luns.values() {
                 let mut st = lu.lock();
-                if st.reserved_by.as_ref() == Some(&self.nexus) {
+                if st.reserved_by.as_ref() == Some(&self.session.nexus) {
                     st.reserved_by = None;
                 }
             }
@@ -736,13 +777,20 @@ mod tests {
             initiator_mrdsl: 4096,
             ..Params::default()
         };
-        let f = Ffp::new(
-            params,
-            10,
-            100,
+        let session = SessionCore::new(
+            1,
             "iqn.i".into(),
             [0x80, 0, 0, 0, 0, 1],
             Some(T.into()),
+            params.clone(),
+            10,
+            reg.portal_group,
+        );
+        let f = Ffp::new(
+            Arc::new(session),
+            0,
+            params,
+            100,
             reg,
             "127.0.0.1:3260".into(),
         );

@@ -1,6 +1,7 @@
 //! Targets with their open LUNs, and the live sessions: built from the
 //! configuration, shared by every connection.
 
+use super::session::{Member, SessionCore};
 use crate::config::SanConfig;
 use crate::login::{Directory, TargetAuth};
 use crate::scsi::{Identity, ImageFile, LogicalUnit, LunError, LunMap};
@@ -8,7 +9,6 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use tokio::sync::watch;
 
 /// Why the registry could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -48,13 +48,16 @@ pub struct SessionInfo {
     pub isid: String,
     /// TargetName, or empty for discovery.
     pub target: String,
-    /// Peer address.
+    /// Peer address of the leading connection.
     pub peer: String,
+    /// Connections the session has (several with MaxConnections > 1).
+    #[serde(default)]
+    pub connections: usize,
 }
 
 struct Live {
     info: SessionInfo,
-    stop: watch::Sender<bool>,
+    core: Arc<SessionCore>,
 }
 
 /// Everything the connections share.
@@ -135,10 +138,16 @@ impl Registry {
         self.sessions.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Registers a new session; an older session of the same initiator
-    /// port (InitiatorName + ISID) is told to stop (reinstatement).
-    /// Returns the TSIH and the receiver that says when to stop.
-    pub fn open_session(&self, mut info: SessionInfo) -> (u16, watch::Receiver<bool>) {
+    /// Registers the session a leading login just completed, with that
+    /// connection as its first member; an older session of the same
+    /// initiator port (InitiatorName + ISID + target) is told to stop
+    /// (session reinstatement).
+    pub fn open_session(
+        &self,
+        mut info: SessionInfo,
+        make: impl FnOnce(u16) -> SessionCore,
+        cid: u16,
+    ) -> (Arc<SessionCore>, Member) {
         let tsih = {
             let mut n = self.next_tsih.lock().unwrap_or_else(|e| e.into_inner());
             let t = *n;
@@ -146,26 +155,71 @@ impl Registry {
             t
         };
         info.tsih = tsih;
-        let (tx, rx) = watch::channel(false);
+        let core = Arc::new(make(tsih));
+        let member = core.first(cid);
         let mut s = self.sessions();
         s.retain(|l| {
             let same = l.info.initiator == info.initiator && l.info.isid == info.isid && l.info.target == info.target;
             if same {
                 tracing::info!(initiator = %l.info.initiator, isid = %l.info.isid, "session reinstated: closing the old one");
-                let _ = l.stop.send(true);
+                l.core.stop_all();
             }
             !same
         });
-        s.push(Live { info, stop: tx });
+        info.connections = 1;
+        s.push(Live {
+            info,
+            core: core.clone(),
+        });
         self.write_status(&s);
-        (tsih, rx)
+        (core, member)
     }
 
-    /// Forgets a session.
-    pub fn close_session(&self, tsih: u16) {
+    /// Adds a connection to the live session `tsih` (a login with a
+    /// non-zero TSIH). The session must belong to the same initiator port
+    /// and target and have room under its MaxConnections.
+    pub fn join_session(
+        &self,
+        tsih: u16,
+        initiator: &str,
+        isid: [u8; 6],
+        target: Option<&str>,
+        cid: u16,
+    ) -> Result<(Arc<SessionCore>, Member), (u8, u8)> {
         let mut s = self.sessions();
-        s.retain(|l| l.info.tsih != tsih);
+        let Some(live) = s.iter_mut().find(|l| {
+            l.core.tsih == tsih
+                && l.core.initiator == initiator
+                && l.core.isid == isid
+                && l.core.target.as_deref() == target
+        }) else {
+            return Err(crate::login::status::NO_SESSION);
+        };
+        if live.core.target.is_none() {
+            return Err(crate::login::status::CANNOT_INCLUDE);
+        }
+        let member = live
+            .core
+            .join(cid)
+            .map_err(|_| crate::login::status::TOO_MANY_CONNECTIONS)?;
+        let core = live.core.clone();
+        live.info.connections = core.connection_count();
         self.write_status(&s);
+        Ok((core, member))
+    }
+
+    /// A connection of `core` ended; returns whether it was the session's
+    /// last (the session is then forgotten: nexus loss).
+    pub fn leave_session(&self, core: &Arc<SessionCore>, member: &Member) -> bool {
+        let mut s = self.sessions();
+        let left = core.leave(member);
+        if left == 0 {
+            s.retain(|l| !Arc::ptr_eq(&l.core, core));
+        } else if let Some(l) = s.iter_mut().find(|l| Arc::ptr_eq(&l.core, core)) {
+            l.info.connections = left;
+        }
+        self.write_status(&s);
+        left == 0
     }
 
     /// The live sessions.
