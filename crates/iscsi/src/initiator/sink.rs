@@ -2,6 +2,7 @@
 //! socket (a VM's memory, for the block service's vhost-user disks), instead
 //! of into buffers of the session's that the caller then copies out of.
 
+use std::io::IoSliceMut;
 use std::sync::{Arc, Mutex};
 
 /// The destination of one read: host memory in pieces, seen as one range.
@@ -74,13 +75,14 @@ impl Sink {
         *self.open.lock().unwrap_or_else(|e| e.into_inner()) = false;
     }
 
-    /// Hands `fill` the memory of `offset..offset + len` piece by piece,
-    /// unless closed or out of range (then `Ok(false)`, nothing touched).
+    /// Hands `fill` the memory of `offset..offset + len`, its pieces in
+    /// order (one vectored read can fill them all), unless closed or out
+    /// of range (then `Ok(false)`, nothing touched).
     pub(crate) fn fill(
         &self,
         offset: usize,
         len: usize,
-        mut fill: impl FnMut(&mut [u8]) -> std::io::Result<()>,
+        fill: impl FnOnce(&mut [IoSliceMut<'_>]) -> std::io::Result<()>,
     ) -> std::io::Result<bool> {
         let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
         if !*open || offset.checked_add(len).is_none_or(|end| end > self.len) {
@@ -88,6 +90,7 @@ impl Sink {
         }
         let (mut at, end) = (self.base + offset, self.base + offset + len);
         let mut start = 0usize;
+        let mut slices = Vec::new();
         for &(addr, n) in self.pieces.iter() {
             let (lo, hi) = (start.max(at), (start + n).min(end));
             if lo < hi {
@@ -97,7 +100,7 @@ impl Sink {
                 let piece = unsafe {
                     std::slice::from_raw_parts_mut((addr as *mut u8).add(lo - start), hi - lo)
                 };
-                fill(piece)?;
+                slices.push(IoSliceMut::new(piece));
                 at = hi;
             }
             start += n;
@@ -105,6 +108,7 @@ impl Sink {
                 break;
             }
         }
+        fill(&mut slices)?;
         Ok(true)
     }
 }
@@ -124,8 +128,9 @@ mod tests {
         let w = s.window(2, 4).unwrap();
         let mut next = 1u8;
         assert!(w
-            .fill(0, 4, |p| {
-                for x in p.iter_mut() {
+            .fill(0, 4, |pieces| {
+                assert_eq!(pieces.len(), 2, "the window spans both pieces");
+                for x in pieces.iter_mut().flat_map(|p| p.iter_mut()) {
                     *x = next;
                     next += 1;
                 }
@@ -137,7 +142,7 @@ mod tests {
         s.close();
         assert!(!w
             .fill(0, 1, |p| {
-                p[0] = 99;
+                p[0][0] = 99;
                 Ok(())
             })
             .unwrap());

@@ -5,7 +5,7 @@
 use super::{IscsiError, Sink};
 use crate::pdu::frame::{read_head, read_rest, read_tail, ReadError};
 use crate::pdu::{Digests, Pdu, BHS_LEN};
-use std::io::{BufRead, BufReader, IoSlice, Read, Write};
+use std::io::{BufRead, BufReader, IoSlice, IoSliceMut, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::Duration;
@@ -172,24 +172,20 @@ impl Wire {
         let (layout, header, ahs) = read_head(&mut self.reader, bhs, self.digests, self.max_recv)
             .map_err(|e| self.read_error(e))?;
         let (n, digest) = (layout.data_segment(), layout.data_digest());
-        let mut crc = 0u32;
-        let mut take = |reader: &mut BufReader<TcpStream>, piece: &mut [u8]| {
-            reader.read_exact(piece)?;
-            if digest {
-                crc = crc32c::crc32c_append(crc, piece);
-            }
-            Ok(())
+        let mut crc = digest.then_some(0u32);
+        let mut take = |reader: &mut BufReader<TcpStream>, pieces: &mut [IoSliceMut<'_>]| {
+            read_exact_vectored(reader, pieces, &mut crc)
         };
         let reader = &mut self.reader;
         let placed = sink
-            .fill(at, n, |piece| take(reader, piece))
+            .fill(at, n, |pieces| take(reader, pieces))
             .map_err(|e| self.io(e))?;
         let mut data = Vec::new();
         if !placed {
             data = vec![0u8; n];
-            take(&mut self.reader, &mut data).map_err(|e| self.io(e))?;
+            take(&mut self.reader, &mut [IoSliceMut::new(&mut data)]).map_err(|e| self.io(e))?;
         }
-        read_tail(&mut self.reader, &layout, crc).map_err(|e| self.read_error(e))?;
+        read_tail(&mut self.reader, &layout, crc.unwrap_or(0)).map_err(|e| self.read_error(e))?;
         Ok((Pdu { header, ahs, data }, if placed { n } else { 0 }))
     }
 
@@ -236,4 +232,52 @@ impl Wire {
             },
         }
     }
+}
+
+/// Vectors handed to one `readv`: well under IOV_MAX.
+const READ_IOV_BATCH: usize = 512;
+
+/// Fills `bufs` exactly: first from what `reader` has buffered, then
+/// straight from its socket with vectored reads; `crc`, when kept, takes
+/// in every byte in order (the data digest). A Data-In's data lands in
+/// guest memory in pieces as small as a page; read piece by piece through
+/// the buffer, every byte was copied twice.
+fn read_exact_vectored(
+    reader: &mut BufReader<TcpStream>,
+    mut bufs: &mut [IoSliceMut<'_>],
+    crc: &mut Option<u32>,
+) -> std::io::Result<()> {
+    let held = reader.buffer();
+    if !held.is_empty() {
+        let n = (&mut &held[..]).read_vectored(bufs)?;
+        reader.consume(n);
+        took(&mut bufs, n, crc);
+    }
+    let stream = reader.get_mut();
+    while !bufs.is_empty() {
+        let k = bufs.len().min(READ_IOV_BATCH);
+        match stream.read_vectored(&mut bufs[..k]) {
+            Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => took(&mut bufs, n, crc),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// `n` bytes were read into the front of `bufs`: digest them, move past.
+fn took(bufs: &mut &mut [IoSliceMut<'_>], n: usize, crc: &mut Option<u32>) {
+    if let Some(c) = crc {
+        let mut left = n;
+        for b in bufs.iter() {
+            let k = b.len().min(left);
+            *c = crc32c::crc32c_append(*c, &b[..k]);
+            left -= k;
+            if left == 0 {
+                break;
+            }
+        }
+    }
+    IoSliceMut::advance_slices(bufs, n);
 }
