@@ -75,6 +75,9 @@ fn two_disks_verify_from_the_host(tag: &str, protocol: Option<&'static str>) {
             cmdline: format!("ferry.run=disktest:/dev/vda:{BLOCKS}:write:2 ferry.run=disktest:/dev/vdb:{BLOCKS}:write:3"),
             disks: vec![(a.clone(), false), (b.clone(), false)],
             disk_protocol: protocol,
+            // Two vCPUs: a vhost-user disk then has a queue per vCPU, and
+            // the two workloads send on both.
+            vcpus: 2,
             ..Default::default()
         },
     );
@@ -89,6 +92,7 @@ fn two_disks_verify_from_the_host(tag: &str, protocol: Option<&'static str>) {
             2,
             "{cmdline}"
         );
+        assert_eq!(cmdline.matches("num-queues=2").count(), 2, "{cmdline}");
         assert!(!cmdline.contains("\"nbd\""), "{cmdline}");
     }
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -189,6 +193,8 @@ fn migrate_under_disk_load(tag: &str, protocol: Option<&'static str>) {
         cmdline: format!("ferry.run=disktest:/dev/vda:{BLOCKS}:write ferry.run=counter:200"),
         disks: vec![(img.clone(), false)],
         disk_protocol: protocol,
+        // Two vCPUs: a vhost-user disk has two queues to drain.
+        vcpus: 2,
         ..Default::default()
     };
     let spec = src.guest_spec("mig", &opts);

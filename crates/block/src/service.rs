@@ -5,7 +5,7 @@ use crate::backend::{BlockBackend, FileBackend};
 use crate::iscsi::IscsiBackend;
 use crate::nbd::server::{serve_connection, Export, ServerError};
 use crate::stats::{DiskCounters, Sampler};
-use ferry_spec::IscsiUrl;
+use ferry_spec::{DiskProtocol, IscsiUrl};
 use serde::{Deserialize, Serialize};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -155,7 +155,9 @@ pub fn run(cfg: ServiceConfig, ready: impl FnOnce()) -> Result<(), ServiceError>
         tracing::info!(export = %export.name, "serving as vhost-user-blk");
         std::thread::Builder::new()
             .name(format!("vhost-{}", export.name))
-            .spawn(move || crate::vhost_user::serve(listener, &export, 1))
+            .spawn(move || {
+                crate::vhost_user::serve(listener, &export, DiskProtocol::VHOST_USER_MAX_QUEUES)
+            })
             .map_err(|source| ServiceError::Listen {
                 path: cfg.socket.clone(),
                 source,

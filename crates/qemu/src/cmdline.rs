@@ -190,7 +190,10 @@ impl LaunchConfig<'_> {
                 );
                 push(
                     "-device",
-                    format!("vhost-user-blk-pci,chardev=vu{i},id=vd{i},num-queues=1"),
+                    format!(
+                        "vhost-user-blk-pci,chardev=vu{i},id=vd{i},num-queues={}",
+                        DiskProtocol::vhost_user_queues(spec.vcpus)
+                    ),
                 );
                 continue;
             }
