@@ -224,8 +224,12 @@ impl IscsiBackend {
             cfg.io_timeout = Duration::from_secs(t.max(1));
         }
         // Replies to the requests one read of the socket ends go to QEMU
-        // together, when the initiator's reader is about to wait.
-        cfg.on_idle = Some(IdleHook(Arc::new(crate::nbd::batch::send_batched)));
+        // together (NBD), and their queues' interrupts once (vhost-user),
+        // when the initiator's reader is about to wait.
+        cfg.on_idle = Some(IdleHook(Arc::new(|| {
+            crate::nbd::batch::send_batched();
+            crate::vhost_user::signal_deferred();
+        })));
         let lun = Lun::open(cfg, u.lun)?;
         Ok(IscsiBackend {
             lun,

@@ -436,7 +436,52 @@ fn finish_now(mem: &Mem, layout: &Layout, st: u8, data_used: u32) -> u32 {
     data_used + 1
 }
 
+thread_local! {
+    /// Queues whose guest is owed an interrupt, on a thread that defers
+    /// them (`None` until it joins: see [`signal_deferred`]).
+    static OWED: std::cell::RefCell<Option<Vec<Vring>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Interrupts the guest for `vring` if it asked to be; on a thread that
+/// defers interrupts, once for all the requests it ends before it next
+/// waits (see [`signal_deferred`]).
 fn signal(vring: &Vring) {
+    let deferred = OWED.with(|o| {
+        let mut o = o.borrow_mut();
+        let Some(owed) = o.as_mut() else {
+            return false;
+        };
+        let at = state_addr(vring);
+        if !owed.iter().any(|v| state_addr(v) == at) {
+            owed.push(vring.clone());
+        }
+        true
+    });
+    if !deferred {
+        interrupt(vring);
+    }
+}
+
+/// Sends the interrupts this thread deferred, and from now on defers the
+/// ones it owes. The iSCSI initiator's reader calls it each time it is
+/// about to wait for the target: the requests ended by one read of the
+/// socket then cost the guest one interrupt (and QEMU one wake-up), as
+/// QEMU's own driver batches its notifications.
+pub fn signal_deferred() {
+    let owed = OWED.with(|o| o.borrow_mut().replace(Vec::new()).unwrap_or_default());
+    for vring in &owed {
+        interrupt(vring);
+    }
+}
+
+/// Tells one queue's state from another's (the read lock is held only
+/// while the address is taken).
+fn state_addr(vring: &Vring) -> usize {
+    let state = vring.get_ref();
+    std::ptr::from_ref(&*state) as usize
+}
+
+fn interrupt(vring: &Vring) {
     match vring.needs_notification() {
         Ok(false) => {}
         Ok(true) | Err(_) => {

@@ -14,5 +14,5 @@ pub mod layout;
 mod pool;
 pub mod server;
 
-pub use device::BlkDevice;
+pub use device::{signal_deferred, BlkDevice};
 pub use server::{bind, serve};

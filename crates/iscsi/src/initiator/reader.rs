@@ -99,13 +99,22 @@ pub(super) fn reader_loop(sh: &Arc<Shared>, mut wire: Wire, mut generation: u64)
                 std::error::Error::source(&e).map(|s| s.to_string())
             ),
         };
+        // Completions already run may have deferred work to the hook.
+        if let Some(hook) = &sh.cfg.on_idle {
+            (hook.0)();
+        }
         if lock(&sh.state).closing {
             return;
         }
         tracing::warn!(portal = %sh.cfg.login.portal, target = %sh.cfg.login.target, "iSCSI connection lost ({why}); logging in again");
         // Unblocks a caller stuck writing to a dead connection.
         wire.shutdown();
-        match reconnect(sh, generation) {
+        let back = reconnect(sh, generation);
+        // ... as may those it ended while logging in again.
+        if let Some(hook) = &sh.cfg.on_idle {
+            (hook.0)();
+        }
+        match back {
             Some((w, g)) => {
                 wire = w;
                 generation = g;

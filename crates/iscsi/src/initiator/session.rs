@@ -45,7 +45,8 @@ pub struct SessionConfig {
     /// Runs on the reader thread each time it has handled every answer it
     /// has read and is about to wait for more: completions can gather
     /// their work (the block service's replies) and finish it here, once
-    /// per batch of answers.
+    /// per batch of answers. It also runs before the reader logs in again
+    /// or ends, so no work deferred to it is left behind.
     pub on_idle: Option<IdleHook>,
 }
 
