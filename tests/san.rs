@@ -103,6 +103,18 @@ impl San {
         std::fs::read_to_string(self.env.root.join("serve.log")).unwrap_or_default()
     }
 
+    /// What `ferry --json san show` prints.
+    fn show(&self) -> serde_json::Value {
+        let out = run_ok(self.env.ferry().args([
+            "--json",
+            "san",
+            "show",
+            "--config",
+            self.config.to_str().unwrap(),
+        ]));
+        serde_json::from_slice(&out.stdout).expect("show JSON")
+    }
+
     fn url(&self, auth: &str) -> String {
         format!("iscsi://{auth}127.0.0.1:{}/{TARGET}/0", self.port)
     }
@@ -498,14 +510,7 @@ fn idle_initiators_are_pinged_and_dead_ones_dropped() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    let shown = run_ok(san.env.ferry().args([
-        "--json",
-        "san",
-        "show",
-        "--config",
-        san.config.to_str().unwrap(),
-    ]));
-    let v: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
+    let v = san.show();
     assert_eq!(v["sessions"], serde_json::json!([]), "{v}");
     drop(frozen);
 }
@@ -516,14 +521,7 @@ fn show_lists_config_and_sessions() {
     let san = San::new("san-show", &[]);
     let addr = format!("127.0.0.1:{}", san.port);
     let s = Session::login(&addr, INI1, TARGET, [0x80, 0, 0, 0, 0, 9], None).expect("login");
-    let out = run_ok(san.env.ferry().args([
-        "--json",
-        "san",
-        "show",
-        "--config",
-        san.config.to_str().unwrap(),
-    ]));
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("show JSON");
+    let v = san.show();
     assert_eq!(v["targets"][0]["name"], TARGET);
     assert_eq!(v["targets"][0]["luns"][0]["id"], 0);
     assert_eq!(v["sessions"][0]["initiator"], INI1);
@@ -692,17 +690,7 @@ fn multiple_connections_share_one_session() {
     assert_eq!(a.max_connections(), 2, "MaxConnections=2 not accepted");
     assert_ne!(a.tsih(), 0);
     let mut b = a.join(to, 1, a.cmd_sn()).expect("second connection");
-    let sessions = |san: &San| {
-        let out = run_ok(san.env.ferry().args([
-            "--json",
-            "san",
-            "show",
-            "--config",
-            san.config.to_str().unwrap(),
-        ]));
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("show JSON");
-        v["sessions"].clone()
-    };
+    let sessions = |san: &San| san.show()["sessions"].clone();
     let shown = sessions(&san);
     assert_eq!(shown.as_array().map(Vec::len), Some(1), "{shown}");
     assert_eq!(shown[0]["connections"], 2, "{shown}");
