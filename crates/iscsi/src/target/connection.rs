@@ -267,7 +267,13 @@ async fn session(
         };
         stat_sn = stat_sn.wrapping_add(1);
         let bytes = Pdu::new(Header::LoginResp(resp), reply.data).encode(Digests::default());
-        write_all(writer, &bytes).await?;
+        if let Err(e) = write_all(writer, &bytes).await {
+            // A session or connection entered but never told of is left.
+            if let Some((core, member)) = &joined {
+                registry.leave_session(core, member);
+            }
+            return Err(e);
+        }
         match progress {
             Progress::Continue => continue,
             Progress::Failed => {
