@@ -136,7 +136,10 @@ impl Drop for TestEnv {
                 }
             }
         }
-        let _ = std::fs::remove_dir_all(&self.root);
+        // FERRY_KEEP_TEST_DIRS=1 keeps the logs of every test for a look.
+        if std::env::var_os("FERRY_KEEP_TEST_DIRS").is_none() {
+            let _ = std::fs::remove_dir_all(&self.root);
+        }
     }
 }
 

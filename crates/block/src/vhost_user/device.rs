@@ -710,6 +710,12 @@ impl VhostUserBackend for BlkDevice {
         let vring = vrings
             .get(usize::from(device_event))
             .ok_or_else(|| std::io::Error::other(format!("no queue {device_event}")))?;
-        self.serve_queue(vring)
+        // An error returned here ends the queues' thread for good, and the
+        // guest's requests then hang with nothing logged: say what went
+        // wrong and wait for the next kick instead.
+        if let Err(e) = self.serve_queue(vring) {
+            tracing::warn!(queue = device_event, "virtio-blk queue not served: {e}");
+        }
+        Ok(())
     }
 }
