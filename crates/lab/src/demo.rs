@@ -188,8 +188,23 @@ impl Demo<'_> {
             say,
             "Build the lab: dc, server001, server002 and client, with external and internal networks",
             |_| {
+                // The demo starts from nothing: a lab an earlier run left up
+                // (the demo keeps it for a look) holds its SAN and cluster.
+                let stale = lab.is_up() || lab.dir().exists();
+                if stale {
+                    lab.down();
+                }
                 lab.up().map_err(|e| e.to_string())?;
-                Ok(format!("namespaces {}-*, files in {}", lab.name, lab.dir().display()))
+                Ok(format!(
+                    "namespaces {}-*, files in {}{}",
+                    lab.name,
+                    lab.dir().display(),
+                    if stale {
+                        " (the lab an earlier run left was removed first)"
+                    } else {
+                        ""
+                    }
+                ))
             },
         )?;
         self.step(
