@@ -439,7 +439,8 @@ fn finish_now(mem: &Mem, layout: &Layout, st: u8, data_used: u32) -> u32 {
 thread_local! {
     /// Queues whose guest is owed an interrupt, on a thread that defers
     /// them (`None` until it joins: see [`signal_deferred`]).
-    static OWED: std::cell::RefCell<Option<Vec<Vring>>> = const { std::cell::RefCell::new(None) };
+    /// Each with its state's address, to tell the queues apart.
+    static OWED: std::cell::RefCell<Option<Vec<(usize, Vring)>>> = const { std::cell::RefCell::new(None) };
 }
 
 /// Interrupts the guest for `vring` if it asked to be; on a thread that
@@ -452,8 +453,8 @@ fn signal(vring: &Vring) {
             return false;
         };
         let at = state_addr(vring);
-        if !owed.iter().any(|v| state_addr(v) == at) {
-            owed.push(vring.clone());
+        if !owed.iter().any(|(a, _)| *a == at) {
+            owed.push((at, vring.clone()));
         }
         true
     });
@@ -469,7 +470,7 @@ fn signal(vring: &Vring) {
 /// QEMU's own driver batches its notifications.
 pub fn signal_deferred() {
     let owed = OWED.with(|o| o.borrow_mut().replace(Vec::new()).unwrap_or_default());
-    for vring in &owed {
+    for (_, vring) in &owed {
         interrupt(vring);
     }
 }

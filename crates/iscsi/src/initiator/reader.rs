@@ -60,9 +60,7 @@ pub(super) fn reader_loop(sh: &Arc<Shared>, mut wire: Wire, mut generation: u64)
                 pinged = false;
                 let next = dispatch(sh, pdu, placed, generation);
                 if !wire.buffered() {
-                    if let Some(hook) = &sh.cfg.on_idle {
-                        (hook.0)();
-                    }
+                    idle(sh);
                 }
                 match next {
                     Next::Continue => continue,
@@ -100,9 +98,7 @@ pub(super) fn reader_loop(sh: &Arc<Shared>, mut wire: Wire, mut generation: u64)
             ),
         };
         // Completions already run may have deferred work to the hook.
-        if let Some(hook) = &sh.cfg.on_idle {
-            (hook.0)();
-        }
+        idle(sh);
         if lock(&sh.state).closing {
             return;
         }
@@ -111,9 +107,7 @@ pub(super) fn reader_loop(sh: &Arc<Shared>, mut wire: Wire, mut generation: u64)
         wire.shutdown();
         let back = reconnect(sh, generation);
         // ... as may those it ended while logging in again.
-        if let Some(hook) = &sh.cfg.on_idle {
-            (hook.0)();
-        }
+        idle(sh);
         match back {
             Some((w, g)) => {
                 wire = w;
@@ -124,6 +118,13 @@ pub(super) fn reader_loop(sh: &Arc<Shared>, mut wire: Wire, mut generation: u64)
             }
             None => return,
         }
+    }
+}
+
+/// Runs the session's idle hook, if it has one.
+fn idle(sh: &Shared) {
+    if let Some(hook) = &sh.cfg.on_idle {
+        (hook.0)();
     }
 }
 

@@ -199,17 +199,7 @@ impl Task {
     pub fn data_in(&mut self, h: &DataIn, data: Vec<u8>) -> Result<(), Violation> {
         let want = self.req.read_len as usize;
         let off = h.buffer_offset as usize;
-        let end = off
-            .checked_add(data.len())
-            .filter(|e| *e <= want)
-            .ok_or_else(|| {
-                Violation(format!(
-                    "Data-In {}+{} beyond the {} bytes asked for",
-                    off,
-                    data.len(),
-                    want
-                ))
-            })?;
+        let end = self.within(h, data.len())?;
         if off == 0 && self.data_len == 0 {
             // The first (often the only) PDU: keep its buffer, no copy.
             self.data_len = data.len();
@@ -234,29 +224,38 @@ impl Task {
             self.data_in[off..end].copy_from_slice(&data);
         }
         self.data_len = self.data_len.max(end);
-        if h.has_status {
-            let residual = if h.underflow { h.residual } else { 0 };
-            self.finish(h.status, Vec::new(), residual);
-        }
+        self.end_if_status(h);
         Ok(())
     }
 
     /// Counts `n` Data-In bytes the reader wrote straight into the
     /// request's sink; completes the task when the PDU carries status.
     pub fn data_in_placed(&mut self, h: &DataIn, n: usize) -> Result<(), Violation> {
-        let end = (h.buffer_offset as usize).saturating_add(n);
-        if end > self.req.read_len as usize {
-            return Err(Violation(format!(
-                "Data-In {}+{n} beyond the {} bytes asked for",
-                h.buffer_offset, self.req.read_len
-            )));
-        }
+        self.within(h, n)?;
         self.placed += n;
+        self.end_if_status(h);
+        Ok(())
+    }
+
+    /// The end of a Data-In of `n` bytes, if it lies within the read.
+    fn within(&self, h: &DataIn, n: usize) -> Result<usize, Violation> {
+        let off = h.buffer_offset as usize;
+        off.checked_add(n)
+            .filter(|e| *e <= self.req.read_len as usize)
+            .ok_or_else(|| {
+                Violation(format!(
+                    "Data-In {off}+{n} beyond the {} bytes asked for",
+                    self.req.read_len
+                ))
+            })
+    }
+
+    /// Completes the task if the Data-In carries status.
+    fn end_if_status(&mut self, h: &DataIn) {
         if h.has_status {
             let residual = if h.underflow { h.residual } else { 0 };
             self.finish(h.status, Vec::new(), residual);
         }
-        Ok(())
     }
 
     /// Completes the task from a SCSI Response.

@@ -261,7 +261,7 @@ async fn session(
             itt: req.itt,
             stat_sn,
             exp_cmd_sn,
-            max_cmd_sn: exp_cmd_sn.wrapping_add(super::window::QUEUE_DEPTH - 1),
+            max_cmd_sn: super::window::max_cmd_sn(exp_cmd_sn),
             status_class: reply.status.0,
             status_detail: reply.status.1,
         };

@@ -144,7 +144,7 @@ impl Ffp {
 
     fn exp_max(&self) -> (u32, u32) {
         let exp = self.window.exp_cmd_sn();
-        (exp, exp.wrapping_add(super::window::QUEUE_DEPTH - 1))
+        (exp, super::window::max_cmd_sn(exp))
     }
 
     /// The session's command numbering (to watch for its advances).

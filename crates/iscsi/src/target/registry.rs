@@ -60,6 +60,16 @@ struct Live {
     core: Arc<SessionCore>,
 }
 
+impl Live {
+    /// The session as `ferry san show` reports it, connections counted now.
+    fn shown(&self) -> SessionInfo {
+        SessionInfo {
+            connections: self.core.connection_count(),
+            ..self.info.clone()
+        }
+    }
+}
+
 /// Everything the connections share.
 pub struct Registry {
     /// Targets by name.
@@ -166,7 +176,6 @@ impl Registry {
             }
             !same
         });
-        info.connections = 1;
         s.push(Live {
             info,
             core: core.clone(),
@@ -186,8 +195,8 @@ impl Registry {
         target: Option<&str>,
         cid: u16,
     ) -> Result<(Arc<SessionCore>, Member), (u8, u8)> {
-        let mut s = self.sessions();
-        let Some(live) = s.iter_mut().find(|l| {
+        let s = self.sessions();
+        let Some(live) = s.iter().find(|l| {
             l.core.tsih == tsih
                 && l.core.initiator == initiator
                 && l.core.isid == isid
@@ -203,7 +212,6 @@ impl Registry {
             .join(cid)
             .map_err(|_| crate::login::status::TOO_MANY_CONNECTIONS)?;
         let core = live.core.clone();
-        live.info.connections = core.connection_count();
         self.write_status(&s);
         Ok((core, member))
     }
@@ -215,8 +223,6 @@ impl Registry {
         let left = core.leave(member);
         if left == 0 {
             s.retain(|l| !Arc::ptr_eq(&l.core, core));
-        } else if let Some(l) = s.iter_mut().find(|l| Arc::ptr_eq(&l.core, core)) {
-            l.info.connections = left;
         }
         self.write_status(&s);
         left == 0
@@ -224,14 +230,14 @@ impl Registry {
 
     /// The live sessions.
     pub fn session_list(&self) -> Vec<SessionInfo> {
-        self.sessions().iter().map(|l| l.info.clone()).collect()
+        self.sessions().iter().map(Live::shown).collect()
     }
 
     fn write_status(&self, s: &[Live]) {
         let Some(path) = &self.status_file else {
             return;
         };
-        let list: Vec<&SessionInfo> = s.iter().map(|l| &l.info).collect();
+        let list: Vec<SessionInfo> = s.iter().map(Live::shown).collect();
         if let Ok(text) = serde_json::to_string_pretty(&list) {
             let tmp = path.with_extension("tmp");
             if std::fs::write(&tmp, text)

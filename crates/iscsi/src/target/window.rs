@@ -15,6 +15,11 @@ use tokio::sync::watch;
 /// Commands the target accepts beyond ExpCmdSN.
 pub const QUEUE_DEPTH: u32 = 128;
 
+/// MaxCmdSN to advertise when ExpCmdSN is `exp`.
+pub fn max_cmd_sn(exp: u32) -> u32 {
+    exp.wrapping_add(QUEUE_DEPTH - 1)
+}
+
 /// Serial number comparison (RFC 1982, 32 bits): is `a` before `b`?
 pub fn sn_lt(a: u32, b: u32) -> bool {
     a != b && b.wrapping_sub(a) < 0x8000_0000
@@ -71,15 +76,10 @@ impl Numbering {
         self.lock().exp_cmd_sn
     }
 
-    /// MaxCmdSN to advertise.
-    pub fn max_cmd_sn(&self) -> u32 {
-        self.exp_cmd_sn().wrapping_add(QUEUE_DEPTH - 1)
-    }
-
     /// Takes `cmd_sn` to run if it is next and nothing runs.
     fn take(&self, cmd_sn: u32) -> Place {
         let mut t = self.lock();
-        let max = t.exp_cmd_sn.wrapping_add(QUEUE_DEPTH - 1);
+        let max = max_cmd_sn(t.exp_cmd_sn);
         if cmd_sn == t.exp_cmd_sn && !t.running {
             t.running = true;
             t.exp_cmd_sn = t.exp_cmd_sn.wrapping_add(1);
@@ -149,11 +149,6 @@ impl<T> Window<T> {
         self.numbering.exp_cmd_sn()
     }
 
-    /// MaxCmdSN to advertise.
-    pub fn max_cmd_sn(&self) -> u32 {
-        self.numbering.max_cmd_sn()
-    }
-
     /// Whether commands wait here for an earlier number.
     pub fn holds_any(&self) -> bool {
         !self.held.is_empty()
@@ -220,7 +215,7 @@ mod tests {
         w.finish();
         assert_eq!(w.exp_cmd_sn(), 2);
         assert_eq!(w.admit(0, false, 'x').0, Admit::Drop);
-        let too_high = w.max_cmd_sn().wrapping_add(1);
+        let too_high = max_cmd_sn(w.exp_cmd_sn()).wrapping_add(1);
         assert_eq!(w.admit(too_high, false, 'y').0, Admit::Drop);
         assert_eq!(w.admit(77, true, 'i').0, Admit::Now);
         assert!(sn_lt(u32::MAX, 0));
