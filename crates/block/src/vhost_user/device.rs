@@ -82,9 +82,17 @@ impl BlkDevice {
         }))
     }
 
+    /// Tells queue `index` of this device from every queue of every
+    /// device in the process, without the queue's lock (which the queue's
+    /// thread holds while it takes requests).
+    fn queue_key(&self, index: u16) -> usize {
+        // The device's state is far larger than any queue count.
+        (Arc::as_ptr(&self.0) as usize).wrapping_add(usize::from(index))
+    }
+
     /// Serves what the queue holds until it is empty (with notifications
     /// suppressed meanwhile when EVENT_IDX was negotiated).
-    fn serve_queue(&self, vring: &Vring) -> std::io::Result<()> {
+    fn serve_queue(&self, queue: u16, vring: &Vring) -> std::io::Result<()> {
         let gm = self
             .0
             .mem
@@ -99,14 +107,14 @@ impl BlkDevice {
                     .disable_notification()
                     .map_err(std::io::Error::other)?;
             }
-            self.serve_available(vring, &gm)?;
+            self.serve_available(queue, vring, &gm)?;
             if !event_idx || !vring.enable_notification().map_err(std::io::Error::other)? {
                 return Ok(());
             }
         }
     }
 
-    fn serve_available(&self, vring: &Vring, gm: &Gm) -> std::io::Result<()> {
+    fn serve_available(&self, queue: u16, vring: &Vring, gm: &Gm) -> std::io::Result<()> {
         // Counted from before the ring is read until the requests served
         // here are returned, so `stop_vring` waits for them as it does for
         // those answered on other threads.
@@ -131,7 +139,12 @@ impl BlkDevice {
                     writable: d.is_write_only(),
                 })
                 .collect();
-            let slot = Slot { head, vring, gm };
+            let slot = Slot {
+                head,
+                key: self.queue_key(queue),
+                vring,
+                gm,
+            };
             let hold = i + 1 < count;
             if let Some(used) = self.dispatch(&mem, &segs, slot, hold) {
                 finished.push((head, used));
@@ -146,7 +159,7 @@ impl BlkDevice {
                 .map_err(std::io::Error::other)?;
         }
         if !finished.is_empty() {
-            signal(vring);
+            signal(self.queue_key(queue), vring);
         }
         Ok(())
     }
@@ -393,6 +406,8 @@ impl BlkDevice {
 #[derive(Clone, Copy)]
 struct Slot<'a> {
     head: u16,
+    /// Its queue, told apart from every other (see [`signal`]).
+    key: usize,
     vring: &'a Vring,
     gm: &'a Gm,
 }
@@ -402,6 +417,7 @@ impl Slot<'_> {
     fn owned(self) -> Req {
         Req {
             head: self.head,
+            key: self.key,
             vring: self.vring.clone(),
             gm: self.gm.clone(),
         }
@@ -411,6 +427,7 @@ impl Slot<'_> {
 /// What a request needs to be answered from another thread.
 struct Req {
     head: u16,
+    key: usize,
     vring: Vring,
     gm: Gm,
 }
@@ -424,7 +441,7 @@ impl Req {
             tracing::warn!("cannot return a virtio-blk request: {e}");
             return;
         }
-        signal(&self.vring);
+        signal(self.key, &self.vring);
     }
 }
 
@@ -439,22 +456,21 @@ fn finish_now(mem: &Mem, layout: &Layout, st: u8, data_used: u32) -> u32 {
 thread_local! {
     /// Queues whose guest is owed an interrupt, on a thread that defers
     /// them (`None` until it joins: see [`signal_deferred`]).
-    /// Each with its state's address, to tell the queues apart.
+    /// Each with its key (see [`BlkDevice::queue_key`]).
     static OWED: std::cell::RefCell<Option<Vec<(usize, Vring)>>> = const { std::cell::RefCell::new(None) };
 }
 
 /// Interrupts the guest for `vring` if it asked to be; on a thread that
 /// defers interrupts, once for all the requests it ends before it next
-/// waits (see [`signal_deferred`]).
-fn signal(vring: &Vring) {
+/// waits (see [`signal_deferred`]). `key` tells `vring` from the others.
+fn signal(key: usize, vring: &Vring) {
     let deferred = OWED.with(|o| {
         let mut o = o.borrow_mut();
         let Some(owed) = o.as_mut() else {
             return false;
         };
-        let at = state_addr(vring);
-        if !owed.iter().any(|(a, _)| *a == at) {
-            owed.push((at, vring.clone()));
+        if !owed.iter().any(|(k, _)| *k == key) {
+            owed.push((key, vring.clone()));
         }
         true
     });
@@ -473,13 +489,6 @@ pub fn signal_deferred() {
     for (_, vring) in &owed {
         interrupt(vring);
     }
-}
-
-/// Tells one queue's state from another's (the read lock is held only
-/// while the address is taken).
-fn state_addr(vring: &Vring) -> usize {
-    let state = vring.get_ref();
-    std::ptr::from_ref(&*state) as usize
 }
 
 fn interrupt(vring: &Vring) {
@@ -714,7 +723,7 @@ impl VhostUserBackend for BlkDevice {
         // An error returned here ends the queues' thread for good, and the
         // guest's requests then hang with nothing logged: say what went
         // wrong and wait for the next kick instead.
-        if let Err(e) = self.serve_queue(vring) {
+        if let Err(e) = self.serve_queue(device_event, vring) {
             tracing::warn!(queue = device_event, "virtio-blk queue not served: {e}");
         }
         Ok(())

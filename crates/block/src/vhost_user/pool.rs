@@ -2,6 +2,7 @@
 //! requests not yet answered (QEMU waits for none before migrating).
 
 use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
 /// Work for a pool thread.
@@ -56,9 +57,15 @@ fn work(rx: &Mutex<Receiver<Job>>) {
 }
 
 /// Requests taken from the queues and not yet answered.
+///
+/// Counted with atomics: a request enters and leaves on the hot path of
+/// every I/O, and a condition variable's signal is a system call even with
+/// nobody waiting, so it is sent only when someone does (migration's drain).
 #[derive(Default)]
 pub struct Inflight {
-    count: Mutex<usize>,
+    count: AtomicUsize,
+    waiters: AtomicUsize,
+    lock: Mutex<()>,
     none: Condvar,
 }
 
@@ -68,31 +75,35 @@ pub struct InflightGuard(Arc<Inflight>);
 impl Inflight {
     /// Counts one request until the guard is dropped.
     pub fn enter(self: &Arc<Self>) -> InflightGuard {
-        if let Ok(mut n) = self.count.lock() {
-            *n += 1;
-        }
+        self.count.fetch_add(1, Ordering::SeqCst);
         InflightGuard(self.clone())
     }
 
     /// Blocks until no request is counted.
     pub fn wait_none(&self) {
-        let Ok(mut n) = self.count.lock() else { return };
-        while *n > 0 {
-            n = match self.none.wait(n) {
-                Ok(n) => n,
-                Err(_) => return,
-            };
+        // SeqCst on both sides: either the last guard sees this waiter, or
+        // this waiter sees the count at zero.
+        self.waiters.fetch_add(1, Ordering::SeqCst);
+        let mut held = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        while self.count.load(Ordering::SeqCst) > 0 {
+            held = self
+                .none
+                .wait(held)
+                .unwrap_or_else(|e| e.into_inner());
         }
+        drop(held);
+        self.waiters.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
 impl Drop for InflightGuard {
     fn drop(&mut self) {
-        if let Ok(mut n) = self.0.count.lock() {
-            *n -= 1;
-            if *n == 0 {
-                self.0.none.notify_all();
-            }
+        let last = self.0.count.fetch_sub(1, Ordering::SeqCst) == 1;
+        if last && self.0.waiters.load(Ordering::SeqCst) > 0 {
+            // Taken so the signal cannot fall between a waiter's check of
+            // the count and its wait.
+            let _held = self.0.lock.lock().unwrap_or_else(|e| e.into_inner());
+            self.0.none.notify_all();
         }
     }
 }
