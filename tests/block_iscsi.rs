@@ -318,3 +318,119 @@ fn concurrent_unaligned_writes_to_one_block_lose_nothing() {
         w.join().unwrap();
     }
 }
+
+/// Reads `len` bytes at `offset` with a started read (as the block service
+/// does for a guest), into `sink`'s memory if `into`.
+fn started_read(disk: &IscsiBackend, offset: u64, len: usize, into: bool) -> Vec<u8> {
+    use ferry_block::backend::{Ended, Op};
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut mem = vec![0u8; len];
+    let op = if into {
+        let keep: std::sync::Arc<dyn Send + Sync> = std::sync::Arc::new(());
+        // Two pieces, so data lands across a seam; `mem` outlives the read
+        // (waited for below) and the sink is closed before it is looked at.
+        let half = len / 2;
+        let ptr = mem.as_mut_ptr();
+        // SAFETY: see above.
+        let sink = unsafe {
+            ferry_iscsi::initiator::Sink::new(vec![(ptr, half), (ptr.add(half), len - half)], keep)
+        };
+        Op::ReadInto { offset, sink }
+    } else {
+        Op::Read {
+            offset,
+            len: len as u64,
+        }
+    };
+    let sink = match &op {
+        Op::ReadInto { sink, .. } => Some(sink.clone()),
+        _ => None,
+    };
+    disk.start(
+        op,
+        false,
+        Box::new(move |e| {
+            let _ = tx.send(e);
+        }),
+    );
+    let ended = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("read ended");
+    if let Some(s) = sink {
+        s.close();
+    }
+    match ended {
+        Ended::Read(parts) if into => {
+            assert!(
+                parts.iter().all(|p| p.is_empty()),
+                "placed reads hand back no buffers"
+            );
+            mem
+        }
+        Ended::Read(parts) => parts.concat(),
+        other => panic!("read at {offset}: {other:?}"),
+    }
+}
+
+#[test]
+fn sequential_reads_are_read_ahead_and_writes_between_them_are_seen() {
+    const MIB: usize = 1024 * 1024;
+    let env = TestEnv::new("lun-readahead");
+    let t = Target::start(&env, Kind::Ferry, 16, chap_auth());
+    let disk = IscsiBackend::open(&t.url(), Some(&t.secrets_file(None)), false).unwrap();
+    let stamp = |chunk: usize, v: u8| -> Vec<u8> {
+        (0..MIB).map(|i| (i as u8) ^ (chunk as u8) ^ v).collect()
+    };
+    for chunk in 0..16 {
+        disk.write_at(&stamp(chunk, 0), (chunk * MIB) as u64, false)
+            .unwrap();
+    }
+    for into in [false, true] {
+        // Apart: the first pass writes into its chunks 4 and 6.
+        let base = if into { 8 } else { 0 };
+        let at = |c: usize| ((base + c) * MIB) as u64;
+        let served = disk.read_ahead_served();
+        // Two sequential reads start fetching the next two chunks.
+        for c in 0..3 {
+            let got = started_read(&disk, at(c), MIB, into);
+            assert!(
+                got == stamp(base + c, 0),
+                "chunk {} (into guest memory: {into})",
+                base + c
+            );
+        }
+        assert!(
+            disk.read_ahead_served() > served,
+            "the third sequential read was served from data read ahead"
+        );
+        // Chunks 3 and 4 are being read ahead now; a write to chunk 4 (a
+        // started one, as a guest's) must not be hidden by them.
+        let (tx, rx) = std::sync::mpsc::channel();
+        disk.start(
+            ferry_block::backend::Op::Write {
+                offset: at(4),
+                data: stamp(base + 4, 0x5a).into(),
+                fua: false,
+            },
+            false,
+            Box::new(move |e| {
+                let _ = tx.send(e);
+            }),
+        );
+        let ended = rx.recv_timeout(Duration::from_secs(20)).unwrap();
+        assert!(
+            matches!(ended, ferry_block::backend::Ended::Written),
+            "{ended:?}"
+        );
+        assert!(started_read(&disk, at(3), MIB, into) == stamp(base + 3, 0));
+        assert!(
+            started_read(&disk, at(4), MIB, into) == stamp(base + 4, 0x5a),
+            "the write between two sequential reads is seen (into guest memory: {into})"
+        );
+        // And a blocking write (the unaligned path's) too.
+        assert_eq!(started_read(&disk, at(5), MIB, into).len(), MIB);
+        disk.write_at(&[0xee; 100], at(6) + 10, false).unwrap();
+        let got = started_read(&disk, at(6), MIB, into);
+        assert_eq!(&got[10..110], &[0xee; 100][..]);
+    }
+}

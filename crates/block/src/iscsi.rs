@@ -16,8 +16,9 @@
 //! ```
 
 use crate::backend::{BackendError, BlockBackend, Done, Ended, Op};
+use crate::readahead::ReadAhead;
 use ferry_iscsi::initiator::{
-    random_isid, Chap, IdleHook, IscsiError, LoginConfig, Lun, SessionConfig, Unfinished,
+    random_isid, Chap, IdleHook, IscsiError, LoginConfig, Lun, SessionConfig, Sink, Unfinished,
 };
 use ferry_spec::IscsiUrl;
 use serde::Deserialize;
@@ -157,6 +158,43 @@ pub struct IscsiBackend {
     read_only: bool,
     /// Block ranges of read-modify-writes in progress.
     rmw: RangeLocks,
+    /// Stretches read ahead of a guest reading sequentially.
+    ahead: Arc<ReadAhead<Reader>>,
+}
+
+/// A guest read, waiting on a stretch read ahead or about to be read.
+struct Reader {
+    /// Where its data goes (else it is handed over in buffers).
+    sink: Option<Arc<Sink>>,
+    done: Done,
+}
+
+impl Reader {
+    /// Ends it with data read ahead (`None`: the fetch failed; it is read
+    /// again the ordinary way).
+    fn deliver(self, data: Option<Vec<Vec<u8>>>) {
+        (self.done)(match (data, &self.sink) {
+            (Some(parts), None) => Ended::Read(parts),
+            (Some(parts), Some(sink)) if sink.copy_in(&parts) => Ended::Read(Vec::new()),
+            _ => Ended::Again,
+        })
+    }
+}
+
+/// Counts a write from its start to its end (see [`ReadAhead::write_started`]).
+struct Writing(Arc<ReadAhead<Reader>>);
+
+impl Writing {
+    fn start(ahead: &Arc<ReadAhead<Reader>>) -> Writing {
+        ahead.write_started();
+        Writing(ahead.clone())
+    }
+}
+
+impl Drop for Writing {
+    fn drop(&mut self) {
+        self.0.write_ended();
+    }
 }
 
 /// Exclusive locks on block ranges, for read-modify-writes.
@@ -236,7 +274,14 @@ impl IscsiBackend {
             url: Arc::from(url),
             read_only,
             rmw: RangeLocks::default(),
+            ahead: Arc::default(),
         })
+    }
+
+    /// Reads served from data read ahead so far (sequential reads fetch
+    /// the next stretches before the guest asks: see [`crate::readahead`]).
+    pub fn read_ahead_served(&self) -> u64 {
+        self.ahead.served()
     }
 
     /// The LUN underneath (for reservations).
@@ -246,6 +291,44 @@ impl IscsiBackend {
 
     fn err(&self, e: IscsiError) -> BackendError {
         remote_error(&self.url, e)
+    }
+
+    /// Starts an aligned read of `len` bytes at `offset` (into `sink` if
+    /// given), served from what was read ahead when it can be; then reads
+    /// ahead what the pattern asks for.
+    fn start_read(&self, offset: u64, len: u64, sink: Option<Arc<Sink>>, hold: bool, done: Done) {
+        let look = self
+            .ahead
+            .read(offset, len, self.lun.size(), Reader { sink, done });
+        if let Some((reader, data)) = look.ready {
+            reader.deliver(Some(data));
+        }
+        if let Some(Reader { sink, done }) = look.miss {
+            let url = self.url.clone();
+            let end = Box::new(move |r: Result<Vec<Vec<u8>>, Unfinished>| {
+                done(match r {
+                    Ok(parts) => Ended::Read(parts),
+                    Err(u) => unfinished(&url, u),
+                })
+            });
+            match sink {
+                Some(sink) => self.lun.start_read_into(offset, &sink, hold, end),
+                None => self.lun.start_read(offset, len, hold, end),
+            }
+        }
+        for f in look.fetch {
+            let ahead = self.ahead.clone();
+            self.lun.start_read(
+                f.offset,
+                f.len,
+                false,
+                Box::new(move |r| {
+                    if let Some((reader, data)) = ahead.fetched(f.id, r.ok()) {
+                        reader.deliver(data);
+                    }
+                }),
+            );
+        }
     }
 
     /// Whether the range is whole LUN blocks (else a read-modify-write).
@@ -280,11 +363,6 @@ impl BlockBackend for IscsiBackend {
         self.lun.send_held();
     }
     fn start(&self, op: Op, hold: bool, done: Done) {
-        let url = self.url.clone();
-        let ended = move |u: Unfinished| match u {
-            Unfinished::Again => Ended::Again,
-            Unfinished::Failed(e) => Ended::Failed(remote_error(&url, e)),
-        };
         match op {
             // Partial blocks need a read-modify-write: the blocking path.
             Op::Read { offset, len } if !self.aligned(offset, len) => done(Ended::Again),
@@ -294,40 +372,26 @@ impl BlockBackend for IscsiBackend {
             Op::Write {
                 offset, ref data, ..
             } if !self.aligned(offset, data.len() as u64) => done(Ended::Again),
-            Op::Read { offset, len } => self.lun.start_read(
-                offset,
-                len,
-                hold,
-                Box::new(move |r| {
-                    done(match r {
-                        Ok(parts) => Ended::Read(parts),
-                        Err(u) => ended(u),
-                    })
-                }),
-            ),
-            Op::ReadInto { offset, sink } => self.lun.start_read_into(
-                offset,
-                &sink,
-                hold,
-                Box::new(move |r| {
-                    done(match r {
-                        Ok(parts) => Ended::Read(parts),
-                        Err(u) => ended(u),
-                    })
-                }),
-            ),
-            Op::Write { offset, data, fua } => self.lun.start_write(
-                data,
-                offset,
-                fua,
-                hold,
-                Box::new(move |r| {
-                    done(match r {
-                        Ok(()) => Ended::Written,
-                        Err(u) => ended(u),
-                    })
-                }),
-            ),
+            Op::Read { offset, len } => self.start_read(offset, len, None, hold, done),
+            Op::ReadInto { offset, sink } => {
+                self.start_read(offset, sink.len() as u64, Some(sink), hold, done)
+            }
+            Op::Write { offset, data, fua } => {
+                let (url, writing) = (self.url.clone(), Writing::start(&self.ahead));
+                self.lun.start_write(
+                    data,
+                    offset,
+                    fua,
+                    hold,
+                    Box::new(move |r| {
+                        drop(writing);
+                        done(match r {
+                            Ok(()) => Ended::Written,
+                            Err(u) => unfinished(&url, u),
+                        })
+                    }),
+                )
+            }
         }
     }
     fn identity(&self) -> String {
@@ -361,6 +425,7 @@ impl BlockBackend for IscsiBackend {
     }
     fn write_at(&self, buf: &[u8], offset: u64, fua: bool) -> Result<(), BackendError> {
         self.check_range(offset, buf.len() as u64, true)?;
+        let _writing = Writing::start(&self.ahead);
         let bs = u64::from(self.lun.block_size());
         if self.aligned(offset, buf.len() as u64) {
             return self.lun.write_at(buf, offset, fua).map_err(|e| self.err(e));
@@ -384,6 +449,7 @@ impl BlockBackend for IscsiBackend {
     }
     fn discard(&self, offset: u64, len: u64) -> Result<(), BackendError> {
         self.check_range(offset, len, true)?;
+        let _writing = Writing::start(&self.ahead);
         let bs = u64::from(self.lun.block_size());
         // Only whole blocks inside the range can go.
         let start = offset.div_ceil(bs) * bs;
@@ -397,6 +463,7 @@ impl BlockBackend for IscsiBackend {
     }
     fn write_zeroes(&self, offset: u64, len: u64, fua: bool) -> Result<(), BackendError> {
         self.check_range(offset, len, true)?;
+        let _writing = Writing::start(&self.ahead);
         if self.aligned(offset, len) {
             return self
                 .lun
@@ -405,6 +472,14 @@ impl BlockBackend for IscsiBackend {
         }
         let zeroes = vec![0u8; len as usize];
         self.write_at(&zeroes, offset, fua)
+    }
+}
+
+/// How a started operation that did not finish ends for the block service.
+fn unfinished(disk: &str, u: Unfinished) -> Ended {
+    match u {
+        Unfinished::Again => Ended::Again,
+        Unfinished::Failed(e) => Ended::Failed(remote_error(disk, e)),
     }
 }
 

@@ -12,6 +12,7 @@
 pub mod backend;
 pub mod iscsi;
 pub mod nbd;
+pub mod readahead;
 pub mod service;
 mod splice;
 pub mod stats;

@@ -1,8 +1,8 @@
 //! Threads for the requests that wait on the disk, and a count of the
 //! requests not yet answered (QEMU waits for none before migrating).
 
-use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::{Arc, Condvar, Mutex};
 
 /// Work for a pool thread.
@@ -86,10 +86,7 @@ impl Inflight {
         self.waiters.fetch_add(1, Ordering::SeqCst);
         let mut held = self.lock.lock().unwrap_or_else(|e| e.into_inner());
         while self.count.load(Ordering::SeqCst) > 0 {
-            held = self
-                .none
-                .wait(held)
-                .unwrap_or_else(|e| e.into_inner());
+            held = self.none.wait(held).unwrap_or_else(|e| e.into_inner());
         }
         drop(held);
         self.waiters.fetch_sub(1, Ordering::SeqCst);

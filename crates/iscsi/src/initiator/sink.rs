@@ -75,6 +75,35 @@ impl Sink {
         *self.open.lock().unwrap_or_else(|e| e.into_inner()) = false;
     }
 
+    /// Copies `parts`, in order, into the start of the sink (data read
+    /// before the sink existed, e.g. read ahead). False, and nothing
+    /// written, if closed or if the parts are longer than the sink.
+    pub fn copy_in(&self, parts: &[Vec<u8>]) -> bool {
+        let total: usize = parts.iter().map(Vec::len).sum();
+        let mut from = parts.iter().map(Vec::as_slice).peekable();
+        let mut skip = 0usize;
+        self.fill(0, total, |slices| {
+            for slice in slices.iter_mut() {
+                let mut at = 0usize;
+                while at < slice.len() {
+                    let Some(src) = from.peek() else {
+                        return Err(std::io::Error::other("parts shorter than they add up to"));
+                    };
+                    let n = (src.len() - skip).min(slice.len() - at);
+                    slice[at..at + n].copy_from_slice(&src[skip..skip + n]);
+                    at += n;
+                    skip += n;
+                    if skip == src.len() {
+                        from.next();
+                        skip = 0;
+                    }
+                }
+            }
+            Ok(())
+        })
+        .unwrap_or(false)
+    }
+
     /// Hands `fill` the memory of `offset..offset + len`, its pieces in
     /// order (one vectored read can fill them all), unless closed or out
     /// of range (then `Ok(false)`, nothing touched).
@@ -148,5 +177,20 @@ mod tests {
             .unwrap());
         assert_eq!(a, [0, 0, 1]);
         assert_eq!(b, [2, 3, 4, 0, 0]);
+    }
+
+    #[test]
+    fn copy_in_spreads_parts_across_pieces() {
+        let mut a = vec![0u8; 3];
+        let mut b = vec![0u8; 5];
+        let keep: Arc<dyn Send + Sync> = Arc::new(());
+        // SAFETY: both vectors outlive the sink's use below.
+        let s = unsafe { Sink::new(vec![(a.as_mut_ptr(), 3), (b.as_mut_ptr(), 5)], keep) };
+        assert!(s.copy_in(&[vec![1, 2], vec![], vec![3, 4, 5, 6]]));
+        assert!(!s.copy_in(&[vec![9; 9]]), "longer than the sink");
+        s.close();
+        assert!(!s.copy_in(&[vec![9]]), "closed");
+        assert_eq!(a, [1, 2, 3]);
+        assert_eq!(b, [4, 5, 6, 0, 0]);
     }
 }
