@@ -12,11 +12,14 @@
 //! read ahead and not yet asked for, and nothing is read ahead while a
 //! write is in flight. A stretch the guest already waits on is kept: a
 //! write started after that read is concurrent with it, and either
-//! contents are a right answer.
+//! contents are a right answer. Data waits at most [`MAX_AGE`] for its
+//! read: a guest paused in the middle of a sequence (while its disk might
+//! change hands) does not find old data when it goes on.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 /// Reads smaller than this are not read ahead (random small I/O would pay
 /// for fetches it never uses).
@@ -25,6 +28,9 @@ pub const MIN_LEN: u64 = 64 * 1024;
 pub const MAX_LEN: u64 = 4 * 1024 * 1024;
 /// Stretches kept ahead of the guest.
 pub const DEPTH: u64 = 2;
+/// Fetched data older than this is not used (a sequential reader takes
+/// it within milliseconds).
+pub const MAX_AGE: Duration = Duration::from_secs(1);
 
 /// One disk's read-ahead state. `W` is what stands for a read waiting on
 /// a stretch still being fetched; the caller gets it back with the data.
@@ -71,7 +77,7 @@ struct Stretch<W> {
 enum Got<W> {
     /// Being fetched; a read that asked for it meanwhile waits here.
     Fetching(Option<W>),
-    Fetched(Vec<Vec<u8>>),
+    Fetched(Vec<Vec<u8>>, Instant),
 }
 
 /// A stretch to fetch: pass `id` back to [`ReadAhead::fetched`].
@@ -122,9 +128,14 @@ impl<W> ReadAhead<W> {
             let waiter = miss.take();
             match &mut s.ahead[i].got {
                 Got::Fetching(slot @ None) => *slot = waiter,
-                Got::Fetched(_) => {
+                Got::Fetched(_, at) if at.elapsed() > MAX_AGE => {
+                    s.ahead.remove(i);
+                    self.served.fetch_sub(1, Ordering::Relaxed);
+                    miss = waiter;
+                }
+                Got::Fetched(..) => {
                     if let Some(Stretch {
-                        got: Got::Fetched(data),
+                        got: Got::Fetched(data, _),
                         ..
                     }) = s.ahead.remove(i)
                     {
@@ -163,7 +174,7 @@ impl<W> ReadAhead<W> {
             }
         } else {
             if let Some(data) = data {
-                s.ahead[i].got = Got::Fetched(data);
+                s.ahead[i].got = Got::Fetched(data, Instant::now());
             }
             None
         }
@@ -194,7 +205,7 @@ impl<W> ReadAhead<W> {
         let s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         s.ahead
             .iter()
-            .filter(|a| matches!(a.got, Got::Fetched(_)))
+            .filter(|a| matches!(a.got, Got::Fetched(..)))
             .map(|a| a.len)
             .sum()
     }
@@ -331,6 +342,20 @@ mod tests {
         assert!(miss);
         assert!(ra.fetched(ids[1], data(0)).is_none());
         assert_eq!(ra.held(), 0);
+    }
+
+    #[test]
+    fn old_data_is_not_used() {
+        let ra = ReadAhead::default();
+        read(&ra, 0);
+        let (_, _, _, ids) = read(&ra, 1);
+        ra.fetched(ids[0], data(1));
+        if let Some(a) = ra.state.lock().unwrap().ahead.front_mut() {
+            a.got = Got::Fetched(vec![vec![1]], Instant::now() - MAX_AGE * 2);
+        }
+        let (ready, miss, _, _) = read(&ra, 2);
+        assert_eq!((ready, miss), (None, true), "too old: read again");
+        assert_eq!(ra.served(), 0);
     }
 
     #[test]
