@@ -193,6 +193,8 @@ pub async fn run(stream: TcpStream, registry: Arc<Registry>) {
     let _ = writer.shutdown().await;
 }
 
+/// Runs disk work: inline on a connection's own thread (see `server`), off
+/// the worker's queue on a shared runtime.
 fn blocking<T>(f: impl FnOnce() -> T) -> T {
     use tokio::runtime::{Handle, RuntimeFlavor};
     match Handle::try_current().map(|h| h.runtime_flavor()) {

@@ -1,5 +1,12 @@
-//! The TCP server: listens on every configured portal and runs one task
-//! per connection until shut down.
+//! The TCP server: listens on every configured portal and runs each
+//! connection on a thread of its own until shut down.
+//!
+//! A thread per connection, as Linux's own target (LIO) runs one per
+//! connection: a command's disk I/O then runs inline on the connection's
+//! thread. On a shared runtime every command had to hand the worker's
+//! queue to another thread first (`block_in_place`) and take it back after,
+//! two thread switches and a contended lock per command, a third of the
+//! target's cost for 4 KiB reads.
 
 use super::connection;
 use super::registry::Registry;
@@ -47,7 +54,10 @@ pub async fn serve(
                 match l.accept().await {
                     Ok((s, peer)) => {
                         tracing::debug!(%peer, "connection");
-                        tokio::spawn(connection::run(s, reg.clone()));
+                        match s.into_std() {
+                            Ok(s) => run_on_own_thread(s, reg.clone()),
+                            Err(e) => warn!(%peer, error = %e, "cannot take over a connection"),
+                        }
                     }
                     Err(e) => {
                         warn!(error = %e, "accept failed");
@@ -61,4 +71,29 @@ pub async fn serve(
     info!("shutting down");
     tasks.abort_all();
     Ok(())
+}
+
+/// Runs one connection to its end on a new thread with a runtime of its
+/// own (blocking disk I/O there holds up this connection only).
+fn run_on_own_thread(stream: std::net::TcpStream, registry: Arc<Registry>) {
+    let started = std::thread::Builder::new()
+        .name("iscsi-conn".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => return warn!(error = %e, "cannot start a connection's runtime"),
+            };
+            rt.block_on(async move {
+                match tokio::net::TcpStream::from_std(stream) {
+                    Ok(s) => connection::run(s, registry).await,
+                    Err(e) => warn!(error = %e, "cannot register a connection"),
+                }
+            });
+        });
+    if let Err(e) = started {
+        warn!(error = %e, "cannot start a connection thread");
+    }
 }
