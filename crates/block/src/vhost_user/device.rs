@@ -682,6 +682,11 @@ impl VhostUserBackend for BlkDevice {
             | VhostUserProtocolFeatures::LOG_SHMFD
             | VhostUserProtocolFeatures::REPLY_ACK
     }
+    fn acked_features(&self, features: u64) {
+        // Once per connection: tells from the log how far a front end got
+        // (a reconnect that never reaches the queues stops here).
+        tracing::info!("front end acked features {features:#x}");
+    }
     fn set_event_idx(&self, enabled: bool) {
         self.0.event_idx.store(enabled, Ordering::Relaxed);
     }
@@ -692,6 +697,7 @@ impl VhostUserBackend for BlkDevice {
         space[start..end].to_vec()
     }
     fn update_memory(&self, mem: Gm) -> std::io::Result<()> {
+        tracing::info!("guest memory table set");
         *self
             .0
             .mem
