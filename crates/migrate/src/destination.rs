@@ -60,6 +60,14 @@ pub trait Destination: Sync {
     /// Removes the destination's half of a migration that failed; returns
     /// why it could not.
     fn discard(&self, name: &str) -> impl Future<Output = Result<(), String>> + Send;
+
+    /// Waits (briefly) until the destination's own record of the VM says it
+    /// runs, so a status read right after the migration returns agrees with
+    /// it: QEMU is seen running first, the supervisor records it when it
+    /// handles QEMU's RESUME event, a moment later.
+    fn recorded_running(&self, _name: &str) -> impl Future<Output = ()> + Send {
+        async {}
+    }
 }
 
 /// Runs a `ferry` command on a host; returns the last line of its stderr on
@@ -131,4 +139,19 @@ impl Destination for HostDestination<'_> {
     async fn discard(&self, name: &str) -> Result<(), String> {
         on_host(self.host, self.ferry_exe, &["vm", "stop", name, "--force"]).await
     }
+
+    async fn recorded_running(&self, name: &str) {
+        let deadline = std::time::Instant::now() + RECORD_WAIT;
+        while std::time::Instant::now() < deadline {
+            match StateRecord::load(&self.host.vm_dir(name)) {
+                Ok(Some(r)) if r.state != ferry_vm::state::VmState::Paused => return,
+                _ => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
+            }
+        }
+        tracing::warn!("{name} runs on the destination, but its record still says paused");
+    }
 }
+
+/// How long a migration waits for the destination's record to catch up
+/// with its running QEMU.
+const RECORD_WAIT: std::time::Duration = std::time::Duration::from_secs(5);

@@ -350,10 +350,13 @@ pub async fn migrate<D: Destination>(
         }
     }
     .await;
-    if result.is_err() {
-        // Whatever happened, the destination's half goes away; the source runs on.
-        if let Err(e) = dst.discard(name).await {
-            tracing::warn!("could not remove the destination's QEMU: {e}");
+    match &result {
+        Ok(_) => dst.recorded_running(name).await,
+        Err(_) => {
+            // Whatever happened, the destination's half goes away; the source runs on.
+            if let Err(e) = dst.discard(name).await {
+                tracing::warn!("could not remove the destination's QEMU: {e}");
+            }
         }
     }
     result
