@@ -117,37 +117,38 @@ impl<W> ReadAhead<W> {
         s.next = offset.saturating_add(len);
         let mut ready = None;
         let mut miss = Some(waiter);
-        let this = |a: &Stretch<W>| a.offset == offset && a.len == len;
         // Those before it were skipped over: never asked for (all of them
         // if the guest went elsewhere).
-        let found = s.ahead.iter().position(this);
+        let found = s
+            .ahead
+            .iter()
+            .position(|a| a.offset == offset && a.len == len);
         let before = found.unwrap_or(s.ahead.len());
-        s.drop_unclaimed_before(before);
-        if let Some(i) = s.ahead.iter().position(this) {
-            self.served.fetch_add(1, Ordering::Relaxed);
-            let waiter = miss.take();
+        let kept = s.drop_unclaimed_before(before);
+        if found.is_some() {
+            let i = kept;
             match &mut s.ahead[i].got {
-                Got::Fetching(slot @ None) => *slot = waiter,
-                Got::Fetched(_, at) if at.elapsed() > MAX_AGE => {
-                    s.ahead.remove(i);
-                    self.served.fetch_sub(1, Ordering::Relaxed);
-                    miss = waiter;
+                Got::Fetching(slot @ None) => {
+                    *slot = miss.take();
+                    self.served.fetch_add(1, Ordering::Relaxed);
                 }
-                Got::Fetched(..) => {
+                Got::Fetched(_, at) if at.elapsed() <= MAX_AGE => {
                     if let Some(Stretch {
                         got: Got::Fetched(data, _),
                         ..
                     }) = s.ahead.remove(i)
                     {
-                        ready = waiter.map(|w| (w, data));
+                        ready = miss.take().map(|w| (w, data));
+                        self.served.fetch_add(1, Ordering::Relaxed);
                     }
+                }
+                // Too old to trust: read it again.
+                Got::Fetched(..) => {
+                    s.ahead.remove(i);
                 }
                 // Already claimed (a second read of the same stretch
                 // before it arrived): read it the ordinary way.
-                Got::Fetching(Some(_)) => {
-                    self.served.fetch_sub(1, Ordering::Relaxed);
-                    miss = waiter;
-                }
+                Got::Fetching(Some(_)) => {}
             }
         }
         let fetch = s.plan(offset, len, size);
@@ -186,7 +187,7 @@ impl<W> ReadAhead<W> {
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         s.writes += 1;
         let all = s.ahead.len();
-        s.drop_unclaimed_before(all);
+        let _ = s.drop_unclaimed_before(all);
     }
 
     /// A write that [`ReadAhead::write_started`] ended.
@@ -201,7 +202,8 @@ impl<W> ReadAhead<W> {
     }
 
     /// Bytes held in stretches fetched and not yet asked for.
-    pub fn held(&self) -> u64 {
+    #[cfg(test)]
+    fn held(&self) -> u64 {
         let s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         s.ahead
             .iter()
@@ -212,13 +214,17 @@ impl<W> ReadAhead<W> {
 }
 
 impl<W> State<W> {
-    /// Drops the stretches among the first `n` that no read waits on.
-    fn drop_unclaimed_before(&mut self, n: usize) {
-        let mut i = 0usize;
+    /// Drops the stretches among the first `n` that no read waits on;
+    /// how many of those `n` stay (the new place of the one that was `n`th).
+    fn drop_unclaimed_before(&mut self, n: usize) -> usize {
+        let (mut i, mut kept) = (0usize, 0usize);
         self.ahead.retain(|a| {
             i += 1;
-            i > n || matches!(a.got, Got::Fetching(Some(_)))
+            let keep = i > n || matches!(a.got, Got::Fetching(Some(_)));
+            kept += usize::from(keep && i <= n);
+            keep
         });
+        kept
     }
 
     /// The stretches to start so that `DEPTH` follow the read just made.
@@ -281,6 +287,12 @@ mod tests {
         Some(vec![vec![b; 8]])
     }
 
+    /// Reads at 0 and 1 MiB: the ids of the stretches at 2 and 3 fetched.
+    fn sequence(ra: &ReadAhead<u64>) -> Vec<u64> {
+        read(ra, 0);
+        read(ra, 1).3
+    }
+
     #[test]
     fn a_second_sequential_read_starts_fetching_and_the_next_is_served_from_them() {
         let ra = ReadAhead::default();
@@ -306,8 +318,7 @@ mod tests {
     #[test]
     fn a_write_drops_what_nobody_asked_for_and_holds_off_fetching() {
         let ra = ReadAhead::default();
-        read(&ra, 0);
-        let (_, _, _, ids) = read(&ra, 1);
+        let ids = sequence(&ra);
         ra.fetched(ids[0], data(1));
         let (ready, _, _, more) = read(&ra, 2);
         assert_eq!(ready, Some(1));
@@ -331,8 +342,7 @@ mod tests {
     #[test]
     fn a_failed_fetch_sends_its_reader_the_ordinary_way_and_late_data_is_dropped() {
         let ra = ReadAhead::default();
-        read(&ra, 0);
-        let (_, _, _, ids) = read(&ra, 1);
+        let ids = sequence(&ra);
         let (_, miss, _, _) = read(&ra, 2);
         assert!(!miss);
         assert_eq!(ra.fetched(ids[0], None), Some((2, None)));
@@ -347,8 +357,7 @@ mod tests {
     #[test]
     fn old_data_is_not_used() {
         let ra = ReadAhead::default();
-        read(&ra, 0);
-        let (_, _, _, ids) = read(&ra, 1);
+        let ids = sequence(&ra);
         ra.fetched(ids[0], data(1));
         if let Some(a) = ra.state.lock().unwrap().ahead.front_mut() {
             a.got = Got::Fetched(vec![vec![1]], Instant::now() - MAX_AGE * 2);

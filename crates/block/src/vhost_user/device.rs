@@ -128,6 +128,7 @@ impl BlkDevice {
                 .collect()
         };
         let mem = gm.memory();
+        let key = self.queue_key(queue);
         let mut finished = Vec::new();
         let count = chains.len();
         for (i, chain) in chains.into_iter().enumerate() {
@@ -141,7 +142,7 @@ impl BlkDevice {
                 .collect();
             let slot = Slot {
                 head,
-                key: self.queue_key(queue),
+                key,
                 vring,
                 gm,
             };
@@ -159,7 +160,7 @@ impl BlkDevice {
                 .map_err(std::io::Error::other)?;
         }
         if !finished.is_empty() {
-            signal(self.queue_key(queue), vring);
+            signal(key, vring);
         }
         Ok(())
     }

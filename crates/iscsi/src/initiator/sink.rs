@@ -146,13 +146,23 @@ impl Sink {
 mod tests {
     use super::*;
 
+    /// A sink over `a` then `b`; the caller keeps both alive while it is
+    /// used.
+    fn over(a: &mut [u8], b: &mut [u8]) -> Arc<Sink> {
+        let keep: Arc<dyn Send + Sync> = Arc::new(());
+        // SAFETY: see above.
+        unsafe {
+            Sink::new(
+                vec![(a.as_mut_ptr(), a.len()), (b.as_mut_ptr(), b.len())],
+                keep,
+            )
+        }
+    }
+
     #[test]
     fn windows_fill_across_pieces_until_closed() {
-        let mut a = vec![0u8; 3];
-        let mut b = vec![0u8; 5];
-        let keep: Arc<dyn Send + Sync> = Arc::new(());
-        // SAFETY: both vectors outlive the sink's use below.
-        let s = unsafe { Sink::new(vec![(a.as_mut_ptr(), 3), (b.as_mut_ptr(), 5)], keep) };
+        let (mut a, mut b) = (vec![0u8; 3], vec![0u8; 5]);
+        let s = over(&mut a, &mut b);
         assert_eq!(s.len(), 8);
         let w = s.window(2, 4).unwrap();
         let mut next = 1u8;
@@ -181,11 +191,8 @@ mod tests {
 
     #[test]
     fn copy_in_spreads_parts_across_pieces() {
-        let mut a = vec![0u8; 3];
-        let mut b = vec![0u8; 5];
-        let keep: Arc<dyn Send + Sync> = Arc::new(());
-        // SAFETY: both vectors outlive the sink's use below.
-        let s = unsafe { Sink::new(vec![(a.as_mut_ptr(), 3), (b.as_mut_ptr(), 5)], keep) };
+        let (mut a, mut b) = (vec![0u8; 3], vec![0u8; 5]);
+        let s = over(&mut a, &mut b);
         assert!(s.copy_in(&[vec![1, 2], vec![], vec![3, 4, 5, 6]]));
         assert!(!s.copy_in(&[vec![9; 9]]), "longer than the sink");
         s.close();
